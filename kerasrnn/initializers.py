@@ -1,0 +1,59 @@
+"""Initializers for recurrent networks: identity (IRNN) and the forget-gate bias."""
+
+import keras
+from keras import initializers, ops
+
+__all__ = ["ForgetGateBias", "Identity"]
+
+#: The IRNN recurrent initializer (Le, Jaitly & Hinton 2015): `gain · I`.
+#: Keras's own `keras.initializers.Identity`, re-exported so recipes need one import.
+Identity = keras.initializers.Identity
+
+
+@keras.saving.register_keras_serializable(package="kerasrnn")
+class ForgetGateBias(keras.initializers.Initializer):
+    """Bias of a gated cell with the forget gate's block set to `forget_bias`.
+
+    The other blocks come from `base` (default zeros). For `LSTMCell` (gate order
+    `i, f, c, o`) this is `[base, forget_bias, base, base]`: the forget gate starts
+    open, so the cell state is remembered and the error signal flows back through
+    time from the first update (Gers et al. 2000; Jozefowicz et al. 2015).
+
+    Args:
+        base: initializer of the other gates' blocks.
+        gates: number of gate blocks in the bias (4 for LSTM).
+        forget_index: which block is the forget gate (1 for `i, f, c, o`).
+        forget_bias: the forget gate's initial bias (default 1.0).
+
+    Example:
+
+    >>> import keras
+    >>> from kerasrnn.initializers import ForgetGateBias
+    >>> keras.ops.convert_to_numpy(ForgetGateBias()((8,))).tolist()
+    [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    """
+
+    def __init__(self, base="zeros", gates=4, forget_index=1, forget_bias=1.0):
+        self.base = initializers.get(base)
+        self.gates = int(gates)
+        self.forget_index = int(forget_index)
+        self.forget_bias = float(forget_bias)
+
+    def __call__(self, shape, dtype=None):
+        total = shape[-1]
+        if total % self.gates:
+            raise ValueError(
+                f"ForgetGateBias: bias size {total} is not a multiple of gates={self.gates}."
+            )
+        units = total // self.gates
+        blocks = [self.base((units,), dtype=dtype) for _ in range(self.gates)]
+        blocks[self.forget_index] = ops.full((units,), self.forget_bias, dtype=dtype)
+        return ops.concatenate(blocks, axis=0)
+
+    def get_config(self):
+        return {
+            "base": initializers.serialize(self.base),
+            "gates": self.gates,
+            "forget_index": self.forget_index,
+            "forget_bias": self.forget_bias,
+        }

@@ -1,0 +1,19 @@
+"""kerasrnn cells and sequence layers."""
+
+from kerasrnn.layers.cell import RecurrentCell
+from kerasrnn.layers.gru import GRU, GRUCell
+from kerasrnn.layers.lstm import LSTM, LSTMCell
+from kerasrnn.layers.rnn import RNN
+from kerasrnn.layers.simple_rnn import IRNN, SimpleRNN, SimpleRNNCell
+
+__all__ = [
+    "GRU",
+    "GRUCell",
+    "IRNN",
+    "LSTM",
+    "LSTMCell",
+    "RNN",
+    "RecurrentCell",
+    "SimpleRNN",
+    "SimpleRNNCell",
+]

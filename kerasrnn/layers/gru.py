@@ -1,0 +1,176 @@
+"""GRU cell and layer, in both forms: Cho et al. 2014 ("reset before") and Keras/cuDNN ("reset after")."""
+
+import keras
+from keras import activations, ops
+
+from kerasrnn.layers import _checks
+from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
+from kerasrnn.layers.rnn import CellLayer
+from kerasrnn.ops.fused import FusedSpec
+
+_register = keras.saving.register_keras_serializable(package="kerasrnn")
+
+
+@_register
+class GRUCell(RecurrentCell):
+    r"""Gated Recurrent Unit cell, in the form of Cho et al. (2014) or of Keras/cuDNN.
+
+    With `reset_after=False` (the seed lesson's equations, Cho et al. 2014), at step `t`:
+
+    ```
+    z_t = σ(x_t W_xz + h_{t-1} W_hz + b_z)                  update gate
+    r_t = σ(x_t W_xr + h_{t-1} W_hr + b_r)                  reset gate
+    g_t = tanh(x_t W_xg + (r_t ⊗ h_{t-1}) W_hg + b_g)       candidate
+    h_t = z_t ⊗ h_{t-1} + (1 − z_t) ⊗ g_t
+    ```
+
+    With `reset_after=True` (default, as `keras.layers.GRU`, cuDNN and `torch.nn.GRU`),
+    the reset gate is applied after the recurrent product, which has its own bias:
+
+    ```
+    g_t = tanh(x_t W_xg + b_xg + r_t ⊗ (h_{t-1} W_hg + b_hg))
+    ```
+
+    and `z_t`, `r_t` add both biases (`b_x· + b_h·`). Weights use Keras's layout and
+    gate order `z, r, h (= g)`: `kernel (input_dim, 3·units)`,
+    `recurrent_kernel (units, 3·units)`; `bias (3·units,)` for `reset_after=False`,
+    `bias (2, 3·units)` (input bias, recurrent bias) for `reset_after=True`.
+
+    Args:
+        units: positive int.
+        activation: the `tanh` of `g_t` (default `"tanh"`).
+        recurrent_activation: the `σ` of the gates (default `"sigmoid"`).
+        reset_after: which form (default True, the Keras/cuDNN form).
+        use_bias, kernel_initializer ("glorot_uniform"), recurrent_initializer
+            ("orthogonal"), bias_initializer ("zeros"), regularizers, constraints,
+            dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
+
+    Call arguments:
+        inputs: `(batch, input_dim)`; states: `[h_{t-1}]`; training: bool.
+
+    Example:
+
+    >>> import numpy as np, keras, kerasrnn
+    >>> cell = kerasrnn.layers.GRUCell(4, reset_after=False)
+    >>> tuple(keras.layers.RNN(cell)(np.ones((2, 3, 5), "float32")).shape)
+    (2, 4)
+
+    Reference:
+        Cho et al., "Learning Phrase Representations using RNN Encoder-Decoder for
+        Statistical Machine Translation", EMNLP 2014.
+
+    Notes:
+        The update gate keeps the *old* state: `h_t = z_t h_{t-1} + (1 − z_t) g_t`, as in
+        the seed and in Keras (Cho et al. write it with `z` and `1 − z` swapped, which is
+        the same family up to relabelling `z`).
+    """
+
+    gates = 3
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        reset_after=True,
+        **kwargs,
+    ):
+        super().__init__(units, activation=activation, **kwargs)
+        self.recurrent_activation = _checks.activation("recurrent_activation", recurrent_activation)
+        self.reset_after = bool(reset_after)
+
+    def _bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def loop_constants(self, inputs, training=False):
+        constants = super().loop_constants(inputs, training)
+        units = self.units
+        recurrent = constants["recurrent_kernel"]
+        if not self.reset_after:
+            # Split once, outside the loop: the candidate sees r ⊗ h, not h.
+            constants["recurrent_zr"] = recurrent[:, : 2 * units]
+            constants["recurrent_g"] = recurrent[:, 2 * units :]
+        bias = constants["bias"]
+        if bias is not None and self.reset_after:
+            constants["input_bias"] = bias[0]
+            constants["recurrent_bias"] = bias[1]
+        else:
+            constants["input_bias"] = bias
+            constants["recurrent_bias"] = None
+        return constants
+
+    def input_bias(self, constants):
+        return constants["input_bias"]
+
+    def step(self, projected, states, constants):
+        h_prev = states[0]
+        h_in = self.recurrent_input(h_prev, constants)
+        units = self.units
+        x_zr, x_g = projected[..., : 2 * units], projected[..., 2 * units :]
+        if self.reset_after:
+            rec = ops.matmul(h_in, constants["recurrent_kernel"])
+            if constants["recurrent_bias"] is not None:
+                rec = rec + constants["recurrent_bias"]
+            zr = self.recurrent_activation(x_zr + rec[..., : 2 * units])
+            z, r = zr[..., :units], zr[..., units:]
+            g = self.activation(x_g + r * rec[..., 2 * units :])
+        else:
+            zr = self.recurrent_activation(x_zr + ops.matmul(h_in, constants["recurrent_zr"]))
+            z, r = zr[..., :units], zr[..., units:]
+            g = self.activation(x_g + ops.matmul(r * h_in, constants["recurrent_g"]))
+        h = z * h_prev + (1.0 - z) * g
+        return h, [h]
+
+    def fused_spec(self, constants, training=False):
+        self.unfused_reason = gated_fused_ok(self, constants)
+        if not self.reset_after:
+            self.unfused_reason = "reset_after=False (no backend kernel computes Cho's form)"
+        if self.unfused_reason:
+            return None
+
+        def torch_order(w):  # Keras z, r, h -> torch r, z, n
+            u = self.units
+            return ops.concatenate([w[..., u : 2 * u], w[..., :u], w[..., 2 * u :]], axis=-1)
+
+        params = [
+            ops.transpose(torch_order(constants["kernel"])),
+            ops.transpose(torch_order(constants["recurrent_kernel"])),
+        ]
+        if self.use_bias:
+            params += [torch_order(constants["input_bias"]), torch_order(constants["recurrent_bias"])]
+        return FusedSpec("GRU", params, self.use_bias)
+
+    def get_config(self):
+        config = {
+            "recurrent_activation": activations.serialize(self.recurrent_activation),
+            "reset_after": self.reset_after,
+        }
+        return {**super().get_config(), **config}
+
+
+@_register
+class GRU(CellLayer):
+    r"""GRU layer: `GRUCell` (both forms; equations there) run over a sequence.
+
+    Takes every argument of `GRUCell` (including `reset_after`) and of
+    `kerasrnn.layers.RNN`. Weights are in the layout of `keras.layers.GRU` with the
+    same `reset_after`, so `set_weights(keras_gru.get_weights())` computes the same
+    function.
+
+    On torch, `fused="auto"` runs `torch._VF.gru` (the kernel of `torch.nn.GRU`, the
+    reset-after form) when `reset_after=True`, activations are `tanh`/`sigmoid`, and
+    there is no mask and no recurrent dropout.
+
+    Example:
+
+    >>> import numpy as np, kerasrnn
+    >>> layer = kerasrnn.layers.GRU(8, reset_after=False, return_sequences=True)
+    >>> tuple(layer(np.ones((2, 5, 3), "float32")).shape)
+    (2, 5, 8)
+
+    Reference:
+        Cho et al., EMNLP 2014; Chung et al., "Empirical Evaluation of Gated Recurrent
+        Neural Networks on Sequence Modeling", 2014.
+    """
+
+    cell_class = GRUCell

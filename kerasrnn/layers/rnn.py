@@ -1,0 +1,368 @@
+"""`RNN`: runs any kerasrnn cell over a sequence through the one time loop."""
+
+import inspect
+
+import keras
+from keras import ops
+
+from kerasrnn.layers import _checks
+from kerasrnn.layers.cell import RecurrentCell
+from kerasrnn.ops import unroll
+from kerasrnn.ops.device import on_accelerator
+from kerasrnn.ops.fused import run_fused
+
+_register = keras.saving.register_keras_serializable(package="kerasrnn")
+
+#: Whether `hoist_inputs="auto"` projects the whole sequence before the loop, by
+#: (backend, on an accelerator). Measured with `nox -s bench` (see docs/performance.md):
+#: under XLA on CPU a plain scan with the projection inside the step is faster (one
+#: fused loop body, no `(batch, time, 4·units)` buffer); on GPUs and in eager torch one
+#: large matrix product beats `time` small ones.
+HOIST_DEFAULTS = {
+    ("jax", False): False,
+    ("jax", True): True,
+    ("tensorflow", False): True,
+    ("tensorflow", True): True,
+    ("torch", False): True,
+    ("torch", True): True,
+}
+
+
+@_register
+class RNN(keras.layers.Layer):
+    """Runs a kerasrnn cell over the time axis of a sequence.
+
+    The cell's `project_inputs` is applied either to the whole sequence at once
+    (`hoist_inputs`) or inside each step; its `step` is scanned over time by
+    `kerasrnn.ops.unroll`. Where a backend kernel computes the cell exactly (torch's
+    native LSTM/GRU/RNN), `fused` dispatches to it.
+
+    Args:
+        cell: a kerasrnn cell (`SimpleRNNCell`, `LSTMCell`, `GRUCell`, ...). For a
+            plain Keras cell use `keras.layers.RNN`.
+        return_sequences: return the output of every step `(batch, time, units)`
+            instead of the last one `(batch, units)`.
+        return_state: also return the final states (`[h]`, or `[h, c]` for LSTM).
+        go_backwards: process the sequence in reverse; with `return_sequences` the
+            outputs are in reverse order, as in Keras.
+        stateful: keep the final states of a batch as the initial states of the next
+            (needs a fixed batch size); `reset_states()` zeroes them.
+        zero_output_for_mask: output zeros at masked steps instead of repeating the
+            last valid output (`keras.layers.Bidirectional` sets it).
+        fused: `"auto"` uses a fused backend kernel when one computes exactly the
+            same function, `True` requires it (error otherwise), `False` never.
+        hoist_inputs: `"auto"` (per backend and device, see `HOIST_DEFAULTS`),
+            `True` or `False`: project the whole input sequence before the loop.
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        sequences: `(batch, time, features)`.
+        initial_state: list of initial states (`[h]` or `[h, c]`), each `(batch, size)`.
+        mask: boolean `(batch, time)`; masked steps carry the state unchanged and the
+            output repeats the last valid output (zeros before any).
+        training: whether dropout is active.
+
+    After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"` or
+    `"kerasrnn.ops.unroll"`) and `last_path_reason` why the fused one was not taken.
+
+    Example:
+
+    >>> import numpy as np, kerasrnn
+    >>> rnn = kerasrnn.layers.RNN(kerasrnn.layers.GRUCell(4), return_sequences=True)
+    >>> tuple(rnn(np.ones((2, 7, 3), "float32")).shape)
+    (2, 7, 4)
+    """
+
+    def __init__(
+        self,
+        cell,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        zero_output_for_mask=False,
+        fused="auto",
+        hoist_inputs="auto",
+        **kwargs,
+    ):
+        if not isinstance(cell, RecurrentCell):
+            raise TypeError(
+                "`cell` must be a kerasrnn cell (with `project_inputs` and `step`), "
+                f"e.g. kerasrnn.layers.LSTMCell; received {cell!r}. "
+                "Plain Keras cells run in keras.layers.RNN."
+            )
+        kwargs.pop("unroll", None)  # Keras's argument; the loop is never unrolled here
+        super().__init__(**kwargs)
+        self.cell = cell
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.fused = _checks.choice("fused", fused, ("auto", True, False))
+        self.hoist_inputs = _checks.choice("hoist_inputs", hoist_inputs, ("auto", True, False))
+        self.supports_masking = True
+        self.states = None
+        self.last_path = None
+        self.last_path_reason = None
+
+    # ------------------------------------------------------------------- shapes
+    @property
+    def state_size(self):
+        size = self.cell.state_size
+        return list(size) if isinstance(size, (list, tuple)) else [size]
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        sequences_shape = tuple(sequences_shape)
+        _check_rank(self, sequences_shape)
+        if not self.cell.built:
+            self.cell.build((sequences_shape[0], sequences_shape[-1]))
+        if self.stateful and self.states is None:
+            batch = sequences_shape[0]
+            if batch is None:
+                raise ValueError(
+                    f"{self.name}: `stateful=True` needs a fixed batch size; pass "
+                    "`batch_size=` to `keras.Input` (or `batch_shape=`)."
+                )
+            self.states = [
+                self.add_weight(
+                    shape=(batch, size), initializer="zeros", trainable=False,
+                    name=f"state_{i}",
+                )
+                for i, size in enumerate(self.state_size)
+            ]
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        batch, time = sequences_shape[0], sequences_shape[1]
+        units = self.cell.output_size
+        output_shape = (batch, time, units) if self.return_sequences else (batch, units)
+        if self.return_state:
+            return (output_shape, *[(batch, s) for s in self.state_size])
+        return output_shape
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None] * len(self.state_size)
+        return output_mask
+
+    def reset_states(self):
+        """Zero the states of a stateful layer."""
+        if self.states is not None:
+            for state in self.states:
+                state.assign(ops.zeros(state.shape, dtype=state.dtype))
+
+    reset_state = reset_states
+
+    # --------------------------------------------------------------------- call
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        _check_rank(self, tuple(sequences.shape))
+        if sequences.shape[-1] != self.cell.input_dim:
+            raise ValueError(
+                f"{self.name}: the input feature size changed after the layer was "
+                f"built: expected {self.cell.input_dim}, received {sequences.shape[-1]} "
+                f"(input shape {tuple(sequences.shape)}). Build a new layer for "
+                "inputs of another size."
+            )
+        batch = ops.shape(sequences)[0]
+        states = self._initial_states(initial_state, sequences, batch)
+        mask = _check_mask(self, mask, sequences)
+        constants = self.cell.loop_constants(sequences, training)
+
+        spec = self._fused_spec(constants, mask, sequences, training)
+        if spec is not None:
+            last, outputs, states = run_fused(
+                spec, sequences, states,
+                go_backwards=self.go_backwards, return_sequences=self.return_sequences,
+            )
+        else:
+            cell = self.cell
+            if self._hoist(sequences):
+                inputs = cell.project_inputs(sequences, constants)
+
+                def step_fn(z_t, states):
+                    return cell.step(z_t, states, constants)
+
+            else:
+                inputs = sequences
+
+                def step_fn(x_t, states):
+                    return cell.step(cell.project_inputs(x_t, constants), states, constants)
+
+            last, outputs, states = unroll(
+                step_fn, inputs, states, mask=mask,
+                go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+                zero_output_for_mask=self.zero_output_for_mask,
+                output_size=cell.output_size,
+            )
+
+        if self.stateful:
+            for variable, state in zip(self.states, states):
+                variable.assign(ops.cast(ops.stop_gradient(state), variable.dtype))
+        output = outputs if self.return_sequences else last
+        output = ops.cast(output, self.compute_dtype)
+        if self.return_state:
+            return (output, *[ops.cast(s, self.compute_dtype) for s in states])
+        return output
+
+    def _initial_states(self, initial_state, sequences, batch):
+        sizes = self.state_size
+        if initial_state is None:
+            if self.stateful:
+                # A copy: the variables are overwritten after the loop, and torch's
+                # autograd must not see its saved inputs change in place.
+                return [ops.copy(ops.convert_to_tensor(v)) for v in self.states]
+            return [ops.cast(s, self.compute_dtype) for s in self.cell.get_initial_state(batch)]
+        if not isinstance(initial_state, (list, tuple)):
+            initial_state = [initial_state]
+        if len(initial_state) != len(sizes):
+            raise ValueError(
+                f"{self.name}: `initial_state` must be a list of {len(sizes)} tensor(s) "
+                f"of shapes {[('batch', s) for s in sizes]}; received "
+                f"{len(initial_state)}."
+            )
+        states = []
+        for i, (state, size) in enumerate(zip(initial_state, sizes)):
+            state = ops.convert_to_tensor(state, dtype=self.compute_dtype)
+            shape = tuple(state.shape)
+            ok = len(shape) == 2 and shape[1] in (None, size)
+            if ok and shape[0] is not None and sequences.shape[0] is not None:
+                ok = shape[0] == sequences.shape[0]
+            if not ok:
+                raise ValueError(
+                    f"{self.name}: `initial_state[{i}]` must have shape "
+                    f"(batch={sequences.shape[0]}, {size}); received {shape}."
+                )
+            states.append(state)
+        return states
+
+    def _hoist(self, sequences):
+        if self.hoist_inputs != "auto":
+            return self.hoist_inputs
+        key = (keras.backend.backend(), on_accelerator(sequences))
+        return HOIST_DEFAULTS.get(key, True)
+
+    def _fused_spec(self, constants, mask, sequences, training):
+        spec, reason = None, None
+        backend = keras.backend.backend()
+        if self.fused is False:
+            reason = "fused=False"
+        elif backend != "torch":
+            reason = f"no fused kernel is used on the {backend} backend"
+        elif mask is not None:
+            reason = "a mask is given"
+        elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
+            reason = f"{sequences.dtype} on CPU"
+        else:
+            spec = self.cell.fused_spec(constants, training)
+            reason = getattr(self.cell, "unfused_reason", None) if spec is None else None
+        if spec is None and self.fused is True:
+            raise ValueError(
+                f"{self.name}: fused=True, but no fused kernel computes this "
+                f"configuration: {reason}. Use fused='auto' to fall back to the "
+                "kerasrnn.ops loop."
+            )
+        self.last_path = f"fused:torch._VF.{spec.mode.lower()}" if spec else "kerasrnn.ops.unroll"
+        self.last_path_reason = reason
+        return spec
+
+    # ------------------------------------------------------------------- config
+    def get_config(self):
+        config = {
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "fused": self.fused,
+            "hoist_inputs": self.hoist_inputs,
+            "cell": keras.saving.serialize_keras_object(self.cell),
+        }
+        return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        cell = keras.saving.deserialize_keras_object(config.pop("cell"), custom_objects=custom_objects)
+        return cls(cell, **config)
+
+
+class CellLayer(RNN):
+    """An `RNN` that builds its own cell from the cell's arguments (base of LSTM, GRU, ...).
+
+    Every keyword that the cell class accepts goes to the cell; the others go to `RNN`.
+    The cell's settings are readable on the layer (`layer.units`, `layer.dropout`, ...),
+    and `get_config` is flat, as for `keras.layers.LSTM`.
+    """
+
+    cell_class = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _cell_arguments(cls.cell_class):
+            if not hasattr(cls, name):
+                setattr(cls, name, property(lambda self, n=name: getattr(self.cell, n)))
+
+    def __init__(self, units, **kwargs):
+        cell_args = _cell_arguments(self.cell_class)
+        cell_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in cell_args}
+        for shared in ("dtype", "trainable"):
+            if shared in kwargs:
+                cell_kwargs[shared] = kwargs[shared]
+        cell = self.cell_class(units, name=f"{self.cell_class.__name__.lower()}", **cell_kwargs)
+        super().__init__(cell, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["cell"]
+        cell_config = self.cell.get_config()
+        for key in ("name", "dtype", "trainable"):
+            cell_config.pop(key, None)
+        return {**config, **cell_config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+def _cell_arguments(cell_class):
+    names = set()
+    for klass in cell_class.__mro__:
+        if not (isinstance(klass, type) and issubclass(klass, RecurrentCell)):
+            continue
+        for name, p in inspect.signature(klass.__init__).parameters.items():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self":
+                names.add(name)
+    return names
+
+
+def _check_rank(layer, shape):
+    if len(shape) != 3:
+        raise ValueError(
+            f"{layer.name}: expected inputs of rank 3 (batch, time, features); received "
+            f"shape {shape}. For one time step add a time axis, e.g. "
+            "`x[:, None, :]`; for a cell step call the cell directly."
+        )
+
+
+def _check_mask(layer, mask, sequences):
+    if mask is None:
+        return None
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+        if mask is None:
+            return None
+    shape = tuple(mask.shape)
+    expected = tuple(sequences.shape[:2])
+    compatible = len(shape) == 2 and all(
+        a is None or b is None or a == b for a, b in zip(shape, expected)
+    )
+    if not compatible:
+        raise ValueError(
+            f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
+            f"received {shape}."
+        )
+    return mask

@@ -1,0 +1,156 @@
+"""SimpleRNN (Elman) cell and layer, and the IRNN recipe of Le, Jaitly & Hinton (2015)."""
+
+import keras
+from keras import activations, ops
+
+from kerasrnn.layers.cell import RecurrentCell, common_fused_reason
+from kerasrnn.layers.rnn import CellLayer
+from kerasrnn.ops.fused import FusedSpec
+
+_register = keras.saving.register_keras_serializable(package="kerasrnn")
+
+
+@_register
+class SimpleRNNCell(RecurrentCell):
+    r"""Fully-connected recurrent cell: the output is fed back as the next input.
+
+    At time step `t`, with `x_t` the input and `h_{t-1}` the previous output:
+
+    ```
+    h_t = φ(x_t W_x + h_{t-1} W_h + b)
+    ```
+
+    `W_x` is `kernel (input_dim, units)`, `W_h` is `recurrent_kernel (units, units)`,
+    `b` is `bias (units,)` and `φ` is `activation` (`tanh` by default). This is the
+    memory cell of the seed lesson, `ŷ_(t) = φ(X_(t) W_x + ŷ_(t-1) W_ŷ + b)`.
+
+    Args:
+        units: positive int, the size of `h_t`.
+        activation: `φ`; `"tanh"` (default) or `"relu"` (the IRNN), or any Keras
+            activation.
+        use_bias: whether to add `b`.
+        kernel_initializer: initializer of `W_x` (default `"glorot_uniform"`,
+            Glorot & Bengio 2010).
+        recurrent_initializer: initializer of `W_h` (default `"orthogonal"`).
+        bias_initializer: initializer of `b` (default `"zeros"`).
+        kernel_regularizer, recurrent_regularizer, bias_regularizer: Keras
+            regularizers for `W_x`, `W_h`, `b`.
+        kernel_constraint, recurrent_constraint, bias_constraint: Keras constraints.
+        dropout: fraction of input units dropped (one mask per sequence).
+        recurrent_dropout: fraction of `h_{t-1}` units dropped before `W_h`
+            (one mask per sequence, Gal & Ghahramani 2016).
+        seed: seed of the dropout masks.
+
+    Call arguments:
+        inputs: `(batch, input_dim)`, one time step.
+        states: `[h_{t-1}]`, `(batch, units)`.
+        training: whether dropout is active.
+
+    Example:
+
+    >>> import numpy as np, keras, kerasrnn
+    >>> cell = kerasrnn.layers.SimpleRNNCell(4)
+    >>> y = keras.layers.RNN(cell)(np.ones((2, 3, 5), "float32"))
+    >>> tuple(y.shape)
+    (2, 4)
+
+    Reference:
+        Elman, "Finding structure in time", Cognitive Science 14, 1990.
+    """
+
+    gates = 1
+
+    def step(self, projected, states, constants):
+        h = self.activation(
+            projected + ops.matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
+        )
+        return h, [h]
+
+    def fused_spec(self, constants, training=False):
+        modes = {activations.tanh: "RNN_TANH", activations.relu: "RNN_RELU"}
+        self.unfused_reason = common_fused_reason(constants)
+        if self.activation not in modes:
+            self.unfused_reason = "activation is neither tanh nor relu"
+        if self.unfused_reason:
+            return None
+        params = [ops.transpose(constants["kernel"]), ops.transpose(constants["recurrent_kernel"])]
+        if self.use_bias:
+            params += [constants["bias"], ops.zeros_like(constants["bias"])]
+        return FusedSpec(modes[self.activation], params, self.use_bias)
+
+
+@_register
+class SimpleRNN(CellLayer):
+    r"""Fully-connected RNN layer (`h_t = φ(x_t W_x + h_{t-1} W_h + b)`) over a sequence.
+
+    Takes every argument of `SimpleRNNCell` (`units`, `activation`, initializers,
+    regularizers, constraints, `dropout`, `recurrent_dropout`, `seed`) and of
+    `kerasrnn.layers.RNN` (`return_sequences`, `return_state`, `go_backwards`,
+    `stateful`, `zero_output_for_mask`, `fused`, `hoist_inputs`).
+
+    On torch, `fused="auto"` runs `torch._VF.rnn_tanh`/`rnn_relu` (the kernels of
+    `torch.nn.RNN`) when there is no mask and no recurrent dropout.
+
+    Example:
+
+    >>> import numpy as np, kerasrnn
+    >>> layer = kerasrnn.layers.SimpleRNN(8, return_sequences=True)
+    >>> tuple(layer(np.ones((2, 5, 3), "float32")).shape)
+    (2, 5, 8)
+
+    Reference:
+        Elman, "Finding structure in time", Cognitive Science 14, 1990.
+    """
+
+    cell_class = SimpleRNNCell
+
+
+@_register
+class IRNN(SimpleRNN):
+    r"""SimpleRNN of rectified linear units with identity recurrent initialization.
+
+    ```
+    h_t = max(0, x_t W_x + h_{t-1} W_h + b),   W_h ← gain · I,  b ← 0,  W_x ~ N(0, σ²)
+    ```
+
+    At initialization, with no input, the state is copied unchanged from step to step:
+    the error signal flows back through time without exploding or vanishing, which lets
+    a plain RNN learn dependencies over hundreds of steps (the adding problem).
+
+    Args:
+        units: positive int.
+        gain: scale of the identity recurrent matrix (default 1.0; the paper also
+            uses smaller values such as 0.01 for the language model).
+        input_stddev: standard deviation of the normal input kernel (default 0.001,
+            as in the paper's toy problems).
+        **kwargs: any other `SimpleRNN` argument. Passing `activation`,
+            `recurrent_initializer` or `kernel_initializer` overrides the recipe.
+
+    Example:
+
+    >>> import numpy as np, kerasrnn
+    >>> layer = kerasrnn.layers.IRNN(6)
+    >>> layer.build((None, 4, 3))
+    >>> bool(np.allclose(layer.cell.recurrent_kernel.numpy(), np.eye(6)))
+    True
+
+    Reference:
+        Le, Jaitly & Hinton, "A Simple Way to Initialize Recurrent Networks of
+        Rectified Linear Units", arXiv:1504.00941, 2015.
+
+    Notes:
+        Gradient clipping (`clipnorm` on the optimizer) is part of the paper's recipe.
+    """
+
+    def __init__(self, units, gain=1.0, input_stddev=0.001, **kwargs):
+        self.gain = float(gain)
+        self.input_stddev = float(input_stddev)
+        kwargs.setdefault("activation", "relu")
+        kwargs.setdefault("recurrent_initializer", keras.initializers.Identity(gain=self.gain))
+        kwargs.setdefault(
+            "kernel_initializer", keras.initializers.RandomNormal(stddev=self.input_stddev)
+        )
+        super().__init__(units, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "gain": self.gain, "input_stddev": self.input_stddev}

@@ -1,0 +1,256 @@
+"""The one time loop of kerasrnn.
+
+Every sequence layer of the package runs its cell through :func:`unroll`. The loop
+itself is the only backend-specific code path that is not a fused kernel: it scans a
+step function over time with the cheapest control flow each backend has (`jax.lax.scan`,
+a `tf.while_loop` over `TensorArray`s, a Python loop over `torch.unbind` views), and
+applies Keras's masking semantics.
+
+Why not `keras.ops.scan` everywhere? On torch it indexes `xs[t]` every step, and the
+backward of each index allocates a gradient buffer the size of the whole sequence: the
+loop becomes quadratic in `T`. `torch.unbind` returns views whose backward is a single
+`stack`, so the loop stays linear. On TensorFlow, `keras.ops.scan` keeps the carry in a
+`TensorArray` and forces the per-step output to have the carry's shape.
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["unroll"]
+
+
+def _as_list(x):
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+def unroll(
+    step_fn,
+    sequences,
+    initial_states,
+    *,
+    mask=None,
+    go_backwards=False,
+    return_sequences=True,
+    zero_output_for_mask=False,
+    output_size=None,
+):
+    """Scans `step_fn` over the time axis (axis 1) of `sequences`.
+
+    Args:
+        step_fn: `step_fn(inputs_t, states) -> (output_t, new_states)`. `inputs_t`
+            has the structure of `sequences` (a tensor, or a tuple of tensors) with
+            the time axis removed; `states` and `new_states` are lists of tensors.
+            It must be stateless: random masks are drawn before the loop.
+        sequences: a `(batch, time, ...)` tensor or a list/tuple of them.
+        initial_states: list of `(batch, ...)` tensors.
+        mask: optional boolean `(batch, time)` tensor. Where `mask[b, t]` is false the
+            states are carried unchanged and the output repeats the previous output
+            (zeros before the first valid step), as in `keras.layers.RNN`.
+        go_backwards: process the sequence in reverse. As in Keras, the returned
+            `outputs` are then in processing order (reversed time).
+        return_sequences: whether to collect the output of every step.
+        zero_output_for_mask: output zeros at masked steps instead of repeating the
+            previous output (what `keras.layers.Bidirectional` asks for).
+        output_size: size of the step output (the last axis); needed with a mask
+            to form the "previous output" before the first step.
+
+    Returns:
+        `(last_output, outputs, final_states)`, with `outputs` of shape
+        `(batch, time, output_size)` or `None` when `return_sequences=False`.
+    """
+    structured = isinstance(sequences, (list, tuple))
+    seqs = _as_list(sequences)
+    states = _as_list(initial_states)
+    if go_backwards:
+        seqs = [ops.flip(s, axis=1) for s in seqs]
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        if go_backwards:
+            mask = ops.flip(mask, axis=1)
+        mask = ops.expand_dims(mask, -1)  # (batch, time, 1) broadcasts over units
+
+    def pack(xs_t):
+        return tuple(xs_t) if structured else xs_t[0]
+
+    def call_step(xs_t, states):
+        output, new_states = step_fn(pack(xs_t), list(states))
+        return output, _as_list(new_states)
+
+    if mask is not None or not return_sequences:
+        if output_size is None:
+            raise ValueError(
+                "`output_size` is required when a mask is given or "
+                "return_sequences=False."
+            )
+        batch = ops.shape(seqs[0])[0]
+        dtype = states[0].dtype if states else seqs[0].dtype
+        out0 = ops.zeros((batch, output_size), dtype=dtype)
+    else:
+        out0 = None
+
+    backend = keras.backend.backend()
+    impl = {
+        "jax": _unroll_jax,
+        "tensorflow": _unroll_tensorflow,
+        "torch": _unroll_torch,
+    }.get(backend, _unroll_generic)
+    return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0)
+
+
+def _masked(output, new_states, states, prev_output, mask_t, zero_output_for_mask, where):
+    """Keras masking: keep the old state, repeat (or zero) the output where masked."""
+    if zero_output_for_mask:
+        output = where(mask_t, output, ops.zeros_like(output))
+    else:
+        output = where(mask_t, output, prev_output)
+    new_states = [where(mask_t, n, s) for n, s in zip(new_states, states)]
+    return output, new_states
+
+
+# --------------------------------------------------------------------------- torch
+def _unroll_torch(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+    import torch
+
+    steps = [torch.unbind(s, dim=1) for s in seqs]
+    masks = torch.unbind(mask, dim=1) if mask is not None else None
+    n_steps = len(steps[0])
+    outputs = []
+    prev = out0
+    for t in range(n_steps):
+        output, new_states = call_step([s[t] for s in steps], states)
+        if masks is not None:
+            output, new_states = _masked(
+                output, new_states, states, prev, masks[t], zero_out, torch.where
+            )
+        states = new_states
+        prev = output
+        if return_sequences:
+            outputs.append(output)
+    if n_steps == 0:
+        raise ValueError("Cannot run a recurrent layer over a sequence of length 0.")
+    stacked = torch.stack(outputs, dim=1) if return_sequences else None
+    return prev, stacked, states
+
+
+# ----------------------------------------------------------------------------- jax
+def _unroll_jax(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+    import jax
+    import jax.numpy as jnp
+
+    xs = [jnp.swapaxes(s, 0, 1) for s in seqs]
+    if mask is not None:
+        m = jnp.swapaxes(mask, 0, 1)
+
+        def body(carry, inp):
+            states, prev = carry
+            xs_t, mask_t = inp
+            output, new_states = call_step(xs_t, states)
+            output, new_states = _masked(
+                output, new_states, states, prev, mask_t, zero_out, jnp.where
+            )
+            return (new_states, output), (output if return_sequences else None)
+
+        (states, last), ys = jax.lax.scan(body, (states, out0), (xs, m))
+    elif return_sequences:
+
+        def body(states, xs_t):
+            output, new_states = call_step(xs_t, states)
+            return new_states, output
+
+        states, ys = jax.lax.scan(body, states, xs)
+        last = ys[-1]
+    else:
+
+        def body(carry, xs_t):
+            states, _ = carry
+            output, new_states = call_step(xs_t, states)
+            return (new_states, output), None
+
+        (states, last), ys = jax.lax.scan(body, (states, out0), xs)
+    outputs = jnp.swapaxes(ys, 0, 1) if return_sequences else None
+    return last, outputs, states
+
+
+# ---------------------------------------------------------------------- tensorflow
+def _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+    import tensorflow as tf
+
+    xs = [tf.transpose(s, [1, 0] + list(range(2, len(s.shape)))) for s in seqs]
+    n_steps = xs[0].shape[0]
+    if n_steps is None:
+        n_steps = tf.shape(xs[0])[0]
+    input_tas = [
+        tf.TensorArray(x.dtype, size=n_steps, element_shape=x.shape[1:]).unstack(x)
+        for x in xs
+    ]
+    mask_ta = None
+    if mask is not None:
+        m = tf.transpose(mask, [1, 0, 2])
+        mask_ta = tf.TensorArray(tf.bool, size=n_steps, element_shape=m.shape[1:])
+        mask_ta = mask_ta.unstack(m)
+
+    # The output's shape and dtype are only known after a step; the first step runs
+    # outside the loop, which also gives TensorFlow static shapes for the carry.
+    first_out, first_states = call_step([ta.read(0) for ta in input_tas], states)
+    if mask_ta is not None:
+        first_out, first_states = _masked(
+            first_out, first_states, states, out0, mask_ta.read(0), zero_out, tf.where
+        )
+    out_ta = None
+    if return_sequences:
+        out_ta = tf.TensorArray(
+            first_out.dtype, size=n_steps, element_shape=first_out.shape
+        ).write(0, first_out)
+
+    def body(t, prev, states, *maybe_out_ta):
+        output, new_states = call_step([ta.read(t) for ta in input_tas], list(states))
+        if mask_ta is not None:
+            output, new_states = _masked(
+                output, new_states, states, prev, mask_ta.read(t), zero_out, tf.where
+            )
+        output.set_shape(prev.shape)
+        for new, old in zip(new_states, states):
+            new.set_shape(old.shape)
+        written = tuple(ta.write(t, output) for ta in maybe_out_ta)
+        return (t + 1, output, new_states) + written
+
+    loop_vars = (tf.constant(1), first_out, first_states)
+    if out_ta is not None:
+        loop_vars += (out_ta,)
+    _, last, states, *maybe_out_ta = tf.while_loop(
+        lambda t, *_: t < n_steps,
+        body,
+        loop_vars,
+        maximum_iterations=n_steps,
+        swap_memory=True,
+    )
+    out_ta = maybe_out_ta[0] if maybe_out_ta else None
+    outputs = None
+    if return_sequences:
+        outputs = tf.transpose(out_ta.stack(), [1, 0] + list(range(2, len(first_out.shape) + 1)))
+    return last, outputs, list(states)
+
+
+# ------------------------------------------------------------------------- generic
+def _unroll_generic(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+    """`keras.ops.scan` for any other backend (e.g. numpy)."""
+    xs = [ops.moveaxis(s, 1, 0) for s in seqs]
+    if out0 is None:
+        out0 = ops.zeros_like(call_step([x[0] for x in xs], states)[0])
+    m = ops.moveaxis(mask, 1, 0) if mask is not None else None
+
+    def body(carry, inp):
+        states, prev = carry
+        xs_t, mask_t = inp
+        output, new_states = call_step(xs_t, states)
+        if m is not None:
+            output, new_states = _masked(
+                output, new_states, states, prev, mask_t, zero_out, ops.where
+            )
+        return (new_states, output), output
+
+    (states, last), ys = ops.scan(body, (states, out0), (xs, m))
+    outputs = ops.moveaxis(ys, 0, 1) if return_sequences else None
+    return last, outputs, states
