@@ -105,18 +105,19 @@ class GRUCell(RecurrentCell):
     def step(self, projected, states, constants):
         h_prev = states[0]
         h_in = self.recurrent_input(h_prev, constants)
-        units = self.units
-        x_zr, x_g = projected[..., : 2 * units], projected[..., 2 * units :]
+        x_z, x_r, x_g = ops.split(projected, 3, axis=-1)
         if self.reset_after:
             rec = ops.matmul(h_in, constants["recurrent_kernel"])
             if constants["recurrent_bias"] is not None:
                 rec = rec + constants["recurrent_bias"]
-            zr = self.recurrent_activation(x_zr + rec[..., : 2 * units])
-            z, r = zr[..., :units], zr[..., units:]
-            g = self.activation(x_g + r * rec[..., 2 * units :])
+            rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
+            z = self.recurrent_activation(x_z + rec_z)
+            r = self.recurrent_activation(x_r + rec_r)
+            g = self.activation(x_g + r * rec_g)
         else:
-            zr = self.recurrent_activation(x_zr + ops.matmul(h_in, constants["recurrent_zr"]))
-            z, r = zr[..., :units], zr[..., units:]
+            rec_z, rec_r = ops.split(ops.matmul(h_in, constants["recurrent_zr"]), 2, axis=-1)
+            z = self.recurrent_activation(x_z + rec_z)
+            r = self.recurrent_activation(x_r + rec_r)
             g = self.activation(x_g + ops.matmul(r * h_in, constants["recurrent_g"]))
         h = z * h_prev + (1.0 - z) * g
         return h, [h]

@@ -1,0 +1,153 @@
+"""Training-step and inference speed of kerasrnn vs keras.layers (and torch.nn on torch).
+
+Run with the backend chosen by KERAS_BACKEND, e.g.
+
+    KERAS_BACKEND=jax python benchmarks/rnn_bench.py --cells lstm,gru,simple_rnn
+
+or through nox (`nox -s bench`). Contenders are interleaved in one process: each round
+times every contender once, so slow drifts of the machine hit all of them alike. The
+table gives min and median milliseconds per step and the ratio of medians to
+`keras.layers`. Only ratios measured in the same run mean anything on a shared machine.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SHAPES = {
+    "A": dict(batch=64, time=100, features=32, units=128),
+    "B": dict(batch=32, time=200, features=64, units=256),
+}
+KERAS_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "RNN"}
+
+
+def keras_model(layer, shape):
+    import keras
+
+    inputs = keras.Input((shape["time"], shape["features"]), batch_size=shape["batch"])
+    outputs = keras.layers.Dense(1)(layer(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return model
+
+
+def contenders(cell, shape, variants):
+    """name -> (train_step, infer_step) closures, each running one batch."""
+    import keras
+
+    import kerasrnn
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((shape["batch"], shape["time"], shape["features"])).astype("float32")
+    y = rng.standard_normal((shape["batch"], 1)).astype("float32")
+    units = shape["units"]
+    out = {}
+
+    def add_keras(name, layer):
+        model = keras_model(layer, shape)
+        model.train_on_batch(x, y)  # compile outside the timing
+        model.predict_on_batch(x)
+        out[name] = (lambda: model.train_on_batch(x, y), lambda: model.predict_on_batch(x))
+
+    add_keras("keras.layers", getattr(keras.layers, KERAS_NAMES[cell])(units))
+    ours = getattr(kerasrnn.layers, KERAS_NAMES[cell])
+    add_keras("kerasrnn", ours(units))
+    for variant in variants:  # "key=value;key=value"
+        settings = dict(item.split("=") for item in variant.split(";"))
+        settings = {k: {"True": True, "False": False}.get(v, v) for k, v in settings.items()}
+        add_keras(f"kerasrnn[{variant}]", ours(units, **settings))
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        module = getattr(torch.nn, TORCH_NAMES[cell])(shape["features"], units, batch_first=True)
+        head = torch.nn.Linear(units, 1)
+        params = list(module.parameters()) + list(head.parameters())
+        opt = torch.optim.Adam(params, lr=1e-3)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+        def torch_train():
+            opt.zero_grad()
+            seq, _ = module(xt)
+            loss = torch.nn.functional.mse_loss(head(seq[:, -1]), yt)
+            loss.backward()
+            opt.step()
+            return loss
+
+        def torch_infer():
+            with torch.no_grad():
+                seq, _ = module(xt)
+                return head(seq[:, -1])
+
+        out["torch.nn"] = (torch_train, torch_infer)
+    return out
+
+
+def measure(fns, rounds, steps, which):
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, pair in fns.items():
+            fn = pair[which]
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - start) / steps * 1e3)
+    return times
+
+
+def table(title, times, baseline="keras.layers"):
+    base = statistics.median(times[baseline])
+    rows = [title, f"  {'contender':<28}{'min ms':>10}{'median ms':>11}{'ratio':>8}"]
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rows.append(f"  {name:<28}{min(ts):>10.1f}{med:>11.1f}{med / base:>8.2f}")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="lstm,gru,simple_rnn")
+    parser.add_argument("--shapes", default="A,B")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--variants", default="", help="extra kerasrnn settings: comma-separated variants, each key=value;key=value")
+    parser.add_argument("--scaling", action="store_true", help="also T in {100, 400, 1600} (LSTM, shape A otherwise)")
+    parser.add_argument("--inference", action="store_true", help="also time inference")
+    parser.add_argument("--json", help="write all timings to this file")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    print(f"backend={keras.backend.backend()} keras={keras.__version__} python={sys.version.split()[0]}")
+    variants = [v for v in args.variants.split(",") if v]
+    results = {}
+    runs = [(c, s, SHAPES[s]) for c in args.cells.split(",") for s in args.shapes.split(",")]
+    if args.scaling:
+        runs += [("lstm", f"A-T{t}", dict(SHAPES["A"], time=t)) for t in (100, 400, 1600)]
+    for cell, shape_name, shape in runs:
+        fns = contenders(cell, shape, variants)
+        scale = max(1, shape["time"] // 200)
+        rounds = args.rounds if scale == 1 else max(3, args.rounds // scale)
+        steps = args.steps if scale == 1 else 1
+        title = f"{cell} {shape_name} {shape}"
+        train = measure(fns, rounds, steps, 0)
+        print(table(f"[train step] {title}", train), flush=True)
+        results[f"train/{cell}/{shape_name}"] = train
+        if args.inference:
+            infer = measure(fns, rounds, steps, 1)
+            print(table(f"[inference] {title}", infer), flush=True)
+            results[f"infer/{cell}/{shape_name}"] = infer
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"backend": keras.backend.backend(), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    main()

@@ -1,0 +1,5 @@
+"""Testing helpers: NumPy reference cells (golden values)."""
+
+from kerasrnn.testing import reference
+
+__all__ = ["reference"]

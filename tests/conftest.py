@@ -1,0 +1,66 @@
+"""Shared fixtures. The backend is chosen by KERAS_BACKEND before Keras is imported."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def has_gpu():
+    """Whether the current backend sees a GPU."""
+    try:
+        if BACKEND == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+        if BACKEND == "jax":
+            import jax
+
+            return any(d.platform == "gpu" for d in jax.devices())
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+    except Exception:
+        return False
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu = has_gpu()
+    required = os.environ.get("KERASRNN_REQUIRE_GPU") == "1"
+    if required and not gpu:
+        raise pytest.UsageError("KERASRNN_REQUIRE_GPU=1 but the backend sees no GPU.")
+    skip = pytest.mark.skip(reason="needs a GPU")
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy():
+    keras.utils.set_random_seed(1234)
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def requires_shared_data(*parts):
+    """Skip unless ../shared/data/<parts> exists (never committed to the repo)."""
+    path = os.path.join(SHARED_DATA, *parts)
+    return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} is absent")
