@@ -160,7 +160,7 @@ class GRU(CellLayer):
 
     On torch, `fused="auto"` runs `torch._VF.gru` (the kernel of `torch.nn.GRU`, the
     reset-after form) when `reset_after=True`, activations are `tanh`/`sigmoid`, and
-    there is no mask and no recurrent dropout.
+    there is no recurrent dropout and the mask, if any, is right-padded.
 
     Example:
 

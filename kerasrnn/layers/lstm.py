@@ -135,8 +135,9 @@ class LSTM(CellLayer):
     same function.
 
     On torch, `fused="auto"` runs `torch._VF.lstm` (the kernel of `torch.nn.LSTM`)
-    whenever it computes the same function: `tanh`/`sigmoid` activations, no mask, no
-    recurrent dropout.
+    whenever it computes the same function: `tanh`/`sigmoid` activations, no recurrent
+    dropout, and no mask or a right-padded one (from `Embedding(mask_zero=True)`; run as
+    a packed sequence).
 
     Example:
 
