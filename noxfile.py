@@ -7,6 +7,7 @@
 """
 
 import os
+import sys
 
 import nox
 
@@ -49,8 +50,13 @@ def gpu(session, backend):
     where the backend and keras are already installed and a GPU is visible; it fails,
     rather than skips, when the backend sees no GPU.
     """
-    env = {"KERAS_BACKEND": backend, "KERASRNN_REQUIRE_GPU": "1", "PYTHONPATH": os.getcwd()}
-    session.run("python", "-m", "pytest", "-q", *session.posargs, env=env)
+    env = {
+        "KERAS_BACKEND": backend,
+        "KERASRNN_REQUIRE_GPU": "1",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # leave GPU memory for torch in-process
+        "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p),
+    }
+    session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, env=env, external=True)
 
 
 @nox.session(default=False)
