@@ -67,7 +67,7 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
                 runner.run(test, clear_globs=False)
                 assert not runner.failures, f"{page}:{fence.start + 1}: doctest failed"
             else:
-                exec(compile(padding + fence.body, str(page), "exec"), namespace)
+                exec(compile(padding + fence.body, str(page), "exec"), namespace)  # noqa: S102 (the point)
     finally:
         os.environ.clear()
         os.environ.update(saved_environ)
@@ -77,7 +77,7 @@ def _section_commands(path, heading):
     """The ```bash blocks between `heading` and the next heading of the same level."""
     text = path.read_text(encoding="utf-8")
     level = heading.split(" ")[0]
-    match = re.search(rf"^{re.escape(heading)}\s*$(.*?)(?=^{level} |\Z)", text, re.M | re.S)
+    match = re.search(rf"^{re.escape(heading)}\s*$(.*?)(?=^{level} |\Z)", text, re.MULTILINE | re.DOTALL)
     assert match, f"{path.name} has no section {heading!r}"
     return [f.body.strip() for f in iter_fences(match.group(1)) if f.language == "bash"]
 
@@ -127,7 +127,7 @@ def _resolve(dotted):
 def test_every_public_class_and_function_is_documented():
     documented = set()
     for page in DOCS.rglob("*.md"):
-        for target in re.findall(r"^:::\s+([\w.]+)", page.read_text(encoding="utf-8"), re.M):
+        for target in re.findall(r"^:::\s+([\w.]+)", page.read_text(encoding="utf-8"), re.MULTILINE):
             obj = _resolve(target)
             documented.add(id(obj))
             if inspect.ismodule(obj):  # a module directive documents its public members

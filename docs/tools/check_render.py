@@ -52,7 +52,7 @@ def find_browser():
 class PageReport(html.parser.HTMLParser):
     """Counts formulas and finds raw TeX in the visible text of a rendered DOM."""
 
-    SKIP = {"script", "style", "annotation", "code", "pre", "textarea", "noscript"}
+    SKIP = frozenset({"script", "style", "annotation", "code", "pre", "textarea", "noscript"})
 
     def __init__(self):
         super().__init__()
@@ -115,7 +115,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def run_browser(browser, url, extra, timeout=120):
     with tempfile.TemporaryDirectory(prefix="check-render-") as profile:
         command = [browser, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *extra, url]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def check_page(browser, base_url, page):

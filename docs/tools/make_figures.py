@@ -82,8 +82,8 @@ def unrolling(path):
     layer = kerasrnn.SimpleRNN(units, return_sequences=True, kernel_initializer="ones")
     states = _numpy(layer(impulse))[0]  # (time, units)
 
-    fig = plt.figure(figsize=(9, 5.2))
-    ax = fig.add_axes([0.02, 0.45, 0.96, 0.53])
+    fig = plt.figure(figsize=(9, 4.4))
+    ax = fig.add_axes([0.02, 0.53, 0.96, 0.45])
     _bare(ax)
     # Folded: one cell whose output comes back to itself.
     _box(ax, 0.5, 1.0, "cell")
@@ -108,7 +108,7 @@ def unrolling(path):
     ax.set_xlim(-0.2, 12.6)
     ax.set_ylim(-0.3, 2.3)
 
-    ax2 = fig.add_axes([0.08, 0.08, 0.84, 0.3])
+    ax2 = fig.add_axes([0.08, 0.1, 0.84, 0.34])
     image = ax2.imshow(states.T, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
     ax2.set_xlabel("time step t")
     ax2.set_ylabel("unit of $h_t$")
