@@ -67,6 +67,21 @@ def _bare(ax):
     ax.axis("off")
 
 
+def _plot_labels(ax, xlabel, ylabel, title):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path, tight=True):
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------- figures
 @figure("unrolling.png")
 def unrolling(path):
@@ -117,8 +132,7 @@ def unrolling(path):
         fontsize=9,
     )
     fig.colorbar(image, ax=ax2, fraction=0.03, pad=0.01)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, tight=False)
 
 
 @figure("shapes.png")
@@ -180,9 +194,7 @@ def shapes(path):
         ax.set_ylim(-0.35, 2.35)
         ax.set_title(f"{title}\n{shape_text}", fontsize=10)
     fig.suptitle("Shapes as kerasrnn layers return them (batch, time, features)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def backprop_norms(states, recurrent_kernel, derivative):
@@ -225,25 +237,18 @@ def bptt_gradients(path):
     k = np.arange(steps + 1)
     for w, color in ((2.0, "#c62828"), (1.0, "#616161"), (0.5, "#1565c0")):
         ax1.semilogy(k, w**k, color=color, label=f"W = {w:g}: W^50 = {w**50:.3g}")
-    ax1.set_xlabel("steps back through time")
-    ax1.set_ylabel("factor on the error signal")
-    ax1.set_title("One weight, 50 steps: explode or vanish", fontsize=10)
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
+    _plot_labels(ax1, "steps back through time", "factor on the error signal",
+                 "One weight, 50 steps: explode or vanish")
 
     for label, (layer, derivative) in layers.items():
         states = _numpy(layer(x))[0].astype("float64")
         kernel = _numpy(layer.cell.recurrent_kernel).astype("float64")
         norms = backprop_norms(states, kernel, derivative)
         ax2.semilogy(np.arange(1, steps + 1), norms / norms[-1], label=label)
-    ax2.set_xlabel("time step t (loss on the last step, t = 50)")
-    ax2.set_ylabel(r"$\|\partial L / \partial h_t\|$ (relative)")
-    ax2.set_title("Error signal through time in kerasrnn layers (at init)", fontsize=10)
-    ax2.legend(fontsize=8)
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plot_labels(ax2, "time step t (loss on the last step, t = 50)",
+                 r"$\|\partial L / \partial h_t\|$ (relative)",
+                 "Error signal through time in kerasrnn layers (at init)")
+    _save(fig, path)
 
 
 @figure("lstm_memory.png")
@@ -275,14 +280,9 @@ def lstm_memory(path):
         gap = np.linalg.norm(runs[1] - runs[0], axis=1) / np.linalg.norm(delta)
         default = " (unit_forget_bias=True, default)" if forget_bias == 1.0 else ""
         ax.semilogy(np.arange(1, steps + 1), gap, style, label=f"forget-gate bias {forget_bias:g}{default}")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel(r"$\|c_t - c'_t\| \,/\, \|c_0 - c'_0\|$")
-    ax.set_title("What is left at step t of a change to the initial long-term state", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plot_labels(ax, "time step t", r"$\|c_t - c'_t\| \,/\, \|c_0 - c'_0\|$",
+                 "What is left at step t of a change to the initial long-term state")
+    _save(fig, path)
 
 
 def main(out_dir=DEFAULT_OUT):
