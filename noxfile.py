@@ -3,6 +3,7 @@
     nox -s tests                      # all three backends on the CPU
     nox -s "tests(backend='jax')"     # one backend
     nox -s bench -- --cells lstm      # benchmark (not part of the tests)
+    nox -s docs                       # build the site strictly, check it in a browser
     nox --no-venv -s "gpu(backend='torch')"   # in an existing environment with a GPU
 """
 
@@ -66,6 +67,22 @@ def bench(session, backend):
     session.install(*CPU_BACKEND_PACKAGES)
     session.install("-e", ".")
     session.run("python", "benchmarks/rnn_bench.py", *session.posargs, env=_env(backend))
+
+
+@nox.session(default=False)
+def docs(session):
+    """Build the site with `mkdocs build --strict`, then check it in headless Chromium.
+
+    The figures of the Concepts pages are drawn by the package on JAX (the one backend
+    installed here). Any warning fails the build: a broken link or anchor, a missing
+    reference, a docstring that does not parse, a missing results file. The browser
+    check (docs/tools/check_render.py) skips where no Chromium is installed.
+    """
+    session.install("-e", ".[docs]", "jax")
+    env = _env("jax")
+    env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+    session.run("python", "docs/tools/check_render.py", "site", env=env)
 
 
 @nox.session(default=False)

@@ -41,9 +41,12 @@ class GRUCell(RecurrentCell):
         activation: the `tanh` of `g_t` (default `"tanh"`).
         recurrent_activation: the `σ` of the gates (default `"sigmoid"`).
         reset_after: which form (default True, the Keras/cuDNN form).
-        use_bias, kernel_initializer ("glorot_uniform"), recurrent_initializer
-            ("orthogonal"), bias_initializer ("zeros"), regularizers, constraints,
-            dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
+        use_bias: whether to add the biases.
+        kernel_initializer, recurrent_initializer, bias_initializer: as in
+            `SimpleRNNCell` (defaults "glorot_uniform", "orthogonal", "zeros").
+        kernel_regularizer, recurrent_regularizer, bias_regularizer: regularizers.
+        kernel_constraint, recurrent_constraint, bias_constraint: constraints.
+        dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
 
     Call arguments:
         inputs: `(batch, input_dim)`; states: `[h_{t-1}]`; training: bool.
