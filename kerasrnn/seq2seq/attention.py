@@ -1,9 +1,10 @@
 """Attention over an encoder memory: Bahdanau (additive) and Luong (multiplicative).
 
-Both follow the cell contract's split: `prepare(memory, mask)` computes, once per
-source sentence, everything that does not depend on the decoder state (the weights as
-tensors, the projected keys), and `attend(query, prepared)` is the per-step part, pure
-`keras.ops`, usable inside a time loop.
+Both split their work like the cells: `prepare(memory, mask)` computes, once per source
+sentence, what does not depend on the decoder state (the projected keys), and
+`attend(query, prepared)` is the per-step part, pure `keras.ops`, usable inside a time
+loop. `prepare` returns only `(batch, ...)` tensors (memory, mask, keys), so a beam
+search can repeat them per hypothesis.
 """
 
 import keras
@@ -97,23 +98,18 @@ class BahdanauAttention(keras.layers.Layer):
         self.built = True
 
     def prepare(self, memory, mask=None, query_dim=None):
-        """Per-sentence constants: weights, `keys = U h + b`, the memory and its mask."""
+        """Per-sentence tensors: `keys = U h + b`, the memory and its mask."""
         memory = ops.convert_to_tensor(memory)
         if not self.built:
             self.build(query_dim, memory.shape[-1])
         keys = ops.matmul(memory, ops.convert_to_tensor(self.memory_kernel)) + ops.convert_to_tensor(self.bias)
-        return {
-            "memory": memory,
-            "mask": None if mask is None else ops.convert_to_tensor(mask),
-            "keys": keys,
-            "query_kernel": ops.convert_to_tensor(self.query_kernel),
-            "score_vector": ops.convert_to_tensor(self.score_vector),
-        }
+        return {"memory": memory, "mask": None if mask is None else ops.convert_to_tensor(mask), "keys": keys}
 
     def attend(self, query, prepared):
         """`(context (batch, memory_dim), weights (batch, source))` for `query (batch, query_dim)`."""
-        projected = ops.expand_dims(ops.matmul(query, prepared["query_kernel"]), 1)
-        scores = ops.squeeze(ops.matmul(ops.tanh(prepared["keys"] + projected), prepared["score_vector"]), -1)
+        projected = ops.expand_dims(ops.matmul(query, ops.convert_to_tensor(self.query_kernel)), 1)
+        keys = prepared["keys"]
+        scores = ops.squeeze(ops.matmul(ops.tanh(keys + projected), ops.convert_to_tensor(self.score_vector)), -1)
         weights = masked_softmax(scores, prepared["mask"])
         return _context(weights, prepared["memory"]), weights
 

@@ -151,6 +151,14 @@ class Seq2Seq(keras.Model):
             return ids, [None] * batch
         return ids, [weights[i, : len(ids[i]) + 1] for i in range(batch)]
 
+    @classmethod
+    def from_config(cls, config):
+        # Every weight's shape follows from the configuration: build now, so that a
+        # saved model's weights load whether or not it was ever called on data.
+        model = cls(**config)
+        model.build()
+        return model
+
     def get_config(self):
         config = {
             "source_vocab_size": self.source_vocab_size,
