@@ -171,8 +171,12 @@ class SaveEpoch(keras.callbacks.Callback):
         super().__init__()
         self.path, self.history = path, history
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
     def on_epoch_end(self, epoch, logs=None):
-        self.history.append({k: float(v) for k, v in (logs or {}).items()})
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append({**logs, "epoch_seconds": time.time() - self.started})
         with open(self.path, "w") as f:
             json.dump({"epochs_done": epoch + 1, "history": self.history}, f, indent=1)
 
@@ -225,6 +229,7 @@ def heatmap(path, weights, source_pieces, output_pieces):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    weights = weights[: len(output_pieces), : len(source_pieces)]  # drop the batch's padding
     fig, ax = plt.subplots(figsize=(0.35 * len(source_pieces) + 2, 0.35 * len(output_pieces) + 1.5))
     ax.imshow(weights, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(source_pieces)), source_pieces, rotation=90)
@@ -305,7 +310,8 @@ def train(config):
             callbacks=[keras.callbacks.ModelCheckpoint(checkpoint), SaveEpoch(state_path, history), schedule(config)],
             verbose=2,
         )
-    train_seconds = time.time() - fit_start
+    # Summed over all (resumed) runs; a history written before this was recorded lacks it.
+    train_seconds = sum(h.get("epoch_seconds", 0.0) for h in history) or time.time() - fit_start
     model.save(os.path.join(config.output, "model.keras"))
 
     """## Evaluation: perplexity, BLEU and chrF with greedy and beam search"""
