@@ -14,7 +14,8 @@ scored on the last step), `iterative` (the one-step model fed its own forecasts)
 Models: `naive` (last value), `linear_lstsq` (least squares, closed form), `linear`
 (Dense on the flattened window, trained), `simple_rnn` (one SimpleRNN unit), `deep_rnn`
 (2 × SimpleRNN(20) + Dense), `lstm`, `gru`, `ln_rnn` (2 × SimpleRNN(20, layer_norm=True)).
-Every recurrent layer is kerasrnn's; training is the book's: Adam, MSE, batch 32, 20 epochs.
+Every recurrent layer is kerasrnn's (`--layers keras` builds the same models on
+`keras.layers`, for comparison); training is the book's: Adam, MSE, batch 32, 20 epochs.
 
     python -m recipes.forecasting --backend jax --output runs/forecasting
     python -m recipes.forecasting --data sunspots --task one_step --model naive,gru
@@ -55,13 +56,16 @@ class Config:
     real_epochs: int = 300  # on sunspots/CSV (~200 windows: 7 steps an epoch), best val kept
     patience: int = 50  # early-stopping patience on sunspots/CSV (epochs without val gain)
     real_checkpoint_every: int = 25  # epochs between checkpoints on sunspots/CSV (Géron: every epoch)
+    real_dropout: float = 0.2  # sunspots/CSV: recurrent dropout, and input dropout between layers
     batch_size: int = 32  # Keras's default, as in the book
     learning_rate: float = 0.0  # 0: the book's (1e-3; 5e-3 simple_rnn; 1e-2 seq2seq deep_rnn)
     units: int = 20  # units of each recurrent layer of the deep models
     n_steps: int = 50  # input length on Géron's series
     window: int = 24  # input length on sunspots/CSV (about two solar cycles)
     horizon: int = 10  # steps ahead for multi_step, seq2seq and iterative
-    seed: int = 42  # data (np.random.seed(42) in the book) and weight initialization
+    seed: int = 42  # the data: np.random.seed(42) in the book
+    init_seed: int = 42  # weights and shuffling: tf.random.set_seed(42) in the book
+    layers: str = "kerasrnn"  # kerasrnn | keras: the same models on keras.layers, to compare
     output: str = "runs/forecasting"  # DIR for results.json, plots/, checkpoints/
     backend: str = ""  # tensorflow | jax | torch; "" keeps KERAS_BACKEND
     smoke: bool = False  # seconds: 300 short series, 1 epoch, 4 units (for the tests)
@@ -149,8 +153,11 @@ def make_datasets(name, tasks, config):
 
 All recurrent layers are kerasrnn's. The deep models are the book's: two recurrent
 layers of 20 units, then a Dense head on the last output (or on every output for
-`seq2seq`). `ln_rnn` needs `kerasrnn.SimpleRNN(..., layer_norm=True)`; where the installed
-kerasrnn lacks that option the row is skipped with a note, never replaced by another cell.
+`seq2seq`). On the short real series (~200 training windows) the gated models overfit
+the training cycles, so there they get `real_dropout` (Gal & Ghahramani's per-sequence
+masks) and early stopping on the validation years. `ln_rnn` needs
+`kerasrnn.SimpleRNN(..., layer_norm=True)`; where the installed kerasrnn lacks that option
+the row is skipped with a note, never replaced by another cell.
 """
 
 
@@ -160,7 +167,9 @@ def last_time_step_mse(y_true, y_pred):
     return keras.ops.mean(keras.ops.square(y_true[:, -1] - y_pred[:, -1]), axis=-1)
 
 
-def layer_norm_available():
+def layer_norm_available(config):
+    if config.layers != "kerasrnn":
+        return False
     try:
         kerasrnn.SimpleRNN(2, layer_norm=True)
     except (TypeError, ValueError):
@@ -168,20 +177,25 @@ def layer_norm_available():
     return True
 
 
-def build_model(name, task, n_steps, config):
+def build_model(name, task, n_steps, config, dropout=0.0):
+    """The model `name` for `task`; `dropout` regularizes the two-layer recurrent models:
+    recurrent dropout in both layers, input dropout into the second (never on the single
+    input feature, where one mask per sequence would blank a whole series)."""
+    source = {"kerasrnn": kerasrnn, "keras": keras.layers}[config.layers]
     outputs = 1 if task in ("one_step", "iterative") else config.horizon
     per_step = task == "seq2seq"
     inputs = keras.Input((n_steps if name == "linear" else None, 1))
     if name == "linear":
         x = keras.layers.Flatten()(inputs)
     elif name == "simple_rnn":  # the output is the unit's own h_t, as in the book
-        return keras.Model(inputs, kerasrnn.SimpleRNN(1)(inputs), name=name)
+        return keras.Model(inputs, source.SimpleRNN(1)(inputs), name=name)
     else:
         extra = {"layer_norm": True} if name == "ln_rnn" else {}
-        layer = {"deep_rnn": kerasrnn.SimpleRNN, "lstm": kerasrnn.LSTM,
-                 "gru": kerasrnn.GRU, "ln_rnn": kerasrnn.SimpleRNN}[name]
-        x = layer(config.units, return_sequences=True, **extra)(inputs)
-        x = layer(config.units, return_sequences=per_step, **extra)(x)
+        layer = {"deep_rnn": source.SimpleRNN, "lstm": source.LSTM,
+                 "gru": source.GRU, "ln_rnn": source.SimpleRNN}[name]
+        x = layer(config.units, return_sequences=True, recurrent_dropout=dropout, **extra)(inputs)
+        x = layer(config.units, return_sequences=per_step, dropout=dropout,
+                  recurrent_dropout=dropout, **extra)(x)
     return keras.Model(inputs, keras.layers.Dense(outputs)(x), name=name)
 
 
@@ -206,8 +220,8 @@ continues from there, and a finished one is loaded instead of refit.
 
 def fit(name, task, splits, n_steps, real, config, key):
     def build():
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(name, task, n_steps, config)
+        keras.utils.set_random_seed(config.init_seed)
+        model = build_model(name, task, n_steps, config, config.real_dropout if real else 0.0)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate(name, task, config)),
             loss="mse",
@@ -262,9 +276,10 @@ def forecaster(name, task, data, n_steps, real, config, key, trained):
 def run_row(label, task, name, data, info, config, trained):
     key = f"{label.replace(':', '_').replace(os.sep, '_')}-{task}-{name}"
     row = {"dataset": label, "task": task, "model": name, "val_mse": None, "test_mse": None}
-    if name == "ln_rnn" and not layer_norm_available():
+    if name == "ln_rnn" and not layer_norm_available(config):
         row["note"] = ("skipped: the installed kerasrnn.SimpleRNN has no layer_norm option "
-                       "(it comes with the layer-norm cells issue)")
+                       "(it comes with the layer-norm cells issue)" if config.layers == "kerasrnn"
+                       else "skipped: keras.layers has no layer-norm SimpleRNN")
         return row, None
     start = time.time()
     predict = forecaster(name, task, data, info["n_steps"], info["real"], config, key, trained)
@@ -335,6 +350,8 @@ def main(argv=None):
     config, backend = common.configure(Config, argv, __doc__)
     tasks = common.split_list(config.task, TASKS, "task")
     models = common.split_list(config.model, MODELS, "model")
+    if config.layers not in ("kerasrnn", "keras"):
+        raise ValueError(f"--layers must be 'kerasrnn' or 'keras'; received {config.layers!r}.")
     if config.smoke:
         config.n_steps, config.window, config.units = 20, 12, 4
     common.prepare_output(config)

@@ -42,7 +42,7 @@ def test_smoke_geron_all_tasks(tmp_path):
     assert (rows[("geron", "one_step", "linear_lstsq")]["val_mse"]
             < rows[("geron", "one_step", "naive")]["val_mse"])
     ln = rows[("geron", "one_step", "ln_rnn")]
-    if forecasting.layer_norm_available():
+    if forecasting.layer_norm_available(forecasting.Config()):
         assert np.isfinite(ln["val_mse"])
     else:
         assert ln["val_mse"] is None and "layer_norm" in ln["note"]
@@ -94,6 +94,8 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         run(tmp_path, "--task", "two_step")
     with pytest.raises(ValueError, match="--model takes a comma list"):
         run(tmp_path, "--model", "transformer")
+    with pytest.raises(ValueError, match="--layers must be"):
+        run(tmp_path, "--layers", "flax")
     other = next(b for b in ("jax", "torch", "tensorflow") if b != keras.backend.backend())
     with pytest.raises(ValueError, match="already imported"):
         run(tmp_path, "--backend", other)
