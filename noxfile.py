@@ -20,7 +20,10 @@ BACKENDS = ["tensorflow", "jax", "torch"]
 # tensorflow-cpu likewise. Every test session installs all three backends, because the
 # parity tests compare with torch.nn and the save/load tests cross backends.
 CPU_BACKEND_PACKAGES = ["tensorflow-cpu", "jax", "torch==2.13.0"]
-TEST_PACKAGES = ["pytest>=8", "numpy", "matplotlib", "sentencepiece", "sacrebleu"]
+TEST_PACKAGES = [
+    "pytest>=8", "numpy", "matplotlib", "sentencepiece", "sacrebleu", "statsmodels",
+    "scikit-learn",
+]
 
 
 def _env(backend):

@@ -1,6 +1,6 @@
-"""Data loaders for the recipes (each module loads one kind of data)."""
+"""Data for the recipes: loaders and generators (NumPy out; downloads only when asked)."""
 
-from kerasrnn.datasets import translation
+from kerasrnn.datasets import digits, timeseries, translation
 from kerasrnn.datasets.translation import (
     SubwordTokenizer,
     TranslationBatches,
@@ -12,8 +12,10 @@ from kerasrnn.datasets.translation import (
 __all__ = [
     "SubwordTokenizer",
     "TranslationBatches",
+    "digits",
     "load_multi30k",
     "load_parallel_files",
     "load_parallel_tsv",
+    "timeseries",
     "translation",
 ]
