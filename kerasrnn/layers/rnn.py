@@ -186,6 +186,10 @@ class RNN(keras.layers.Layer):
 
         spec = self._fused_spec(constants, mask, sequences, training)
         if spec is not None:
+            if constants["input_mask"] is not None:
+                # The kernel applies the input weights itself: the input dropout mask
+                # (one per sequence) goes on before it, as in `project_inputs`.
+                sequences = sequences * ops.expand_dims(constants["input_mask"], 1)
             last, outputs, states = run_fused(
                 spec, sequences, states,
                 go_backwards=self.go_backwards, return_sequences=self.return_sequences,
