@@ -11,6 +11,10 @@ from kerasrnn.testing import reference
 
 BACKEND = keras.backend.backend()
 
+#: Shapes shared by the test files, so that on JAX one test's compiled programs (the
+#: persistent compilation cache, see conftest.py) serve the others.
+BATCH, TIME, FEATURES, UNITS = 4, 6, 3, 5
+
 #: Every cell form the core has, as `(layer class, keyword arguments)`. The names are
 #: test ids.
 CELL_FORMS = {
@@ -95,39 +99,19 @@ def _flatten(outputs):
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-def functional(layer, **call_kwargs):
-    """`f(weights, x) -> list of outputs` as NumPy, through `layer.stateless_call`
-    (the trainable weights replaced by `weights`; on JAX compiled once)."""
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-
-    def f(weights, x):
-        out, _ = layer.stateless_call(weights, non_trainable, x, **call_kwargs)
-        return _flatten(out)
-
-    if BACKEND == "jax":
-        import jax
-
-        f = jax.jit(f)
-    dtype = layer.compute_dtype
-
-    def numpy_f(weights, x):
-        weights = [keras.ops.convert_to_tensor(w, dtype=dtype) for w in weights]
-        out = f(weights, keras.ops.convert_to_tensor(x, dtype=dtype))
-        return [keras.ops.convert_to_numpy(o).astype("float64") for o in out]
-
-    return numpy_f
+def output_shapes(layer, input_shape):
+    """The shapes of `layer(x)`'s outputs (a list, also without `return_state`)."""
+    shapes = layer.compute_output_shape(input_shape)
+    return list(shapes) if getattr(layer, "return_state", False) else [shapes]
 
 
-def loss_and_grads(layer, x, cotangents, weights=None, **call_kwargs):
-    """`loss = Σ_k Σ outputs_k · cotangents_k` of `layer.stateless_call(weights, x)` and its
-    gradients w.r.t. the inputs and every trainable weight, by the backend's autodiff.
-
-    Returns `(loss, d_inputs, [d_weight, ...])` as float64 NumPy arrays; `weights`
-    defaults to the layer's trainable weights.
+def gradient_fn(layer, cotangents, **call_kwargs):
+    """`f(weights, x) -> (loss, d_inputs, [d_weight, ...])` by the backend's autodiff, for
+    `loss = Σ_k Σ outputs_k · cotangents_k` of `layer.stateless_call(weights, x)` (the
+    trainable weights replaced by `weights`). NumPy in and out, float64 out; on JAX
+    compiled once, so calling it again (finite differences) is cheap.
     """
     dtype = layer.compute_dtype
-    if weights is None:
-        weights = [keras.ops.convert_to_numpy(v) for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
     cot = [keras.ops.convert_to_tensor(c, dtype=dtype) for c in cotangents]
 
@@ -137,28 +121,52 @@ def loss_and_grads(layer, x, cotangents, weights=None, **call_kwargs):
         assert len(out) == len(cot), (len(out), len(cot))
         return sum(keras.ops.sum(keras.ops.cast(o, dtype) * c) for o, c in zip(out, cot))
 
-    w = [keras.ops.convert_to_tensor(v, dtype=dtype) for v in weights]
-    xt = keras.ops.convert_to_tensor(x, dtype=dtype)
     if BACKEND == "jax":
         import jax
 
-        loss, (gw, gx) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))(w, xt)
+        jax_grad = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+
+        def backend_grad(w, x):
+            loss, (gw, gx) = jax_grad(w, x)
+            return loss, gx, gw
+
     elif BACKEND == "tensorflow":
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            tape.watch(xt)
-            loss = loss_fn(w, xt)
-        gx, *gw = tape.gradient(loss, [xt, *w])
+        def backend_grad(w, x):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                tape.watch(x)
+                loss = loss_fn(w, x)
+            gx, *gw = tape.gradient(loss, [x, *w])
+            return loss, gx, gw
+
     elif BACKEND == "torch":
         import torch
 
-        w = [t.detach().clone().requires_grad_(True) for t in w]
-        xt = xt.detach().clone().requires_grad_(True)
-        loss = loss_fn(w, xt)
-        gx, *gw = torch.autograd.grad(loss, [xt, *w])
+        def backend_grad(w, x):
+            w = [t.detach().clone().requires_grad_(True) for t in w]
+            x = x.detach().clone().requires_grad_(True)
+            loss = loss_fn(w, x)
+            gx, *gw = torch.autograd.grad(loss, [x, *w])
+            return loss, gx, gw
+
     else:  # pragma: no cover
         raise NotImplementedError(BACKEND)
-    to64 = lambda t: keras.ops.convert_to_numpy(t).astype("float64")  # noqa: E731
-    return float(to64(loss)), to64(gx), [to64(g) for g in gw]
+
+    def to64(t):
+        return keras.ops.convert_to_numpy(t).astype("float64")
+
+    def f(weights, x):
+        w = [keras.ops.convert_to_tensor(v, dtype=dtype) for v in weights]
+        loss, gx, gw = backend_grad(w, keras.ops.convert_to_tensor(x, dtype=dtype))
+        return float(to64(loss)), to64(gx), [to64(g) for g in gw]
+
+    return f
+
+
+def loss_and_grads(layer, x, cotangents, weights=None, **call_kwargs):
+    """`gradient_fn(layer, cotangents)(weights, x)`; `weights` defaults to the layer's."""
+    if weights is None:
+        weights = [keras.ops.convert_to_numpy(v) for v in layer.trainable_variables]
+    return gradient_fn(layer, cotangents, **call_kwargs)(weights, x)

@@ -6,13 +6,21 @@ import inspect
 import keras
 import numpy as np
 import pytest
-from _util import CELL_FORMS, n_states, nonzero_uniform, random_weights, reference_step
-from conftest import BACKEND, to_numpy
+from _util import (
+    BATCH,
+    CELL_FORMS,
+    FEATURES,
+    TIME,
+    UNITS,
+    n_states,
+    nonzero_uniform,
+    random_weights,
+    reference_step,
+)
+from conftest import to_numpy
 
 import kerasrnn
 from kerasrnn.testing import reference
-
-BATCH, TIME, FEATURES, UNITS = 4, 5, 3, 6
 
 
 def built(layer, input_dim=FEATURES, batch=None):
@@ -228,8 +236,9 @@ NON_DEFAULT = dict(
     units=7, activation="softsign", use_bias=False,
     kernel_initializer="he_normal", recurrent_initializer="glorot_normal",
     bias_initializer="ones", kernel_regularizer="l2", recurrent_regularizer="l1",
-    bias_regularizer=keras.regularizers.L1L2(0.01, 0.02), kernel_constraint="non_neg", recurrent_constraint="max_norm",
-    bias_constraint="unit_norm", dropout=0.25, recurrent_dropout=0.125, seed=42,
+    bias_regularizer=keras.regularizers.L1L2(0.01, 0.02), kernel_constraint="non_neg",
+    recurrent_constraint="max_norm", bias_constraint="unit_norm", dropout=0.25,
+    recurrent_dropout=0.125, seed=42,
     return_sequences=True, return_state=True, go_backwards=True, stateful=True,
     zero_output_for_mask=True, fused=False, hoist_inputs=True, name="custom_name",
 )

@@ -4,14 +4,22 @@ layers against `torch.nn.RNN/LSTM/GRU` after copying weights."""
 import keras
 import numpy as np
 import pytest
-from _util import loss_and_grads, nonzero_uniform, random_mask, random_weights
+from _util import (
+    BATCH,
+    FEATURES,
+    TIME,
+    UNITS,
+    loss_and_grads,
+    nonzero_uniform,
+    random_mask,
+    random_weights,
+)
 from conftest import BACKEND, to_numpy
 
 import kerasrnn
 
 torch = pytest.importorskip("torch")
 
-BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 5
 on_torch = pytest.mark.skipif(BACKEND != "torch", reason="the fused path is torch's")
 
 #: Configurations a torch kernel computes, with the kernel's name in `last_path`.
@@ -204,9 +212,15 @@ def torch_module(layer):
     return module
 
 
-@pytest.mark.parametrize("initial_state", [False, True], ids=["zero_h0", "given_h0"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
-@pytest.mark.parametrize("name", FUSABLE)
+TORCH_NN_CASES = [
+    (name, go_backwards, initial_state)
+    for name in ("lstm", "gru", "simple_tanh", "simple_relu")
+    for go_backwards in (False, True)
+    for initial_state in (False, True)
+] + [(name, True, True) for name in ("irnn", "lstm_nobias", "gru_nobias", "simple_nobias")]
+
+
+@pytest.mark.parametrize("name, go_backwards, initial_state", TORCH_NN_CASES)
 def test_matches_torch_nn(name, go_backwards, initial_state, rng):
     layer_class, kwargs, _ = FUSABLE[name]
     layer = layer_class(

@@ -1,18 +1,15 @@
 """`kerasrnn.ops.unroll`, the one time loop, on its own: masking semantics, reverse,
 structured sequences, eager == compiled, and a loop that stays linear in T on torch."""
 
-import keras
 import numpy as np
 import pytest
-from _util import nonzero_uniform, random_mask
+from _util import BATCH, FEATURES, TIME, UNITS, nonzero_uniform, random_mask
 from conftest import BACKEND, to_numpy
 from keras import ops
 
 from kerasrnn.ops import unroll
 from kerasrnn.ops.unroll import _unroll_generic
 from kerasrnn.testing import reference
-
-BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 5
 
 
 @pytest.fixture
