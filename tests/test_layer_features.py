@@ -180,11 +180,13 @@ def test_mixed_precision(form, policy, tol, rng):
 
 # ---------------------------------------------------------------------------- fit
 def test_fit_trains_every_cell(rng):
-    """One model with the three cells stacked (and a mask from Embedding): a few steps
-    of `fit` lower the loss and change every weight."""
+    """One model with the three cells stacked (and a mask from Embedding): 25 steps of
+    `fit` halve the loss and change every weight."""
     tokens = rng.integers(1, 9, (16, TIME))
     tokens[::2, 3:] = 0
-    targets = rng.normal(size=(16, 1)).astype("float32")
+    # A learnable target: the mean of the valid tokens, centred.
+    targets = (np.nanmean(np.where(tokens > 0, tokens, np.nan), axis=1, keepdims=True) - 4.5) / 2
+    targets = targets.astype("float32")
     rnns = [
         kerasrnn.LSTM(UNITS, return_sequences=True),
         kerasrnn.GRU(UNITS, reset_after=False, return_sequences=True, dropout=0.1),
@@ -197,8 +199,8 @@ def test_fit_trains_every_cell(rng):
     model.compile(keras.optimizers.Adam(0.02), "mse")
     before = [layer.get_weights() for layer in rnns]
     loss_before = model.evaluate(tokens, targets, verbose=0)
-    model.fit(tokens, targets, epochs=5, batch_size=16, verbose=0)
-    assert model.evaluate(tokens, targets, verbose=0) < 0.9 * loss_before
+    model.fit(tokens, targets, epochs=25, batch_size=16, verbose=0)
+    assert model.evaluate(tokens, targets, verbose=0) < 0.5 * loss_before
     for layer, old in zip(rnns, before):
         for w_old, w_new in zip(old, layer.get_weights()):
             assert np.abs(w_new - w_old).max() > 1e-4
