@@ -61,18 +61,21 @@ DROPOUT_FORMS = ["simple_tanh", "lstm", "gru_after", "gru_before"]
 
 
 @pytest.mark.parametrize("form", DROPOUT_FORMS)
-@pytest.mark.parametrize("rates", [(0.3, 0.0), (0.3, 0.4)], ids=["input", "input_recurrent"])
-def test_dropout_masks_match_reference(form, rates, rng):
+@pytest.mark.parametrize(
+    "rates, hoist", [((0.3, 0.0), True), ((0.3, 0.4), False)],
+    ids=["input_hoisted", "input_recurrent_in_loop"],
+)
+def test_dropout_masks_match_reference(form, rates, hoist, rng):
     """Training output = the reference run on `x ⊙ m_x` with `h_{t-1} ⊙ m_h` in every
     recurrent product, where `(m_x, m_h)` are the masks that `loop_constants` draws
-    with the same seed (one per sequence)."""
+    with the same seed (one per sequence). Input dropout alone runs the torch kernel."""
     layer_class, kwargs = CELL_FORMS[form]
     dropout, recurrent_dropout = rates
 
     def make():
         layer = layer_class(
             UNITS, dropout=dropout, recurrent_dropout=recurrent_dropout, seed=3,
-            return_sequences=True, **kwargs,
+            return_sequences=True, hoist_inputs=hoist, **kwargs,
         )
         return built(layer)
 
