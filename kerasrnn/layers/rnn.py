@@ -382,4 +382,6 @@ def _check_mask(layer, mask, sequences):
             f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
             f"received {shape}."
         )
-    return mask
+    # `call` may get a NumPy mask (from `stateless_call`, or called directly); the loop
+    # and the fused path's length check take backend tensors.
+    return ops.convert_to_tensor(mask)
