@@ -126,7 +126,8 @@ def test_fused_kernel_is_called(name, kernel, rng, monkeypatch):
     assert counter.calls == 1 and fused.last_path == f"fused:torch._VF.{kernel}"
     reference(x)
     assert counter.calls == 1  # fused=False never calls it
-    fused(x, mask=np.ones((BATCH, TIME), bool))  # a mask: "auto" falls back
+    # A mask with holes (not right-padded): no kernel computes it, "auto" falls back.
+    fused(x, mask=random_mask(rng, BATCH, TIME, "arbitrary"))
     assert counter.calls == 1 and fused.last_path == "kerasrnn.ops.unroll"
     assert "mask" in fused.last_path_reason
 
@@ -162,8 +163,8 @@ def test_fused_true_on_unfusable_config_raises(name, rng):
     layer = layer_class(UNITS, fused=True, **kwargs)
     x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
     call_kwargs = {"training": True}
-    if name == "mask":
-        call_kwargs["mask"] = np.ones((BATCH, TIME), bool)
+    if name == "mask":  # with holes: not a right-padded mask
+        call_kwargs["mask"] = random_mask(rng, BATCH, TIME, "arbitrary")
     if BACKEND != "torch":
         words = f"{BACKEND} backend"
     with pytest.raises(ValueError, match="fused=True") as info:
