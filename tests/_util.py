@@ -5,6 +5,7 @@ import functools
 
 import keras
 import numpy as np
+import pytest
 
 import kerasrnn
 from kerasrnn.testing import reference
@@ -71,8 +72,15 @@ def reference_step(layer, weights):
 
 
 def n_states(layer):
+    """2 for an LSTM (`[h, c]`), else 1; `layer` is a layer, a cell, or a layer class."""
+    if isinstance(layer, type):
+        return 2 if issubclass(layer.cell_class, kerasrnn.LSTMCell) else 1
     cell = getattr(layer, "cell", layer)
     return 2 if isinstance(cell, kerasrnn.LSTMCell) else 1
+
+
+#: `go_backwards` both ways, as a parametrize decorator.
+both_directions = pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
 
 
 def random_mask(rng, batch, time, kind):

@@ -10,6 +10,7 @@ from _util import (
     FEATURES,
     TIME,
     UNITS,
+    both_directions,
     build,
     n_states,
     nonzero_uniform,
@@ -61,7 +62,7 @@ def check(layer, step, x, mask=None, h0=None, tol=F32, dtype="float32", **call_k
 
 
 @pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in_loop"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("form", CELL_FORMS)
 def test_sequence_and_states(form, go_backwards, hoist, rng):
     layer, step = make(
@@ -119,7 +120,7 @@ def test_masks(form, case, rng):
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("form", CELL_FORMS)
 def test_initial_state(form, go_backwards, masked, rng):
     layer, step = make(

@@ -15,6 +15,8 @@ from _util import (
     FEATURES,
     TIME,
     UNITS,
+    both_directions,
+    n_states,
     nonzero_uniform,
     random_mask,
     random_weights,
@@ -48,10 +50,6 @@ def make_pair(name, rng, input_dim=FEATURES, batch=None, **kwargs):
     return ours, theirs
 
 
-def n_states(name):
-    return 2 if name == "lstm" else 1
-
-
 def assert_same(ours, theirs, tol=TOL):
     ours, theirs = _listed(ours), _listed(theirs)
     assert len(ours) == len(theirs)
@@ -69,7 +67,7 @@ def inputs(rng, batch=BATCH, time=TIME):
 
 
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "sequences"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("name", PAIRS)
 def test_outputs_and_states(name, go_backwards, return_sequences, rng):
     ours, theirs = make_pair(
@@ -81,7 +79,7 @@ def test_outputs_and_states(name, go_backwards, return_sequences, rng):
 
 
 @pytest.mark.parametrize("kind", ["right", "arbitrary"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("name", PAIRS)
 def test_explicit_mask(name, go_backwards, kind, rng):
     ours, theirs = make_pair(
@@ -131,14 +129,14 @@ def test_masking_layer(name, rng):
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("name", CORE_PAIRS)
 def test_initial_state(name, go_backwards, masked, rng):
     ours, theirs = make_pair(
         name, rng, return_sequences=True, return_state=True, go_backwards=go_backwards
     )
     x = inputs(rng)
-    h0 = [nonzero_uniform(rng, (BATCH, UNITS)).astype("float32") for _ in range(n_states(name))]
+    h0 = [nonzero_uniform(rng, (BATCH, UNITS)).astype("float32") for _ in range(n_states(ours))]
     mask = random_mask(rng, BATCH, TIME, "arbitrary") if masked else None
     got = ours(x, initial_state=h0, mask=mask)
     want = theirs(x, initial_state=h0, mask=mask)
@@ -163,7 +161,7 @@ def test_stateful_two_batches_and_reset(name, rng):
     )
     # Both take Keras's weight list; ours also holds its states as (non-trainable)
     # weights, so `jit`-compiled training on JAX carries them.
-    assert len(ours.get_weights()) == len(theirs.get_weights()) + n_states(name)
+    assert len(ours.get_weights()) == len(theirs.get_weights()) + n_states(ours)
     first, second = inputs(rng), inputs(rng)
     assert_same(ours(first), theirs(first))
     # The second batch starts from the first's final state, in both.

@@ -9,7 +9,9 @@ from _util import (
     FEATURES,
     TIME,
     UNITS,
+    both_directions,
     loss_and_grads,
+    n_states,
     nonzero_uniform,
     random_mask,
     random_weights,
@@ -35,10 +37,6 @@ FUSABLE = {
 }
 
 
-def n_states(layer_class):
-    return 2 if layer_class is kerasrnn.LSTM else 1
-
-
 def fused_and_reference(name, rng, **kwargs):
     """The same layer twice, with the same random weights: fused=True and fused=False."""
     layer_class, form_kwargs, _ = FUSABLE[name]
@@ -53,7 +51,7 @@ def fused_and_reference(name, rng, **kwargs):
 
 @on_torch
 @pytest.mark.parametrize("initial_state", [False, True], ids=["zero_h0", "given_h0"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("name", FUSABLE)
 def test_fused_matches_reference_values_and_gradients(name, go_backwards, initial_state, rng):
     fused, reference = fused_and_reference(
@@ -64,7 +62,7 @@ def test_fused_matches_reference_values_and_gradients(name, go_backwards, initia
     if initial_state:
         kwargs["initial_state"] = [
             nonzero_uniform(rng, (BATCH, UNITS)).astype("float32")
-            for _ in range(n_states(type(fused)))
+            for _ in range(n_states(fused))
         ]
     got, want = fused(x, **kwargs), reference(x, **kwargs)
     assert fused.last_path == f"fused:torch._VF.{FUSABLE[name][2]}"

@@ -3,7 +3,7 @@ structured sequences, eager == compiled, and a loop that stays linear in T on to
 
 import numpy as np
 import pytest
-from _util import BATCH, FEATURES, TIME, UNITS, nonzero_uniform, random_mask
+from _util import BATCH, FEATURES, TIME, UNITS, both_directions, nonzero_uniform, random_mask
 from conftest import BACKEND, to_numpy
 from keras import ops
 
@@ -51,7 +51,7 @@ MASKS = [None, "right", "arbitrary"]
 
 
 @pytest.mark.parametrize("zero_output", [False, True], ids=["repeat_output", "zero_output"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@both_directions
 @pytest.mark.parametrize("mask_kind", MASKS, ids=str)
 def test_matches_reference(mask_kind, go_backwards, zero_output, weights, rng):
     step, numpy_step = make_step(weights)
