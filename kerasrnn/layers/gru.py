@@ -7,6 +7,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -110,18 +111,18 @@ class GRUCell(RecurrentCell):
         h_in = self.recurrent_input(h_prev, constants)
         x_z, x_r, x_g = ops.split(projected, 3, axis=-1)
         if self.reset_after:
-            rec = ops.matmul(h_in, constants["recurrent_kernel"])
+            rec = matmul(h_in, constants["recurrent_kernel"])
             if constants["recurrent_bias"] is not None:
                 rec = rec + constants["recurrent_bias"]
             rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            g = self.activation(x_g + r * rec_g)
+            g = activate(self.activation, x_g + r * rec_g)
         else:
-            rec_z, rec_r = ops.split(ops.matmul(h_in, constants["recurrent_zr"]), 2, axis=-1)
+            rec_z, rec_r = ops.split(matmul(h_in, constants["recurrent_zr"]), 2, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            g = self.activation(x_g + ops.matmul(r * h_in, constants["recurrent_g"]))
+            g = activate(self.activation, x_g + matmul(r * h_in, constants["recurrent_g"]))
         h = z * h_prev + (1.0 - z) * g
         return h, [h]
 

@@ -156,6 +156,19 @@ class RNN(keras.layers.Layer):
 
     reset_state = reset_states
 
+    def set_weights(self, weights):
+        """Sets the weights; a stateful layer also takes just its cell's weights.
+
+        The states of a stateful layer are non-trainable weights here (so JAX's
+        compiled training carries them), whereas `keras.layers.RNN` keeps them out
+        of `get_weights()`: a list from a Keras layer, or from a stateless twin,
+        sets the cell's weights and leaves the states as they are.
+        """
+        if self.states is not None and len(weights) == len(self.cell.weights):
+            self.cell.set_weights(weights)
+        else:
+            super().set_weights(weights)
+
     # --------------------------------------------------------------------- call
     def call(self, sequences, initial_state=None, mask=None, training=False):
         _check_rank(self, tuple(sequences.shape))
@@ -173,6 +186,10 @@ class RNN(keras.layers.Layer):
 
         spec, lengths = self._fused_spec(constants, mask, sequences, training)
         if spec is not None:
+            if constants["input_mask"] is not None:
+                # The kernel applies the input weights itself: the input dropout mask
+                # (one per sequence) goes on before it, as in `project_inputs`.
+                sequences = sequences * ops.expand_dims(constants["input_mask"], 1)
             last, outputs, states = run_fused(
                 spec, sequences, states, lengths=lengths,
                 go_backwards=self.go_backwards, return_sequences=self.return_sequences,
@@ -367,4 +384,6 @@ def _check_mask(layer, mask, sequences):
             f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
             f"received {shape}."
         )
-    return mask
+    # `call` may get a NumPy mask (from `stateless_call`, or called directly); the loop
+    # and the fused path's length check take backend tensors.
+    return ops.convert_to_tensor(mask)
