@@ -13,7 +13,7 @@ import warnings
 
 import keras
 
-__all__ = ["FusedSpec", "fused_backends", "run_fused"]
+__all__ = ["FusedSpec", "fused_backends", "permute_gates", "run_fused"]
 
 #: Kernels each backend offers, by mode.
 _TORCH_MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -34,6 +34,16 @@ class FusedSpec:
         self.mode = mode
         self.params = list(params)
         self.has_biases = bool(has_biases)
+
+
+def permute_gates(w, order, units):
+    """Reorders the gate blocks of the last axis: block `j` of the result is block
+    `order[j]` of `w` (e.g. `(1, 0, 2)` turns Keras's GRU `z, r, h` into torch's
+    `r, z, n`, and back)."""
+    if tuple(order) == tuple(range(len(order))):
+        return w
+    blocks = [w[..., k * units : (k + 1) * units] for k in order]
+    return keras.ops.concatenate(blocks, axis=-1)
 
 
 def fused_backends():
@@ -59,6 +69,8 @@ def _run_torch(spec, x, states, go_backwards, return_sequences):
     train = torch.is_grad_enabled()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+        # torch.nn.LSTM(proj_size=...) says the same once: oneDNN has no projection.
+        warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         if spec.mode == "LSTM":
             h0, c0 = states
             out, h, c = torch._VF.lstm(
