@@ -246,18 +246,22 @@ class RecurrentCell(keras.layers.Layer):
         """
         if constants is None:
             constants = self.loop_constants(inputs)
-        mask = constants["input_mask"]
-        if mask is not None:
-            if len(inputs.shape) == 3:
-                mask = ops.expand_dims(mask, 1)  # one mask for every time step
-            inputs = inputs * mask
-        z = ops.matmul(inputs, constants["kernel"])
+        z = ops.matmul(self.drop_inputs(inputs, constants), constants["kernel"])
         if constants.get("kernel_norm") is not None:
             z = self.normalize(z, constants, "kernel_norm", groups=self.gates)
         bias = self.input_bias(constants)
         if bias is not None:
             z = z + bias
         return z
+
+    def drop_inputs(self, inputs, constants):
+        """`inputs` times the input dropout mask (one mask for every time step)."""
+        mask = constants["input_mask"]
+        if mask is None:
+            return inputs
+        if len(inputs.shape) == 3:
+            mask = ops.expand_dims(mask, 1)
+        return inputs * mask
 
     def recurrent_input(self, h, constants):
         """`h` as the recurrent matrix product sees it (recurrent dropout applied)."""

@@ -173,8 +173,10 @@ class RNN(keras.layers.Layer):
 
         spec = self._fused_spec(constants, mask, sequences, training)
         if spec is not None:
+            # The kernel multiplies the inputs by its own weights: the input dropout
+            # mask (one per sequence) goes on before it, as in `project_inputs`.
             last, outputs, states = run_fused(
-                spec, sequences, states,
+                spec, self.cell.drop_inputs(sequences, constants), states,
                 go_backwards=self.go_backwards, return_sequences=self.return_sequences,
             )
         else:
@@ -276,7 +278,7 @@ class RNN(keras.layers.Layer):
                 f"configuration: {reason}. Use fused='auto' to fall back to the "
                 "kerasrnn.ops loop."
             )
-        self.last_path = f"fused:torch._VF.{spec.mode.lower()}" if spec else "kerasrnn.ops.unroll"
+        self.last_path = f"fused:{spec.kernel_name}" if spec else "kerasrnn.ops.unroll"
         self.last_path_reason = reason
         return spec
 

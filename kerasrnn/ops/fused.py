@@ -13,7 +13,7 @@ import warnings
 
 import keras
 
-__all__ = ["FusedSpec", "fused_backends", "permute_gates", "run_fused"]
+__all__ = ["FusedSpec", "fused_backends", "permute_gates", "run_fused", "stack_fused_specs"]
 
 #: Kernels each backend offers, by mode.
 _TORCH_MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -24,16 +24,51 @@ class FusedSpec:
 
     Args:
         mode: one of `"LSTM"`, `"GRU"`, `"RNN_TANH"`, `"RNN_RELU"`.
-        params: `[w_ih, w_hh, b_ih, b_hh]` (or `[w_ih, w_hh]` without bias), in
-            `torch.nn` layout: `w_ih (G*units, input_dim)`, gate order of torch.
+        params: `[w_ih, w_hh, b_ih, b_hh]` (or `[w_ih, w_hh]` without bias), then
+            `w_hr` for an LSTM with projection, in `torch.nn` layout:
+            `w_ih (G*units, input_dim)`, gate order of torch. For several layers or
+            directions, the lists of each layer (forward, then backward) one after
+            the other, as `torch.nn.LSTM._flat_weights`.
+        num_layers: number of stacked layers the params describe.
+        bidirectional: whether each layer has a backward direction.
     """
 
-    def __init__(self, mode, params, has_biases):
+    def __init__(self, mode, params, has_biases, num_layers=1, bidirectional=False):
         if mode not in _TORCH_MODES:
             raise ValueError(f"Unknown fused mode {mode!r}; expected one of {_TORCH_MODES}.")
         self.mode = mode
         self.params = list(params)
         self.has_biases = bool(has_biases)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+
+    @property
+    def kernel_name(self):
+        """`torch._VF.<name>`, with the stack's shape when it has several layers."""
+        name = f"torch._VF.{self.mode.lower()}"
+        if self.num_layers > 1 or self.bidirectional:
+            name += f"(num_layers={self.num_layers}, bidirectional={self.bidirectional})"
+        return name
+
+
+def stack_fused_specs(specs, bidirectional=False):
+    """One `FusedSpec` for a stack: `specs` per layer (and direction, forward first).
+
+    Returns `None` with a reason when torch's multi-layer kernel cannot run them all:
+    `(spec, reason)`.
+    """
+    modes = {s.mode for s in specs}
+    biases = {s.has_biases for s in specs}
+    counts = {len(s.params) for s in specs}
+    recurrent_shapes = {tuple(s.params[1].shape) for s in specs}  # (G*units, h size)
+    if len(modes) != 1 or len(biases) != 1 or len(counts) != 1:
+        return None, "the layers are not all the same kind of cell (mode, bias, projection)"
+    if len(recurrent_shapes) != 1:
+        return None, "the layers do not all have the same units (and proj_size)"
+    directions = 2 if bidirectional else 1
+    params = [p for s in specs for p in s.params]
+    spec = FusedSpec(specs[0].mode, params, specs[0].has_biases, len(specs) // directions, bidirectional)
+    return spec, None
 
 
 def permute_gates(w, order, units):
@@ -52,7 +87,14 @@ def fused_backends():
 
 
 def run_fused(spec, sequences, initial_states, *, go_backwards=False, return_sequences=True):
-    """Runs a fused kernel; returns `(last_output, outputs, final_states)` like `unroll`."""
+    """Runs a fused kernel; returns `(last_output, outputs, final_states)` like `unroll`.
+
+    For a stack (`spec.num_layers > 1` or `spec.bidirectional`), `initial_states` and
+    `final_states` are the states of each layer and direction one after the other
+    (`[h, c]` or `[h]` each), and the last output of a bidirectional stack is the
+    forward direction's last step next to the backward direction's (time 0), as
+    `keras.layers.Bidirectional` returns it.
+    """
     backend = keras.backend.backend()
     if backend != "torch":
         raise NotImplementedError(f"No fused kernel for backend {backend!r}.")
@@ -72,12 +114,13 @@ def _run_torch(spec, x, states, go_backwards, return_sequences):
         # torch.nn.LSTM(proj_size=...) says the same once: oneDNN has no projection.
         warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         if spec.mode == "LSTM":
-            h0, c0 = states
+            h0 = torch.stack(states[0::2])
+            c0 = torch.stack(states[1::2])
             out, h, c = torch._VF.lstm(
-                x, (h0[None], c0[None]), spec.params, spec.has_biases,
-                1, 0.0, train, False, True,
+                x, (h0, c0), spec.params, spec.has_biases,
+                spec.num_layers, 0.0, train, spec.bidirectional, True,
             )
-            new_states = [h[0], c[0]]
+            new_states = [s for pair in zip(torch.unbind(h), torch.unbind(c)) for s in pair]
         else:
             kernel = {
                 "GRU": torch._VF.gru,
@@ -85,8 +128,13 @@ def _run_torch(spec, x, states, go_backwards, return_sequences):
                 "RNN_RELU": torch._VF.rnn_relu,
             }[spec.mode]
             out, h = kernel(
-                x, states[0][None], spec.params, spec.has_biases, 1, 0.0, train, False, True
+                x, torch.stack(states), spec.params, spec.has_biases,
+                spec.num_layers, 0.0, train, spec.bidirectional, True,
             )
-            new_states = [h[0]]
-    last = out[:, -1]
+            new_states = list(torch.unbind(h))
+    if spec.bidirectional:
+        half = out.shape[-1] // 2
+        last = torch.cat([out[:, -1, :half], out[:, 0, half:]], dim=-1)
+    else:
+        last = out[:, -1]
     return last, (out if return_sequences else None), new_states
