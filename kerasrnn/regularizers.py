@@ -81,9 +81,10 @@ def sequence_dropout(x, rate, seed=None, per_sequence=False):
     >>> bool((y == y[:, :1]).all())   # the same mask at every step
     True
     """
+    x = ops.convert_to_tensor(x)
     if rate == 0:
         return x
-    noise_shape = (None, 1, None) if per_sequence else None
+    noise_shape = (None, 1, None) if per_sequence and len(x.shape) == 3 else None
     return keras.random.dropout(x, rate=rate, noise_shape=noise_shape, seed=seed)
 
 

@@ -173,13 +173,19 @@ def test_initial_state_is_the_flat_list(rng):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch's multi-layer kernel")
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "right-padded"])
 @pytest.mark.parametrize("make", [
     lambda **kw: kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U, proj_size=2), 3, bidirectional=True, **kw),
     lambda **kw: kerasrnn.DeepRNN.repeat(kerasrnn.GRU(U), 2, **kw),
 ], ids=["lstm-proj-bidirectional", "gru"])
-def test_torch_multi_layer_kernel_matches_the_loop(make, rng):
+def test_torch_multi_layer_kernel_matches_the_loop(make, padded, rng):
     import torch
 
+    mask = None
+    if padded:
+        mask = np.ones((B, T), bool)
+        mask[0, 4:] = False
+        mask[2, 1:] = False
     fused = make(return_sequences=True, return_state=True)
     loop = make(return_sequences=True, return_state=True, fused=False)
     for deep in (fused, loop):
@@ -193,7 +199,7 @@ def test_torch_multi_layer_kernel_matches_the_loop(make, rng):
     x = torch.tensor(rng.uniform(size=(B, T, I)).astype("float32"), requires_grad=True)
     results = []
     for deep in (fused, loop):
-        outputs = deep(x)
+        outputs = deep(x, mask=mask)
         loss = sum((o * torch.linspace(-1, 1, o.numel()).reshape(o.shape)).sum() for o in outputs)
         grads = torch.autograd.grad(loss, [x] + [v.value for v in deep.trainable_weights])
         results.append([numpy(o) for o in outputs] + [numpy(g) for g in grads])
@@ -210,7 +216,7 @@ def test_torch_multi_layer_kernel_is_refused_where_inexact():
     cases = [
         (dict(dropout=0.3), dict(training=True), "dropout"),
         (dict(residual=True), {}, "residual"),
-        (dict(), dict(mask=np.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool)), "mask"),
+        (dict(), dict(mask=np.array([[1, 0, 1, 0], [1, 1, 1, 1]], bool)), "right-padded"),
     ]
     for options, call, reason in cases:
         deep = kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, **options)

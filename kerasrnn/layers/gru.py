@@ -61,9 +61,12 @@ class GRUCell(RecurrentCell):
         activation: the `tanh` of `g_t` (default `"tanh"`).
         recurrent_activation: the `σ` of the gates (default `"sigmoid"`).
         reset_after: which form (default True, the Keras/cuDNN form).
-        use_bias, kernel_initializer ("glorot_uniform"), recurrent_initializer
-            ("orthogonal"), bias_initializer ("zeros"), regularizers, constraints,
-            dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
+        use_bias: whether to add the biases.
+        kernel_initializer, recurrent_initializer, bias_initializer: as in
+            `SimpleRNNCell` (defaults "glorot_uniform", "orthogonal", "zeros").
+        kernel_regularizer, recurrent_regularizer, bias_regularizer: regularizers.
+        kernel_constraint, recurrent_constraint, bias_constraint: constraints.
+        dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
         layer_norm: layer-normalize the projections as above (default False).
         layer_norm_epsilon: the `ε` of the normalizations, > 0 (default 1e-3).
         zoneout: zoneout probability of `h`, in [0, 1) (default 0).
@@ -202,7 +205,8 @@ class GRU(CellLayer):
 
     On torch, `fused="auto"` runs `torch._VF.gru` (the kernel of `torch.nn.GRU`, the
     reset-after form) when `reset_after=True`, activations are `tanh`/`sigmoid`, and
-    there is no mask and no recurrent dropout, layer norm or zoneout.
+    there is no recurrent dropout, layer norm or zoneout and the mask, if any, is
+    right-padded.
 
     Example:
 

@@ -263,9 +263,11 @@ class LSTM(CellLayer):
     same function.
 
     On torch, `fused="auto"` runs `torch._VF.lstm` (the kernel of `torch.nn.LSTM`)
-    whenever it computes the same function: `tanh`/`sigmoid` activations, no mask, no
-    recurrent dropout, no peepholes, layer norm or zoneout (a projection is fine:
-    `torch.nn.LSTM(proj_size=...)` has one). `layer.last_path` tells which ran.
+    whenever it computes the same function: `tanh`/`sigmoid` activations, no recurrent
+    dropout, no peepholes, layer norm or zoneout (a projection is fine:
+    `torch.nn.LSTM(proj_size=...)` has one), and no mask or a right-padded one (from
+    `Embedding(mask_zero=True)`; run as a packed sequence). `layer.last_path` tells
+    which ran.
 
     Example:
 

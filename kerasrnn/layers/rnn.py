@@ -9,7 +9,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.ops import unroll
 from kerasrnn.ops.device import on_accelerator
-from kerasrnn.ops.fused import run_fused
+from kerasrnn.ops.fused import right_padded_lengths, run_fused
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -171,13 +171,14 @@ class RNN(keras.layers.Layer):
         mask = _check_mask(self, mask, sequences)
         constants = self.cell.loop_constants(sequences, training)
 
-        spec = self._fused_spec(constants, mask, sequences, training)
+        spec, lengths = self._fused_spec(constants, mask, sequences, training)
         if spec is not None:
             # The kernel multiplies the inputs by its own weights: the input dropout
             # mask (one per sequence) goes on before it, as in `project_inputs`.
             last, outputs, states = run_fused(
-                spec, self.cell.drop_inputs(sequences, constants), states,
+                spec, self.cell.drop_inputs(sequences, constants), states, lengths=lengths,
                 go_backwards=self.go_backwards, return_sequences=self.return_sequences,
+                zero_output_for_mask=self.zero_output_for_mask,
             )
         else:
             cell = self.cell
@@ -259,14 +260,15 @@ class RNN(keras.layers.Layer):
         return HOIST_DEFAULTS.get(key, True)
 
     def _fused_spec(self, constants, mask, sequences, training):
-        spec, reason = None, None
+        """`(FusedSpec, lengths)` when a fused kernel computes this call exactly."""
+        spec, reason, lengths = None, None, None
         backend = keras.backend.backend()
         if self.fused is False:
             reason = "fused=False"
         elif backend != "torch":
             reason = f"no fused kernel is used on the {backend} backend"
-        elif mask is not None:
-            reason = "a mask is given"
+        elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
+            reason = "the mask is not right-padded (or a sequence is fully masked)"
         elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
             reason = f"{sequences.dtype} on CPU"
         else:
@@ -280,7 +282,7 @@ class RNN(keras.layers.Layer):
             )
         self.last_path = f"fused:{spec.kernel_name}" if spec else "kerasrnn.ops.unroll"
         self.last_path_reason = reason
-        return spec
+        return spec, lengths
 
     # ------------------------------------------------------------------- config
     def get_config(self):

@@ -119,7 +119,8 @@ class SimpleRNN(CellLayer):
     `stateful`, `zero_output_for_mask`, `fused`, `hoist_inputs`).
 
     On torch, `fused="auto"` runs `torch._VF.rnn_tanh`/`rnn_relu` (the kernels of
-    `torch.nn.RNN`) when there is no mask and no recurrent dropout.
+    `torch.nn.RNN`) when there is no recurrent dropout and the mask, if any, is
+    right-padded (run as a packed sequence).
 
     Example:
 

@@ -9,7 +9,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.layers.rnn import RNN
 from kerasrnn.ops.device import on_accelerator
-from kerasrnn.ops.fused import run_fused, stack_fused_specs
+from kerasrnn.ops.fused import right_padded_lengths, run_fused, stack_fused_specs
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -93,9 +93,10 @@ class DeepRNN(keras.layers.Layer):
         torch's multi-layer kernel (`torch._VF.lstm(..., num_layers, ...)`) draws its
         own dropout masks between layers, from torch's generator and not from
         `seed`; the stack uses it only when no dropout is active (rate 0 or
-        inference), without mask, residual or input dropout, with every layer a
-        kerasrnn layer whose own fused kernel is exact, all of the same units, and
-        all bidirectional with `merge_mode="concat"` or none.
+        inference), without residual connections or input dropout, with no mask or
+        a right-padded one (packed), with every layer a kerasrnn layer whose own
+        fused kernel is exact, all of the same units, and all bidirectional with
+        `merge_mode="concat"` or none.
     """
 
     def __init__(
@@ -234,9 +235,9 @@ class DeepRNN(keras.layers.Layer):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         per_layer_states = self._split_initial_state(initial_state)
-        spec = self._fused_stack(sequences, mask, training)
+        spec, lengths = self._fused_stack(sequences, mask, training)
         if spec is not None:
-            output, final_states = self._call_fused(spec, sequences, per_layer_states)
+            output, final_states = self._call_fused(spec, sequences, per_layer_states, lengths)
         else:
             output, final_states = self._call_layers(sequences, per_layer_states, mask, training)
         if training and self.output_dropout > 0:
@@ -284,7 +285,13 @@ class DeepRNN(keras.layers.Layer):
 
     # ------------------------------------------------------------------ fused path
     def _fused_stack(self, sequences, mask, training):
-        spec, reason = None, self._unfused_reason(sequences, mask, training)
+        """`(FusedSpec, lengths)` when torch's multi-layer kernel computes the stack."""
+        spec, lengths = None, None
+        reason = self._unfused_reason(sequences, mask, training)
+        if reason is None and mask is not None:
+            lengths = right_padded_lengths(ops.cast(mask, "bool"))
+            if lengths is None:
+                reason = "the mask is not right-padded (or a sequence is fully masked)"
         if reason is None:
             specs = []
             for i in range(len(self.rnn_layers)):
@@ -307,7 +314,7 @@ class DeepRNN(keras.layers.Layer):
             )
         self.last_path = f"fused:{spec.kernel_name}" if spec is not None else "per-layer"
         self.last_path_reason = reason
-        return spec
+        return spec, lengths
 
     def _unfused_reason(self, sequences, mask, training):
         backend = keras.backend.backend()
@@ -315,8 +322,6 @@ class DeepRNN(keras.layers.Layer):
             return "fused=False"
         if backend != "torch":
             return f"no multi-layer fused kernel is used on the {backend} backend"
-        if mask is not None:
-            return "a mask is given"
         if self.residual:
             return "residual connections"
         if training and self.dropout > 0:
@@ -337,7 +342,7 @@ class DeepRNN(keras.layers.Layer):
                 return f"layer {i} has input dropout"
         return None
 
-    def _call_fused(self, spec, sequences, per_layer_states):
+    def _call_fused(self, spec, sequences, per_layer_states, lengths):
         batch = ops.shape(sequences)[0]
         states = []
         for i in range(len(self.rnn_layers)):
@@ -347,8 +352,10 @@ class DeepRNN(keras.layers.Layer):
                 directions = 2 if self.bidirectional[i] else 1
                 initial = self.base_layer(i).cell.get_initial_state(batch)
                 states += [ops.cast(s, self.compute_dtype) for s in initial] * directions
+        top = self.base_layer(len(self.rnn_layers) - 1)
         last, outputs, final_states = run_fused(
-            spec, sequences, states, return_sequences=self.return_sequences
+            spec, sequences, states, lengths=lengths, return_sequences=self.return_sequences,
+            zero_output_for_mask=top.zero_output_for_mask,
         )
         return (outputs if self.return_sequences else last), final_states
 
