@@ -1,6 +1,6 @@
 """kerasrnn: recurrent networks for Keras 3, correct to the equation and fast on every backend."""
 
-from kerasrnn import initializers, layers, ops, regularizers
+from kerasrnn import initializers, interop, layers, ops, regularizers
 from kerasrnn.layers import (
     GRU,
     IRNN,
@@ -28,6 +28,7 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNCell",
     "initializers",
+    "interop",
     "layers",
     "ops",
     "regularizers",
