@@ -53,17 +53,21 @@ def lstm_step(x, states, kernel, recurrent_kernel, bias=None):
     return h, [h, c]
 
 
+def _gru_biases(bias, reset_after):
+    """The input and recurrent biases of a GRU, three blocks each (zeros if absent)."""
+    if bias is None:
+        return (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+    if reset_after:
+        return _gates(bias[0], 3), _gates(bias[1], 3)
+    return _gates(bias, 3), (0.0, 0.0, 0.0)
+
+
 def gru_step(x, states, kernel, recurrent_kernel, bias=None, reset_after=True):
     """The seed's GRU (`reset_after=False`, Cho 2014) or the Keras/cuDNN form (`True`)."""
     (h,) = states
     W_xz, W_xr, W_xg = _gates(kernel, 3)
     W_hz, W_hr, W_hg = _gates(recurrent_kernel, 3)
-    if bias is None:
-        b_x = b_h = (0.0, 0.0, 0.0)
-    elif reset_after:
-        b_x, b_h = _gates(bias[0], 3), _gates(bias[1], 3)
-    else:
-        b_x, b_h = _gates(bias, 3), (0.0, 0.0, 0.0)
+    b_x, b_h = _gru_biases(bias, reset_after)
     z = sigmoid(x @ W_xz + b_x[0] + h @ W_hz + b_h[0])
     r = sigmoid(x @ W_xr + b_x[1] + h @ W_hr + b_h[1])
     if reset_after:
@@ -167,12 +171,7 @@ def gru_ln_step(x, states, kernel, recurrent_kernel, bias, kernel_norm, recurren
     W_x, W_h = _gates(kernel, 3), _gates(recurrent_kernel, 3)
     gk, bk = (_gates(v, 3) for v in kernel_norm)
     gr, br = (_gates(v, 3) for v in recurrent_norm)
-    if bias is None:
-        b_x = b_h = (0.0, 0.0, 0.0)
-    elif reset_after:
-        b_x, b_h = _gates(bias[0], 3), _gates(bias[1], 3)
-    else:
-        b_x, b_h = _gates(bias, 3), (0.0, 0.0, 0.0)
+    b_x, b_h = _gru_biases(bias, reset_after)
     a = [layer_norm(x @ W_x[k], gk[k], bk[k], epsilon) + b_x[k] for k in range(3)]
 
     def rec(v, k):
