@@ -331,18 +331,12 @@ def layer_norm(z, gamma, beta, epsilon, groups=1):
 
     With `groups > 1` the last axis is split into `groups` equal blocks (the gates of
     a fused projection) and each block gets its own `μ` and `σ²`; `γ` and `β` span the
-    whole axis. Statistics of float16/bfloat16 inputs are computed in float32.
+    whole axis. `keras.ops.layer_normalization` computes the statistics (in float32
+    for float16/bfloat16; one fused kernel on torch).
     """
-    dtype = z.dtype
-    if str(dtype).split(".")[-1] in ("float16", "bfloat16"):
-        z = ops.cast(z, "float32")
+    if groups == 1:
+        return ops.layer_normalization(z, gamma, beta, epsilon=epsilon)
     shape = ops.shape(z)
-    if groups > 1:
-        z = ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
-    mean = ops.mean(z, axis=-1, keepdims=True)
-    centered = z - mean
-    variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
-    z = centered * ops.rsqrt(variance + epsilon)
-    if groups > 1:
-        z = ops.reshape(z, shape)
-    return ops.cast(z, dtype) * gamma + beta
+    blocks = ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    normalized = ops.reshape(ops.layer_normalization(blocks, epsilon=epsilon), shape)
+    return normalized * gamma + beta
