@@ -158,6 +158,18 @@ def test_inter_layer_dropout_statistics(per_sequence, rng):
     assert same_over_time == per_sequence
 
 
+def test_keras_layers_and_cells_stack_too(rng):
+    """Any recurrent layer: a keras.layers.GRU and a bare kerasrnn cell (wrapped in RNN)."""
+    x = rng.uniform(size=(B, T, I)).astype("float32")
+    deep = kerasrnn.DeepRNN([keras.layers.GRU(U), kerasrnn.layers.LSTMCell(U)], return_sequences=True)
+    deep.build((None, None, I))
+    random_weights(deep, rng)
+    first, second = deep.rnn_layers
+    assert isinstance(second, kerasrnn.layers.RNN)
+    expected = second(first(x)[0])[0]
+    np.testing.assert_allclose(to_numpy(deep(x)), to_numpy(expected), atol=1e-6)
+
+
 def test_initial_state_is_the_flat_list(rng):
     x = rng.uniform(size=(B, T, I)).astype("float32")
     deep = kerasrnn.DeepRNN([kerasrnn.LSTM(U), kerasrnn.GRU(U)], return_state=True)
