@@ -101,15 +101,15 @@ def _literal(text):
         return text
 
 
-def measure(fns, rounds, steps, which):
+def measure(fns, rounds, steps, which, clock=time.perf_counter):
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, pair in fns.items():
             fn = pair[which]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps):
                 fn()
-            times[name].append((time.perf_counter() - start) / steps * 1e3)
+            times[name].append((clock() - start) / steps * 1e3)
     return times
 
 
@@ -133,11 +133,19 @@ def main(argv=None):
     parser.add_argument("--inference", action="store_true", help="also time inference")
     parser.add_argument("--json", help="write all timings to this file")
     parser.add_argument("--baseline", default="keras.layers", help="contender the ratios divide by (e.g. kerasrnn)")
+    parser.add_argument(
+        "--clock", choices=("wall", "process"), default="wall",
+        help="wall time, or CPU time of this process (all its threads): steadier on an "
+        "oversubscribed machine, but it counts parallel work instead of latency",
+    )
     args = parser.parse_args(argv)
 
     import keras
 
-    print(f"backend={keras.backend.backend()} keras={keras.__version__} python={sys.version.split()[0]}")
+    print(
+        f"backend={keras.backend.backend()} keras={keras.__version__} "
+        f"python={sys.version.split()[0]} clock={args.clock}"
+    )
     variants = [v for v in args.variants.split(",") if v]
     results = {}
     runs = [(c, s, SHAPES[s]) for c in args.cells.split(",") for s in args.shapes.split(",")]
@@ -149,11 +157,12 @@ def main(argv=None):
         rounds = args.rounds if scale == 1 else max(3, args.rounds // scale)
         steps = args.steps if scale == 1 else 1
         title = f"{cell} {shape_name} {shape}"
-        train = measure(fns, rounds, steps, 0)
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        train = measure(fns, rounds, steps, 0, clock)
         print(table(f"[train step] {title}", train, args.baseline), flush=True)
         results[f"train/{cell}/{shape_name}"] = train
         if args.inference:
-            infer = measure(fns, rounds, steps, 1)
+            infer = measure(fns, rounds, steps, 1, clock)
             print(table(f"[inference] {title}", infer, args.baseline), flush=True)
             results[f"infer/{cell}/{shape_name}"] = infer
     if args.json:
