@@ -140,10 +140,11 @@ def to_torch(layer):
     if any(s.mode != mode for s, _ in specs) or len({c.units for _, c in specs}) != 1:
         raise ValueError("to_torch: every layer must be the same kind of cell with the same units.")
     kind = _TORCH_MODES[mode]
-    options = dict(
-        input_size=first.input_dim, hidden_size=first.units, num_layers=len(layers),
-        bias=first.use_bias, batch_first=True, dropout=dropout, bidirectional=bidirectional,
-    )
+    options = {
+        "input_size": first.input_dim, "hidden_size": first.units, "num_layers": len(layers),
+        "bias": first.use_bias, "batch_first": True, "dropout": dropout,
+        "bidirectional": bidirectional,
+    }
     if kind == "RNN":
         options["nonlinearity"] = "tanh" if mode == "RNN_TANH" else "relu"
     if kind == "LSTM":
@@ -201,7 +202,7 @@ def _load_torch_params(cell, params):
 def _torch_spec(layer, where, backward=False):
     """The torch-layout parameters of one direction, via the cell's fused spec."""
     if not isinstance(layer, RNN):
-        raise ValueError(f"to_torch: {where} is {type(layer).__name__}, not a kerasrnn layer.")
+        raise TypeError(f"to_torch: {where} is {type(layer).__name__}, not a kerasrnn layer.")
     if layer.go_backwards != backward:
         raise ValueError(
             f"to_torch: {where} has go_backwards={layer.go_backwards}; torch.nn runs a layer "

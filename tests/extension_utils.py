@@ -2,9 +2,7 @@
 
 import keras
 import numpy as np
-
 from conftest import BACKEND, to_numpy
-
 
 #: Gradient checks run in float64 on TensorFlow only. Keras's type promotion
 #: (`keras.backend.result_type`) maps float64 to float32 on the other backends: on

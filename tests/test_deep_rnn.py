@@ -4,10 +4,17 @@ bidirectional layers, non-recurrent dropout, masks, the torch multi-layer kernel
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, to_numpy
+from extension_utils import (
+    GRAD_DTYPE,
+    check_gradients,
+    numpy,
+    random_weights,
+    save_and_load,
+    weighted_sum,
+)
 
 import kerasrnn
-from conftest import BACKEND, to_numpy
-from extension_utils import GRAD_DTYPE, check_gradients, numpy, random_weights, save_and_load, weighted_sum
 from kerasrnn.testing import reference as ref
 
 B, T, I, U = 3, 6, 5, 4
@@ -129,7 +136,7 @@ def test_dropout_spares_the_recurrence_and_is_identity_at_inference(rng):
     plain.set_weights(deep.get_weights())
     for a, b in zip(deep(x), plain(x)):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
-    y, h1, c1, h2, c2 = deep(x, training=True)
+    y, h1, c1, h2, _ = deep(x, training=True)
     _, e_h1, e_c1, e_h2, _ = plain(x)
     # Layer 1's recurrence never sees the dropout between layers.
     np.testing.assert_allclose(to_numpy(h1), to_numpy(e_h1), atol=1e-6)
@@ -180,6 +187,8 @@ def test_initial_state_is_the_flat_list(rng):
     first = deep.rnn_layers[0](x, initial_state=init[:2])
     second = deep.rnn_layers[1](first[0], initial_state=init[2:])
     np.testing.assert_allclose(to_numpy(y), to_numpy(second[0]), atol=1e-6)
+    for got, want in zip(states, [*first[1:], *second[1:]]):
+        np.testing.assert_allclose(to_numpy(got), to_numpy(want), atol=1e-6)
     with pytest.raises(ValueError, match="initial_state"):
         deep(x, initial_state=init[:2])
 

@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 import torch
-
-import kerasrnn
 from conftest import BACKEND, to_numpy
 from extension_utils import random_weights, value_and_grads
+
+import kerasrnn
 from kerasrnn import interop
 
 B, T, I, H = 3, 7, 5, 6

@@ -4,10 +4,16 @@ placement, gradients, save/load, the fused path refused, bad options."""
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, to_numpy
+from extension_utils import (
+    GRAD_DTYPE,
+    check_gradients,
+    random_weights,
+    save_and_load,
+    weighted_sum,
+)
 
 import kerasrnn
-from conftest import BACKEND, to_numpy
-from extension_utils import GRAD_DTYPE, check_gradients, random_weights, save_and_load, weighted_sum
 from kerasrnn.layers.cell import layer_norm
 from kerasrnn.testing import reference as ref
 
@@ -175,7 +181,7 @@ def test_save_and_load(rng, tmp_path):
     x = rng.uniform(size=(2, T, I)).astype("float32")
     loaded = save_and_load(model, tmp_path)
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), atol=1e-6)
-    lstm = [l for l in loaded.layers if isinstance(l, kerasrnn.LSTM)][0]
+    lstm = next(layer for layer in loaded.layers if isinstance(layer, kerasrnn.LSTM))
     assert lstm.layer_norm and lstm.layer_norm_epsilon == 1e-4
 
 

@@ -4,10 +4,17 @@ proj_size): golden values, equivalences, the fused torch path, gradients, errors
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, to_numpy
+from extension_utils import (
+    GRAD_DTYPE,
+    check_gradients,
+    numpy,
+    random_weights,
+    save_and_load,
+    weighted_sum,
+)
 
 import kerasrnn
-from conftest import BACKEND, to_numpy
-from extension_utils import GRAD_DTYPE, check_gradients, numpy, random_weights, save_and_load, weighted_sum
 from kerasrnn.testing import reference as ref
 
 B, T, I, U, P = 3, 6, 5, 6, 3

@@ -4,10 +4,10 @@ expectation at inference, per-step masks in training, statistics with a fixed se
 import keras
 import numpy as np
 import pytest
-
-import kerasrnn
 from conftest import BACKEND, to_numpy
 from extension_utils import GRAD_DTYPE, check_gradients, random_weights, weighted_sum
+
+import kerasrnn
 from kerasrnn.testing import reference as ref
 
 B, T, I, U = 3, 6, 5, 4
