@@ -2,14 +2,25 @@
 
 import keras
 import numpy as np
+import pytest
 from conftest import BACKEND, to_numpy
 
-#: Gradient checks run in float64 on TensorFlow only. Keras's type promotion
-#: (`keras.backend.result_type`) maps float64 to float32 on the other backends: on
-#: torch `keras.ops.matmul` of two float64 tensors returns float32, on JAX
-#: `keras.ops.tanh` does. There the check runs in float32, with a finite-difference
-#: step and a tolerance that float32 round-off allows.
-GRAD_DTYPE = "float64" if BACKEND == "tensorflow" else "float32"
+#: Gradient checks run in float64 (the cells keep it through `kerasrnn.ops.math`, where
+#: Keras's type promotion would narrow it to float32 on torch and JAX). JAX needs
+#: `jax_enable_x64` for the whole test: request the `x64` fixture.
+GRAD_DTYPE = "float64"
+
+
+@pytest.fixture
+def x64():
+    """float64 for the whole test (JAX truncates it to float32 unless x64 is enabled)."""
+    if BACKEND == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
 
 
 def numpy(x):
@@ -50,7 +61,7 @@ def check_gradients(fn, arrays, seed=0, before_call=None):
     `before_call` runs before every evaluation (e.g. to replay the same random masks).
     """
     rng = np.random.default_rng(seed)
-    eps, rtol = (1e-6, 1e-6) if GRAD_DTYPE == "float64" else (1e-3, 3e-3)
+    eps, rtol = 1e-6, 1e-6
     arrays = [np.asarray(a, dtype=GRAD_DTYPE) for a in arrays]
 
     def evaluate(*args):

@@ -12,6 +12,7 @@ from extension_utils import (
     random_weights,
     save_and_load,
     weighted_sum,
+    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -250,7 +251,7 @@ def test_torch_multi_layer_kernel_is_refused_where_inexact():
         kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, residual=True, fused=True)(x)
 
 
-def test_gradients(rng):
+def test_gradients(rng, x64):
     layers = [kerasrnn.GRU(U, dtype=GRAD_DTYPE), kerasrnn.LSTM(U, dtype=GRAD_DTYPE)]
     deep = kerasrnn.DeepRNN(layers, residual=True, dtype=GRAD_DTYPE)
     deep.build((None, None, I))

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import BACKEND, to_numpy
-from extension_utils import random_weights, value_and_grads
+from extension_utils import (
+    random_weights,
+    value_and_grads,
+    x64,  # noqa: F401 (a fixture)
+)
 
 import kerasrnn
 from kerasrnn import interop
@@ -93,14 +97,12 @@ def test_gradients_match_torch(rng):
     np.testing.assert_allclose(ours, xt.grad.numpy(), atol=1e-5)
 
 
-@pytest.mark.skipif(BACKEND == "jax", reason="JAX truncates float64 unless x64 is enabled")
-def test_float64_module(rng):
+def test_float64_module(rng, x64):
     module = torch.nn.GRU(I, H, batch_first=True).double()
     layer = interop.from_torch(module)
     assert layer.compute_dtype == "float64"
     x = rng.normal(size=(B, T, I))
-    tolerance = 1e-12 if BACKEND == "tensorflow" else 1e-5  # see extension_utils.GRAD_DTYPE
-    np.testing.assert_allclose(to_numpy(layer(x)), _torch_outputs(module, x)[0], atol=tolerance)
+    np.testing.assert_allclose(to_numpy(layer(x)), _torch_outputs(module, x)[0], atol=1e-12)
     assert interop.to_torch(layer).weight_ih_l0.dtype == torch.float64
 
 

@@ -12,6 +12,7 @@ from extension_utils import (
     random_weights,
     save_and_load,
     weighted_sum,
+    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -131,7 +132,7 @@ def test_peepholes_are_never_fused():
 
 
 @pytest.mark.parametrize("options", [OPTIONS[2], OPTIONS[3]], ids=["peep,proj", "peep,proj,ln"])
-def test_gradients(options, rng):
+def test_gradients(options, rng, x64):
     layer = kerasrnn.LSTM(U, return_sequences=True, return_state=True, dtype=GRAD_DTYPE, **options)
     layer.build((None, None, I))
     random_weights(layer, rng)

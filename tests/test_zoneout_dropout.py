@@ -5,7 +5,13 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND, to_numpy
-from extension_utils import GRAD_DTYPE, check_gradients, random_weights, weighted_sum
+from extension_utils import (
+    GRAD_DTYPE,
+    check_gradients,
+    random_weights,
+    weighted_sum,
+    x64,  # noqa: F401 (a fixture)
+)
 
 import kerasrnn
 from kerasrnn.testing import reference as ref
@@ -146,7 +152,7 @@ def test_recurrent_dropout_mask_is_one_per_sequence():
     np.testing.assert_allclose(h, mask[:, None, :] ** np.arange(1, T + 1)[None, :, None], rtol=1e-6)
 
 
-def test_zoneout_gradients_in_training(rng):
+def test_zoneout_gradients_in_training(rng, x64):
     """Gradients through the zoneout masks, replayed identically for each evaluation."""
     layer = kerasrnn.GRU(U, zoneout=0.5, seed=4, return_sequences=True, dtype=GRAD_DTYPE)
     layer.build((None, None, I))

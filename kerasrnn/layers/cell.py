@@ -5,6 +5,7 @@ from keras import activations, constraints, initializers, ops, regularizers
 
 from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks
+from kerasrnn.ops.math import layer_normalization, matmul
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -246,7 +247,7 @@ class RecurrentCell(keras.layers.Layer):
         """
         if constants is None:
             constants = self.loop_constants(inputs)
-        z = ops.matmul(self.drop_inputs(inputs, constants), constants["kernel"])
+        z = matmul(self.drop_inputs(inputs, constants), constants["kernel"])
         if constants.get("kernel_norm") is not None:
             z = self.normalize(z, constants, "kernel_norm", groups=self.gates)
         bias = self.input_bias(constants)
@@ -332,11 +333,12 @@ def layer_norm(z, gamma, beta, epsilon, groups=1):
     With `groups > 1` the last axis is split into `groups` equal blocks (the gates of
     a fused projection) and each block gets its own `μ` and `σ²`; `γ` and `β` span the
     whole axis. `keras.ops.layer_normalization` computes the statistics (in float32
-    for float16/bfloat16; one fused kernel on torch).
+    for float16/bfloat16; one fused kernel on torch; float64 kept by
+    `kerasrnn.ops.math.layer_normalization`).
     """
     if groups == 1:
-        return ops.layer_normalization(z, gamma, beta, epsilon=epsilon)
+        return layer_normalization(z, gamma, beta, epsilon=epsilon)
     shape = ops.shape(z)
     blocks = ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
-    normalized = ops.reshape(ops.layer_normalization(blocks, epsilon=epsilon), shape)
+    normalized = ops.reshape(layer_normalization(blocks, epsilon=epsilon), shape)
     return normalized * gamma + beta

@@ -7,6 +7,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec, permute_gates
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -144,7 +145,7 @@ class GRUCell(RecurrentCell):
         h_in = self.recurrent_input(h_prev, constants)
         x_z, x_r, x_g = ops.split(projected, 3, axis=-1)
         if self.reset_after:
-            rec = ops.matmul(h_in, constants["recurrent_kernel"])
+            rec = matmul(h_in, constants["recurrent_kernel"])
             if self.layer_norm:
                 rec = self.normalize(rec, constants, "recurrent_norm", groups=3)
             if constants["recurrent_bias"] is not None:
@@ -152,18 +153,18 @@ class GRUCell(RecurrentCell):
             rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            g = self.activation(x_g + r * rec_g)
+            g = activate(self.activation, x_g + r * rec_g)
         else:
-            rec_zr = ops.matmul(h_in, constants["recurrent_zr"])
+            rec_zr = matmul(h_in, constants["recurrent_zr"])
             if self.layer_norm:
                 rec_zr = self.normalize(rec_zr, constants, "recurrent_norm_zr", groups=2)
             rec_z, rec_r = ops.split(rec_zr, 2, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            rec_g = ops.matmul(r * h_in, constants["recurrent_g"])
+            rec_g = matmul(r * h_in, constants["recurrent_g"])
             if self.layer_norm:
                 rec_g = self.normalize(rec_g, constants, "recurrent_norm_g")
-            g = self.activation(x_g + rec_g)
+            g = activate(self.activation, x_g + rec_g)
         h = z * h_prev + (1.0 - z) * g
         (h,) = self.apply_zoneout(states, [h], constants)
         return h, [h]

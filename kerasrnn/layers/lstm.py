@@ -8,6 +8,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -207,7 +208,7 @@ class LSTMCell(RecurrentCell):
 
     def step(self, projected, states, constants):
         h_prev, c_prev = states
-        rec = ops.matmul(self.recurrent_input(h_prev, constants), constants["recurrent_kernel"])
+        rec = matmul(self.recurrent_input(h_prev, constants), constants["recurrent_kernel"])
         if self.layer_norm:
             rec = self.normalize(rec, constants, "recurrent_norm", groups=4)
         z_i, z_f, z_g, z_o = ops.split(projected + rec, 4, axis=-1)
@@ -217,14 +218,14 @@ class LSTMCell(RecurrentCell):
             z_f = z_f + w_cf * c_prev
         i = self.recurrent_activation(z_i)
         f = self.recurrent_activation(z_f)
-        g = self.activation(z_g)
+        g = activate(self.activation, z_g)
         c = f * c_prev + i * g
         if self.use_peepholes:
             z_o = z_o + w_co * c
         o = self.recurrent_activation(z_o)
-        h = o * self.activation(self.normalize(c, constants, "state_norm") if self.layer_norm else c)
+        h = o * activate(self.activation, self.normalize(c, constants, "state_norm") if self.layer_norm else c)
         if self.proj_size:
-            h = ops.matmul(h, constants["projection_kernel"])
+            h = matmul(h, constants["projection_kernel"])
         h, c = self.apply_zoneout(states, [h, c], constants)
         return h, [h, c]
 

@@ -156,6 +156,19 @@ class RNN(keras.layers.Layer):
 
     reset_state = reset_states
 
+    def set_weights(self, weights):
+        """Sets the weights; a stateful layer also takes just its cell's weights.
+
+        The states of a stateful layer are non-trainable weights here (so JAX's
+        compiled training carries them), whereas `keras.layers.RNN` keeps them out
+        of `get_weights()`: a list from a Keras layer, or from a stateless twin,
+        sets the cell's weights and leaves the states as they are.
+        """
+        if self.states is not None and len(weights) == len(self.cell.weights):
+            self.cell.set_weights(weights)
+        else:
+            super().set_weights(weights)
+
     # --------------------------------------------------------------------- call
     def call(self, sequences, initial_state=None, mask=None, training=False):
         _check_rank(self, tuple(sequences.shape))
@@ -405,4 +418,6 @@ def _check_mask(layer, mask, sequences):
             f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
             f"received {shape}."
         )
-    return mask
+    # `call` may get a NumPy mask (from `stateless_call`, or called directly); the loop
+    # and the fused path's length check take backend tensors.
+    return ops.convert_to_tensor(mask)

@@ -6,6 +6,7 @@ from keras import activations, ops
 from kerasrnn.layers.cell import RecurrentCell, common_fused_reason
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -89,10 +90,10 @@ class SimpleRNNCell(RecurrentCell):
         return {"norm": self.units}
 
     def step(self, projected, states, constants):
-        a = projected + ops.matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
+        a = projected + matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
         if self.layer_norm:
             a = self.normalize(a, constants, "norm")
-        h = self.activation(a)
+        h = activate(self.activation, a)
         (h,) = self.apply_zoneout(states, [h], constants)
         return h, [h]
 
