@@ -11,6 +11,7 @@ table gives min and median milliseconds per step and the ratio of medians to
 """
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -60,7 +61,7 @@ def contenders(cell, shape, variants):
     add_keras("kerasrnn", ours(units))
     for variant in variants:  # "key=value;key=value"
         settings = dict(item.split("=") for item in variant.split(";"))
-        settings = {k: {"True": True, "False": False}.get(v, v) for k, v in settings.items()}
+        settings = {k: _literal(v) for k, v in settings.items()}
         add_keras(f"kerasrnn[{variant}]", ours(units, **settings))
 
     if keras.backend.backend() == "torch":
@@ -92,24 +93,32 @@ def contenders(cell, shape, variants):
     return out
 
 
-def measure(fns, rounds, steps, which):
+def _literal(text):
+    """`"64"` -> 64, `"0.1"` -> 0.1, `"True"` -> True; other text stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def measure(fns, rounds, steps, which, clock=time.perf_counter):
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, pair in fns.items():
             fn = pair[which]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps):
                 fn()
-            times[name].append((time.perf_counter() - start) / steps * 1e3)
+            times[name].append((clock() - start) / steps * 1e3)
     return times
 
 
 def table(title, times, baseline="keras.layers"):
     base = statistics.median(times[baseline])
-    rows = [title, f"  {'contender':<28}{'min ms':>10}{'median ms':>11}{'ratio':>8}"]
+    rows = [title, f"  {'contender':<48}{'min ms':>10}{'median ms':>11}{'ratio':>8}"]
     for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append(f"  {name:<28}{min(ts):>10.1f}{med:>11.1f}{med / base:>8.2f}")
+        rows.append(f"  {name:<48}{min(ts):>10.1f}{med:>11.1f}{med / base:>8.2f}")
     return "\n".join(rows)
 
 
@@ -123,11 +132,20 @@ def main(argv=None):
     parser.add_argument("--scaling", action="store_true", help="also T in {100, 400, 1600} (LSTM, shape A otherwise)")
     parser.add_argument("--inference", action="store_true", help="also time inference")
     parser.add_argument("--json", help="write all timings to this file")
+    parser.add_argument("--baseline", default="keras.layers", help="contender the ratios divide by (e.g. kerasrnn)")
+    parser.add_argument(
+        "--clock", choices=("wall", "process"), default="wall",
+        help="wall time, or CPU time of this process (all its threads): steadier on an "
+        "oversubscribed machine, but it counts parallel work instead of latency",
+    )
     args = parser.parse_args(argv)
 
     import keras
 
-    print(f"backend={keras.backend.backend()} keras={keras.__version__} python={sys.version.split()[0]}")
+    print(
+        f"backend={keras.backend.backend()} keras={keras.__version__} "
+        f"python={sys.version.split()[0]} clock={args.clock}"
+    )
     variants = [v for v in args.variants.split(",") if v]
     results = {}
     runs = [(c, s, SHAPES[s]) for c in args.cells.split(",") for s in args.shapes.split(",")]
@@ -139,12 +157,13 @@ def main(argv=None):
         rounds = args.rounds if scale == 1 else max(3, args.rounds // scale)
         steps = args.steps if scale == 1 else 1
         title = f"{cell} {shape_name} {shape}"
-        train = measure(fns, rounds, steps, 0)
-        print(table(f"[train step] {title}", train), flush=True)
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        train = measure(fns, rounds, steps, 0, clock)
+        print(table(f"[train step] {title}", train, args.baseline), flush=True)
         results[f"train/{cell}/{shape_name}"] = train
         if args.inference:
-            infer = measure(fns, rounds, steps, 1)
-            print(table(f"[inference] {title}", infer), flush=True)
+            infer = measure(fns, rounds, steps, 1, clock)
+            print(table(f"[inference] {title}", infer, args.baseline), flush=True)
             results[f"infer/{cell}/{shape_name}"] = infer
     if args.json:
         with open(args.json, "w") as f:

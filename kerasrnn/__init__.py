@@ -1,11 +1,12 @@
 """kerasrnn: recurrent networks for Keras 3, correct to the equation and fast on every backend."""
 
-from kerasrnn import initializers, layers, ops
+from kerasrnn import initializers, interop, layers, ops, regularizers
 from kerasrnn.layers import (
     GRU,
     IRNN,
     LSTM,
     RNN,
+    DeepRNN,
     GRUCell,
     LSTMCell,
     RecurrentCell,
@@ -16,6 +17,7 @@ from kerasrnn.layers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeepRNN",
     "GRU",
     "GRUCell",
     "IRNN",
@@ -26,6 +28,8 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNCell",
     "initializers",
+    "interop",
     "layers",
     "ops",
+    "regularizers",
 ]

@@ -5,8 +5,10 @@ from kerasrnn.layers.gru import GRU, GRUCell
 from kerasrnn.layers.lstm import LSTM, LSTMCell
 from kerasrnn.layers.rnn import RNN
 from kerasrnn.layers.simple_rnn import IRNN, SimpleRNN, SimpleRNNCell
+from kerasrnn.layers.stacked import DeepRNN
 
 __all__ = [
+    "DeepRNN",
     "GRU",
     "GRUCell",
     "IRNN",

@@ -3,8 +3,9 @@
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
+from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks
-from kerasrnn.ops.math import matmul
+from kerasrnn.ops.math import layer_normalization, matmul
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -26,10 +27,21 @@ class RecurrentCell(keras.layers.Layer):
 
     Weights follow the Keras layout: `kernel (input_dim, G*units)`,
     `recurrent_kernel (units, G*units)`, `bias`, where `G` is the number of gates.
+    With `layer_norm=True` each normalization adds a gain `<name>_gamma` (ones) and a
+    shift `<name>_beta` (zeros) after those three (see `layer_norm_sizes`).
+
+    Random numbers that change at every step (zoneout) are drawn before the loop by
+    `per_step_inputs(inputs, constants, training)` as `(batch, time, ...)` tensors;
+    the layer scans them with the inputs and `step` finds their slices in `constants`.
     """
 
     #: Number of gate blocks in the fused weight layout (1, 3 or 4).
     gates = 1
+
+    @property
+    def torch_gate_order(self):
+        """torch.nn's gate blocks as indices of ours (the same order unless overridden)."""
+        return tuple(range(self.gates))
 
     def __init__(
         self,
@@ -48,6 +60,9 @@ class RecurrentCell(keras.layers.Layer):
         dropout=0.0,
         recurrent_dropout=0.0,
         seed=None,
+        layer_norm=False,
+        layer_norm_epsilon=1e-3,
+        zoneout=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,6 +82,9 @@ class RecurrentCell(keras.layers.Layer):
         self.recurrent_dropout = _checks.rate("recurrent_dropout", recurrent_dropout)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
+        self.layer_norm = bool(layer_norm)
+        self.layer_norm_epsilon = _checks.positive_float("layer_norm_epsilon", layer_norm_epsilon)
+        self.zoneout = _checks.rate("zoneout", zoneout, meaning=_checks.ZONEOUT_MEANING)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -97,7 +115,7 @@ class RecurrentCell(keras.layers.Layer):
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, self.gates * self.units),
+            shape=(self.output_size, self.gates * self.units),
             name="recurrent_kernel",
             initializer=self.recurrent_initializer,
             regularizer=self.recurrent_regularizer,
@@ -113,6 +131,21 @@ class RecurrentCell(keras.layers.Layer):
             )
         else:
             self.bias = None
+        if self.layer_norm:
+            for name, size in self.layer_norm_sizes().items():
+                gamma = self.add_weight(shape=(size,), name=f"{name}_gamma", initializer="ones")
+                beta = self.add_weight(shape=(size,), name=f"{name}_beta", initializer="zeros")
+                setattr(self, f"{name}_gamma", gamma)
+                setattr(self, f"{name}_beta", beta)
+
+    def layer_norm_sizes(self):
+        """`{name: size}` of the layer normalizations this cell applies with
+        `layer_norm=True`; each has the weights `<name>_gamma` and `<name>_beta`."""
+        return {}
+
+    def state_zoneout(self):
+        """Zoneout probability of each state, in the order of `state_size`."""
+        return [self.zoneout]
 
     def _bias_shape(self):
         return (self.gates * self.units,)
@@ -124,6 +157,7 @@ class RecurrentCell(keras.layers.Layer):
         nested = isinstance(states, (list, tuple))
         states = list(states) if nested else [states]
         constants = self.loop_constants(inputs, training)
+        constants.update(self.per_step_inputs(inputs, constants, training))
         output, new_states = self.step(self.project_inputs(inputs, constants), states, constants)
         return output, (new_states if nested else new_states[0])
 
@@ -148,31 +182,87 @@ class RecurrentCell(keras.layers.Layer):
             if self.dropout > 0:
                 constants["input_mask"] = self._dropout_mask((batch, inputs.shape[-1]), self.dropout)
             if self.recurrent_dropout > 0:
-                constants["recurrent_mask"] = self._dropout_mask((batch, self.units), self.recurrent_dropout)
+                constants["recurrent_mask"] = self._dropout_mask((batch, self.output_size), self.recurrent_dropout)
+        if self.layer_norm:
+            for name in self.layer_norm_sizes():
+                constants[name] = (
+                    ops.convert_to_tensor(getattr(self, f"{name}_gamma")),
+                    ops.convert_to_tensor(getattr(self, f"{name}_beta")),
+                )
         return constants
 
     def _dropout_mask(self, shape, rate):
-        ones = ops.ones(shape, dtype=self.compute_dtype)
-        return keras.random.dropout(ones, rate=rate, seed=self.seed_generator)
+        return rnn_regularizers.dropout_mask(shape, rate, self.seed_generator, self.compute_dtype)
+
+    def per_step_inputs(self, inputs, constants, training=False):
+        """Random tensors that change at every step, drawn before the loop.
+
+        Returns `{name: tensor}` with tensors `(batch, time, size)` for a sequence
+        `inputs (batch, time, features)`, or `(batch, size)` for one step; the layer
+        scans them along with the inputs and `step` reads each step's slice as
+        `constants[name]`. Here: the zoneout masks `zoneout_<i>` of the states whose
+        zoneout probability is positive, in training only (inference uses the
+        expectation, no random numbers).
+        """
+        if not training:
+            return {}
+        sizes = self.state_size if isinstance(self.state_size, (list, tuple)) else [self.state_size]
+        leading = tuple(ops.shape(inputs)[:-1])
+        masks = {}
+        for i, (rate, size) in enumerate(zip(self.state_zoneout(), sizes)):
+            if rate > 0:
+                masks[f"zoneout_{i}"] = rnn_regularizers.zoneout_mask(
+                    leading + (size,), rate, self.seed_generator, self.compute_dtype
+                )
+        return masks
+
+    def apply_zoneout(self, states, new_states, constants):
+        """Zoneout of each state (Krueger et al. 2016); the identity at rate 0.
+
+        With a per-step mask `d_t` in `constants` (training) each unit keeps its
+        previous value where `d_t = 1`; without one (inference) the state is the
+        expectation `p · u_{t-1} + (1 − p) · ũ_t`.
+        """
+        zoned = []
+        for i, (old, new, rate) in enumerate(zip(states, new_states, self.state_zoneout())):
+            if rate > 0:
+                new = rnn_regularizers.zoneout(old, new, constants.get(f"zoneout_{i}", rate))
+            zoned.append(new)
+        return zoned
+
+    def normalize(self, z, constants, name, groups=1):
+        """Layer normalization of `z` with the gain and shift `constants[name]`."""
+        gamma, beta = constants[name]
+        return layer_norm(z, gamma, beta, self.layer_norm_epsilon, groups)
 
     def input_bias(self, constants):
         """The part of the bias added to the input projection."""
         return constants["bias"]
 
     def project_inputs(self, inputs, constants=None):
-        """`inputs @ kernel + bias` for one step or a whole sequence."""
+        """`inputs @ kernel + bias` for one step or a whole sequence.
+
+        With `layer_norm=True` on a gated cell the projection is normalized per gate
+        block before the bias is added: `LN(inputs @ kernel) + bias`.
+        """
         if constants is None:
             constants = self.loop_constants(inputs)
-        mask = constants["input_mask"]
-        if mask is not None:
-            if len(inputs.shape) == 3:
-                mask = ops.expand_dims(mask, 1)  # one mask for every time step
-            inputs = inputs * mask
-        z = matmul(inputs, constants["kernel"])
+        z = matmul(self.drop_inputs(inputs, constants), constants["kernel"])
+        if constants.get("kernel_norm") is not None:
+            z = self.normalize(z, constants, "kernel_norm", groups=self.gates)
         bias = self.input_bias(constants)
         if bias is not None:
             z = z + bias
         return z
+
+    def drop_inputs(self, inputs, constants):
+        """`inputs` times the input dropout mask (one mask for every time step)."""
+        mask = constants["input_mask"]
+        if mask is None:
+            return inputs
+        if len(inputs.shape) == 3:
+            mask = ops.expand_dims(mask, 1)
+        return inputs * mask
 
     def recurrent_input(self, h, constants):
         """`h` as the recurrent matrix product sees it (recurrent dropout applied)."""
@@ -206,6 +296,9 @@ class RecurrentCell(keras.layers.Layer):
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
             "seed": self.seed,
+            "layer_norm": self.layer_norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "zoneout": self.zoneout,
         }
         return {**super().get_config(), **config}
 
@@ -216,10 +309,36 @@ def gated_fused_ok(cell, constants):
         return "activation is not tanh"
     if cell.recurrent_activation is not activations.sigmoid:
         return "recurrent_activation is not sigmoid"
-    return common_fused_reason(constants)
+    return common_fused_reason(cell, constants)
 
 
-def common_fused_reason(constants):
+def common_fused_reason(cell, constants):
+    """Why no backend kernel computes `cell` (any family) exactly, or `None`."""
     if constants["recurrent_mask"] is not None:
         return "recurrent dropout is active"
+    if cell.layer_norm:
+        return "layer_norm=True (no backend kernel normalizes inside the step)"
+    if any(rate > 0 for rate in cell.state_zoneout()):
+        return "zoneout is active (no backend kernel computes it, in training or inference)"
     return None
+
+
+def layer_norm(z, gamma, beta, epsilon, groups=1):
+    r"""Layer normalization over the last axis, optionally per block (Ba et al. 2016).
+
+    ```
+    LN(z; γ, β) = γ ⊗ (z − μ) / sqrt(σ² + ε) + β,   μ, σ² the mean and variance of z
+    ```
+
+    With `groups > 1` the last axis is split into `groups` equal blocks (the gates of
+    a fused projection) and each block gets its own `μ` and `σ²`; `γ` and `β` span the
+    whole axis. `keras.ops.layer_normalization` computes the statistics (in float32
+    for float16/bfloat16; one fused kernel on torch; float64 kept by
+    `kerasrnn.ops.math.layer_normalization`).
+    """
+    if groups == 1:
+        return layer_normalization(z, gamma, beta, epsilon=epsilon)
+    shape = ops.shape(z)
+    blocks = ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    normalized = ops.reshape(layer_normalization(blocks, epsilon=epsilon), shape)
+    return normalized * gamma + beta

@@ -6,7 +6,7 @@ from keras import activations, ops
 from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
-from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.fused import FusedSpec, permute_gates
 from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
@@ -37,6 +37,26 @@ class GRUCell(RecurrentCell):
     `recurrent_kernel (units, 3·units)`; `bias (3·units,)` for `reset_after=False`,
     `bias (2, 3·units)` (input bias, recurrent bias) for `reset_after=True`.
 
+    With `layer_norm=True` (Ba et al. 2016; no paper fixes a GRU form, this is the
+    choice of the LSTM applied to the GRU) the input projection and the recurrent
+    projection are normalized separately, each gate block with its own statistics,
+    before the biases and the reset gate:
+
+    ```
+    (a_z, a_r, a_g) = LN_x(x_t W_x) + b_x,     (u_z, u_r, u_g) = LN_h(h_{t-1} W_h) + b_h
+    z_t = σ(a_z + u_z),   r_t = σ(a_r + u_r)
+    g_t = tanh(a_g + r_t ⊗ u_g)                             reset_after=True
+    g_t = tanh(a_g + LN_g((r_t ⊗ h_{t-1}) W_hg))            reset_after=False
+    ```
+
+    (for `reset_after=False` the `z, r` blocks of `LN_h` see `h_{t-1} W_hz, W_hr` and
+    the candidate block sees `(r_t ⊗ h_{t-1}) W_hg`). Extra weights
+    `kernel_norm_{gamma,beta} (3·units,)` and `recurrent_norm_{gamma,beta} (3·units,)`
+    (gains ones, shifts zeros), after `kernel`, `recurrent_kernel`, `bias`. With
+    `zoneout=p` (Krueger et al. 2016) each unit of `h_t` keeps its previous value with
+    probability `p` during training and is the expectation
+    `p h_{t-1} + (1 − p) h̃_t` at inference.
+
     Args:
         units: positive int.
         activation: the `tanh` of `g_t` (default `"tanh"`).
@@ -48,6 +68,9 @@ class GRUCell(RecurrentCell):
         kernel_regularizer, recurrent_regularizer, bias_regularizer: regularizers.
         kernel_constraint, recurrent_constraint, bias_constraint: constraints.
         dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
+        layer_norm: layer-normalize the projections as above (default False).
+        layer_norm_epsilon: the `ε` of the normalizations, > 0 (default 1e-3).
+        zoneout: zoneout probability of `h`, in [0, 1) (default 0).
 
     Call arguments:
         inputs: `(batch, input_dim)`; states: `[h_{t-1}]`; training: bool.
@@ -61,7 +84,9 @@ class GRUCell(RecurrentCell):
 
     Reference:
         Cho et al., "Learning Phrase Representations using RNN Encoder-Decoder for
-        Statistical Machine Translation", EMNLP 2014.
+        Statistical Machine Translation", EMNLP 2014. Ba, Kiros & Hinton, "Layer
+        Normalization", arXiv:1607.06450, 2016. Krueger et al., "Zoneout",
+        arXiv:1606.01305, 2016.
 
     Notes:
         The update gate keeps the *old* state: `h_t = z_t h_{t-1} + (1 − z_t) g_t`, as in
@@ -70,6 +95,8 @@ class GRUCell(RecurrentCell):
     """
 
     gates = 3
+    #: torch.nn.GRU's gate blocks `r, z, n` as indices of ours (`z, r, h`).
+    torch_gate_order = (1, 0, 2)
 
     def __init__(
         self,
@@ -86,6 +113,9 @@ class GRUCell(RecurrentCell):
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
+    def layer_norm_sizes(self):
+        return {"kernel_norm": 3 * self.units, "recurrent_norm": 3 * self.units}
+
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         units = self.units
@@ -94,6 +124,10 @@ class GRUCell(RecurrentCell):
             # Split once, outside the loop: the candidate sees r ⊗ h, not h.
             constants["recurrent_zr"] = recurrent[:, : 2 * units]
             constants["recurrent_g"] = recurrent[:, 2 * units :]
+            if self.layer_norm:
+                gamma, beta = constants["recurrent_norm"]
+                constants["recurrent_norm_zr"] = (gamma[: 2 * units], beta[: 2 * units])
+                constants["recurrent_norm_g"] = (gamma[2 * units :], beta[2 * units :])
         bias = constants["bias"]
         if bias is not None and self.reset_after:
             constants["input_bias"] = bias[0]
@@ -112,6 +146,8 @@ class GRUCell(RecurrentCell):
         x_z, x_r, x_g = ops.split(projected, 3, axis=-1)
         if self.reset_after:
             rec = matmul(h_in, constants["recurrent_kernel"])
+            if self.layer_norm:
+                rec = self.normalize(rec, constants, "recurrent_norm", groups=3)
             if constants["recurrent_bias"] is not None:
                 rec = rec + constants["recurrent_bias"]
             rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
@@ -119,11 +155,18 @@ class GRUCell(RecurrentCell):
             r = self.recurrent_activation(x_r + rec_r)
             g = activate(self.activation, x_g + r * rec_g)
         else:
-            rec_z, rec_r = ops.split(matmul(h_in, constants["recurrent_zr"]), 2, axis=-1)
+            rec_zr = matmul(h_in, constants["recurrent_zr"])
+            if self.layer_norm:
+                rec_zr = self.normalize(rec_zr, constants, "recurrent_norm_zr", groups=2)
+            rec_z, rec_r = ops.split(rec_zr, 2, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            g = activate(self.activation, x_g + matmul(r * h_in, constants["recurrent_g"]))
+            rec_g = matmul(r * h_in, constants["recurrent_g"])
+            if self.layer_norm:
+                rec_g = self.normalize(rec_g, constants, "recurrent_norm_g")
+            g = activate(self.activation, x_g + rec_g)
         h = z * h_prev + (1.0 - z) * g
+        (h,) = self.apply_zoneout(states, [h], constants)
         return h, [h]
 
     def fused_spec(self, constants, training=False):
@@ -134,8 +177,7 @@ class GRUCell(RecurrentCell):
             return None
 
         def torch_order(w):  # Keras z, r, h -> torch r, z, n
-            u = self.units
-            return ops.concatenate([w[..., u : 2 * u], w[..., :u], w[..., 2 * u :]], axis=-1)
+            return permute_gates(w, self.torch_gate_order, self.units)
 
         params = [
             ops.transpose(torch_order(constants["kernel"])),
@@ -164,7 +206,8 @@ class GRU(CellLayer):
 
     On torch, `fused="auto"` runs `torch._VF.gru` (the kernel of `torch.nn.GRU`, the
     reset-after form) when `reset_after=True`, activations are `tanh`/`sigmoid`, and
-    there is no recurrent dropout and the mask, if any, is right-padded.
+    there is no recurrent dropout, layer norm or zoneout and the mask, if any, is
+    right-padded.
 
     Example:
 

@@ -186,12 +186,10 @@ class RNN(keras.layers.Layer):
 
         spec, lengths = self._fused_spec(constants, mask, sequences, training)
         if spec is not None:
-            if constants["input_mask"] is not None:
-                # The kernel applies the input weights itself: the input dropout mask
-                # (one per sequence) goes on before it, as in `project_inputs`.
-                sequences = sequences * ops.expand_dims(constants["input_mask"], 1)
+            # The kernel multiplies the inputs by its own weights: the input dropout
+            # mask (one per sequence) goes on before it, as in `project_inputs`.
             last, outputs, states = run_fused(
-                spec, sequences, states, lengths=lengths,
+                spec, self.cell.drop_inputs(sequences, constants), states, lengths=lengths,
                 go_backwards=self.go_backwards, return_sequences=self.return_sequences,
                 zero_output_for_mask=self.zero_output_for_mask,
             )
@@ -200,14 +198,25 @@ class RNN(keras.layers.Layer):
             if self._hoist(sequences):
                 inputs = cell.project_inputs(sequences, constants)
 
-                def step_fn(z_t, states):
+                def step_fn(z_t, states, constants=constants):
                     return cell.step(z_t, states, constants)
 
             else:
                 inputs = sequences
 
-                def step_fn(x_t, states):
+                def step_fn(x_t, states, constants=constants):
                     return cell.step(cell.project_inputs(x_t, constants), states, constants)
+
+            # Per-step random tensors (zoneout masks), drawn before the loop and
+            # scanned with the inputs; each step sees its slices in `constants`.
+            per_step = cell.per_step_inputs(sequences, constants, training)
+            if per_step:
+                names, plain_step = list(per_step), step_fn
+                inputs = (inputs, *per_step.values())
+
+                def step_fn(inputs_t, states):
+                    x_t, *slices = inputs_t
+                    return plain_step(x_t, states, {**constants, **dict(zip(names, slices))})
 
             last, outputs, states = unroll(
                 step_fn, inputs, states, mask=mask,
@@ -284,7 +293,7 @@ class RNN(keras.layers.Layer):
                 f"configuration: {reason}. Use fused='auto' to fall back to the "
                 "kerasrnn.ops loop."
             )
-        self.last_path = f"fused:torch._VF.{spec.mode.lower()}" if spec else "kerasrnn.ops.unroll"
+        self.last_path = f"fused:{spec.kernel_name}" if spec else "kerasrnn.ops.unroll"
         self.last_path_reason = reason
         return spec, lengths
 
@@ -327,6 +336,7 @@ class CellLayer(RNN):
 
     def __init__(self, units, **kwargs):
         cell_args = _cell_arguments(self.cell_class)
+        _check_foreign_options(type(self), cell_args, kwargs)
         cell_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in cell_args}
         for shared in ("dtype", "trainable"):
             if shared in kwargs:
@@ -356,6 +366,30 @@ def _cell_arguments(cell_class):
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self":
                 names.add(name)
     return names
+
+
+def _check_foreign_options(layer_class, cell_args, kwargs):
+    """A clear error for an option of another cell family (e.g. peepholes on a GRU)."""
+    rnn_args = set(inspect.signature(RNN.__init__).parameters)
+    for key in kwargs:
+        if key in cell_args or key in rnn_args:
+            continue
+        owners = sorted(
+            klass.__name__
+            for klass in _all_subclasses(RecurrentCell)
+            if klass.__module__.startswith("kerasrnn") and key in _cell_arguments(klass)
+        )
+        if owners:
+            raise TypeError(
+                f"{layer_class.__name__} has no option `{key}`: it is an option of "
+                f"{', '.join(owners)}. Remove it, or use that cell's layer."
+            )
+
+
+def _all_subclasses(klass):
+    for sub in klass.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
 
 
 def _check_rank(layer, shape):

@@ -25,6 +25,20 @@ class SimpleRNNCell(RecurrentCell):
     `b` is `bias (units,)` and `φ` is `activation` (`tanh` by default). This is the
     memory cell of the seed lesson, `ŷ_(t) = φ(X_(t) W_x + ŷ_(t-1) W_ŷ + b)`.
 
+    With `layer_norm=True` (the LN-SimpleRNN cell of Géron's chapter 15; Ba et al.
+    2016) the pre-activation is normalized before `φ`:
+
+    ```
+    a_t = x_t W_x + h_{t-1} W_h + b
+    h_t = φ(γ ⊗ (a_t − μ_t) / sqrt(σ_t² + ε) + β)      μ_t, σ_t²: mean, variance of a_t
+    ```
+
+    with the extra weights `norm_gamma (units,)` (ones) and `norm_beta (units,)`
+    (zeros), after `kernel`, `recurrent_kernel`, `bias`. With `zoneout=p`
+    (Krueger et al. 2016) each unit of `h_t` keeps its previous value with
+    probability `p` during training, `h_t = d_t ⊗ h_{t-1} + (1 − d_t) ⊗ h̃_t`, and is
+    the expectation `p h_{t-1} + (1 − p) h̃_t` at inference (`kerasrnn.regularizers`).
+
     Args:
         units: positive int, the size of `h_t`.
         activation: `φ`; `"tanh"` (default) or `"relu"` (the IRNN), or any Keras
@@ -40,7 +54,11 @@ class SimpleRNNCell(RecurrentCell):
         dropout: fraction of input units dropped (one mask per sequence).
         recurrent_dropout: fraction of `h_{t-1}` units dropped before `W_h`
             (one mask per sequence, Gal & Ghahramani 2016).
-        seed: seed of the dropout masks.
+        seed: seed of the dropout and zoneout masks.
+        layer_norm: normalize the pre-activation (default False).
+        layer_norm_epsilon: the `ε` of the normalization, > 0 (default 1e-3).
+        zoneout: probability `p` in [0, 1) that a unit of `h` keeps its previous
+            value at a training step (default 0).
 
     Call arguments:
         inputs: `(batch, input_dim)`, one time step.
@@ -55,22 +73,33 @@ class SimpleRNNCell(RecurrentCell):
     >>> tuple(y.shape)
     (2, 4)
 
+    >>> ln = kerasrnn.layers.SimpleRNNCell(4, layer_norm=True)
+    >>> y = keras.layers.RNN(ln)(np.ones((2, 3, 5), "float32"))
+    >>> [w.name for w in ln.weights]
+    ['kernel', 'recurrent_kernel', 'bias', 'norm_gamma', 'norm_beta']
+
     Reference:
         Elman, "Finding structure in time", Cognitive Science 14, 1990.
+        Ba, Kiros & Hinton, "Layer Normalization", arXiv:1607.06450, 2016.
+        Krueger et al., "Zoneout", arXiv:1606.01305, 2016.
     """
 
     gates = 1
 
+    def layer_norm_sizes(self):
+        return {"norm": self.units}
+
     def step(self, projected, states, constants):
-        h = activate(
-            self.activation,
-            projected + matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
-        )
+        a = projected + matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
+        if self.layer_norm:
+            a = self.normalize(a, constants, "norm")
+        h = activate(self.activation, a)
+        (h,) = self.apply_zoneout(states, [h], constants)
         return h, [h]
 
     def fused_spec(self, constants, training=False):
         modes = {activations.tanh: "RNN_TANH", activations.relu: "RNN_RELU"}
-        self.unfused_reason = common_fused_reason(constants)
+        self.unfused_reason = common_fused_reason(self, constants)
         if self.activation not in modes:
             self.unfused_reason = "activation is neither tanh nor relu"
         if self.unfused_reason:

@@ -13,7 +13,7 @@ import warnings
 
 import keras
 
-__all__ = ["FusedSpec", "fused_backends", "run_fused"]
+__all__ = ["FusedSpec", "fused_backends", "permute_gates", "run_fused", "stack_fused_specs"]
 
 #: Kernels each backend offers, by mode.
 _TORCH_MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -24,16 +24,61 @@ class FusedSpec:
 
     Args:
         mode: one of `"LSTM"`, `"GRU"`, `"RNN_TANH"`, `"RNN_RELU"`.
-        params: `[w_ih, w_hh, b_ih, b_hh]` (or `[w_ih, w_hh]` without bias), in
-            `torch.nn` layout: `w_ih (G*units, input_dim)`, gate order of torch.
+        params: `[w_ih, w_hh, b_ih, b_hh]` (or `[w_ih, w_hh]` without bias), then
+            `w_hr` for an LSTM with projection, in `torch.nn` layout:
+            `w_ih (G*units, input_dim)`, gate order of torch. For several layers or
+            directions, the lists of each layer (forward, then backward) one after
+            the other, as `torch.nn.LSTM._flat_weights`.
+        num_layers: number of stacked layers the params describe.
+        bidirectional: whether each layer has a backward direction.
     """
 
-    def __init__(self, mode, params, has_biases):
+    def __init__(self, mode, params, has_biases, num_layers=1, bidirectional=False):
         if mode not in _TORCH_MODES:
             raise ValueError(f"Unknown fused mode {mode!r}; expected one of {_TORCH_MODES}.")
         self.mode = mode
         self.params = list(params)
         self.has_biases = bool(has_biases)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+
+    @property
+    def kernel_name(self):
+        """`torch._VF.<name>`, with the stack's shape when it has several layers."""
+        name = f"torch._VF.{self.mode.lower()}"
+        if self.num_layers > 1 or self.bidirectional:
+            name += f"(num_layers={self.num_layers}, bidirectional={self.bidirectional})"
+        return name
+
+
+def stack_fused_specs(specs, bidirectional=False):
+    """One `FusedSpec` for a stack: `specs` per layer (and direction, forward first).
+
+    Returns `None` with a reason when torch's multi-layer kernel cannot run them all:
+    `(spec, reason)`.
+    """
+    modes = {s.mode for s in specs}
+    biases = {s.has_biases for s in specs}
+    counts = {len(s.params) for s in specs}
+    recurrent_shapes = {tuple(s.params[1].shape) for s in specs}  # (G*units, h size)
+    if len(modes) != 1 or len(biases) != 1 or len(counts) != 1:
+        return None, "the layers are not all the same kind of cell (mode, bias, projection)"
+    if len(recurrent_shapes) != 1:
+        return None, "the layers do not all have the same units (and proj_size)"
+    directions = 2 if bidirectional else 1
+    params = [p for s in specs for p in s.params]
+    spec = FusedSpec(specs[0].mode, params, specs[0].has_biases, len(specs) // directions, bidirectional)
+    return spec, None
+
+
+def permute_gates(w, order, units):
+    """Reorders the gate blocks of the last axis: block `j` of the result is block
+    `order[j]` of `w` (e.g. `(1, 0, 2)` turns Keras's GRU `z, r, h` into torch's
+    `r, z, n`, and back)."""
+    if tuple(order) == tuple(range(len(order))):
+        return w
+    blocks = [w[..., k * units : (k + 1) * units] for k in order]
+    return keras.ops.concatenate(blocks, axis=-1)
 
 
 def fused_backends():
@@ -70,6 +115,12 @@ def run_fused(
     masking semantics: padded steps carry the state and repeat the last valid output
     (or zeros with `zero_output_for_mask`); with `go_backwards` the padding is met
     first, as Keras's reversal of the whole padded sequence does.
+
+    For a stack (`spec.num_layers > 1` or `spec.bidirectional`), `initial_states` and
+    `final_states` are the states of each layer and direction one after the other
+    (`[h, c]` or `[h]` each), and the last output of a bidirectional stack is the
+    forward direction's last step next to the backward direction's (time 0), as
+    `keras.layers.Bidirectional` returns it.
     """
     backend = keras.backend.backend()
     if backend != "torch":
@@ -88,8 +139,10 @@ def _torch_kernel(spec, x, states, batch_sizes=None):
     # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
     # num_layers, dropout, train, bidirectional, batch_first).
     train = torch.is_grad_enabled()  # cuDNN keeps its workspace for backward only then
-    hx = (states[0][None], states[1][None]) if spec.mode == "LSTM" else states[0][None]
-    args = (spec.params, spec.has_biases, 1, 0.0, train, False)
+    lstm = spec.mode == "LSTM"
+    # torch stacks the states of every layer and direction: (layers·directions, batch, size).
+    hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
+    args = (spec.params, spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
     kernel = {
         "LSTM": torch._VF.lstm,
         "GRU": torch._VF.gru,
@@ -100,11 +153,24 @@ def _torch_kernel(spec, x, states, batch_sizes=None):
     # one flat buffer, which cuDNN warns about before copying them.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+        # torch.nn.LSTM(proj_size=...) says the same once: oneDNN has no projection.
+        warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         if batch_sizes is None:
             result = kernel(x, hx, *args, True)
         else:
             result = kernel(x, batch_sizes, hx, *args)
-    return result[0], [s[0] for s in result[1:]]
+    if lstm:
+        _, h, c = result
+        return result[0], [s for pair in zip(h, c) for s in pair]
+    return result[0], list(result[1])
+
+
+def _top_output(spec, new_states):
+    """The top layer's final `h` (both directions side by side): the last valid output."""
+    import torch
+
+    hs = new_states[0::2] if spec.mode == "LSTM" else new_states
+    return torch.cat(hs[-2:], dim=-1) if spec.bidirectional else hs[-1]
 
 
 def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_output):
@@ -115,7 +181,12 @@ def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_ou
         if go_backwards:
             x = torch.flip(x, dims=(1,))
         out, new_states = _torch_kernel(spec, x, states)
-        return out[:, -1], (out if return_sequences else None), new_states
+        if spec.bidirectional:
+            half = out.shape[-1] // 2
+            last = torch.cat([out[:, -1, :half], out[:, 0, half:]], dim=-1)
+        else:
+            last = out[:, -1]
+        return last, (out if return_sequences else None), new_states
 
     batch, steps = x.shape[0], x.shape[1]
     time = torch.arange(steps, device=x.device)[None, :]
@@ -132,7 +203,7 @@ def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_ou
     new_states = [s[unorder] for s in new_states]
     out_packed = PackedSequence(out_packed, packed.batch_sizes, order, unorder)
     out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=steps)
-    last = new_states[0]  # h at the last valid step is the output there
+    last = _top_output(spec, new_states)  # h at the last valid step is the output there
     if go_backwards:
         # Keras meets the padding first: zeros, then the reversed run.
         shift = steps - lengths_

@@ -1,16 +1,16 @@
-"""Two `keras.ops` that keep float64, for the cells' equations.
+"""`keras.ops` that keep float64, for the cells' equations.
 
 Keras narrows some 64-bit results to 32 bits on some backends ("to be aligned with JAX's
 default behaviour"): on torch `keras.ops.matmul` of two float64 tensors returns float32,
 and on JAX `keras.ops.tanh` of a float64 tensor returns float32 even with
 `jax_enable_x64`. A `dtype="float64"` layer (what finite-difference gradient checks use)
-must compute in float64 throughout, so the cells call these two instead.
+must compute in float64 throughout, so the cells call these instead.
 """
 
 import keras
 from keras import activations, ops
 
-__all__ = ["activate", "matmul"]
+__all__ = ["activate", "layer_normalization", "matmul"]
 
 
 def _is_float64(x):
@@ -51,3 +51,33 @@ def activate(fn, x):
 
         return jnp.tanh(x)
     return fn(x)
+
+
+def layer_normalization(x, gamma=None, beta=None, epsilon=1e-3):
+    """`keras.ops.layer_normalization` over the last axis, but float64 stays float64.
+
+    Keras computes the statistics in `result_type(x.dtype, "float32")`, which is
+    float32 for float64 inputs on torch and JAX.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from kerasrnn.ops.math import layer_normalization
+    >>> y = layer_normalization(np.array([[1.0, 3.0]], "float32"), epsilon=0.0)
+    >>> keras.ops.convert_to_numpy(y).tolist()
+    [[-1.0, 1.0]]
+    """
+    backend = keras.backend.backend()
+    if _is_float64(x) and backend == "torch":
+        import torch
+
+        x = ops.convert_to_tensor(x)
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, epsilon)
+    if _is_float64(x) and backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        centered = x - jnp.mean(x, axis=-1, keepdims=True)
+        x = centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=-1, keepdims=True) + epsilon)
+        return x if gamma is None else x * gamma + beta
+    return ops.layer_normalization(x, gamma, beta, epsilon=epsilon)

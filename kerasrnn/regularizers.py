@@ -1,0 +1,132 @@
+r"""Regularization that spares the recurrence: variational, non-recurrent and zoneout.
+
+Three ways to regularize a recurrent network without cutting the path that carries
+information through time:
+
+- **Variational dropout** (Gal & Ghahramani 2016): one dropout mask per sequence,
+  shared by every time step, on the inputs and on the state fed back
+  (`dropout`/`recurrent_dropout` of every kerasrnn cell use `dropout_mask`).
+- **Non-recurrent dropout** (Pham et al. 2014): dropout only on the connections
+  between layers, never on `h_{t-1} → h_t` (`sequence_dropout`, used by
+  `kerasrnn.layers.DeepRNN`).
+- **Zoneout** (Krueger et al. 2016): each unit keeps its previous value with
+  probability `p` at each step during training (`zoneout_mask` draws the per-step
+  masks before the time loop; `zoneout` mixes), and the expectation at inference:
+
+  ```
+  training:   u_t = d_t ⊗ u_{t-1} + (1 − d_t) ⊗ ũ_t,   d_t ~ Bernoulli(p) per unit and step
+  inference:  u_t = p · u_{t-1} + (1 − p) · ũ_t
+  ```
+
+  where `ũ_t` is the cell's ordinary update of the state `u` (`h`, or `c` of an LSTM).
+
+References:
+    Gal & Ghahramani, "A Theoretically Grounded Application of Dropout in Recurrent
+    Neural Networks", NeurIPS 2016. Pham, Bluche, Kermorvant & Louradour, "Dropout
+    improves Recurrent Neural Networks for Handwriting Recognition", ICFHR 2014.
+    Krueger et al., "Zoneout: Regularizing RNNs by Randomly Preserving Hidden
+    Activations", ICLR 2017 (arXiv:1606.01305, 2016).
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["dropout_mask", "sequence_dropout", "zoneout", "zoneout_mask"]
+
+
+def dropout_mask(shape, rate, seed=None, dtype=None):
+    """An inverted-dropout mask: 0 with probability `rate`, else `1 / (1 − rate)`.
+
+    Drawn once and multiplied into every time step, it is the variational dropout of
+    Gal & Ghahramani (2016).
+
+    Args:
+        shape: the mask's shape, e.g. `(batch, features)`.
+        rate: fraction of units dropped, in [0, 1).
+        seed: an int or a `keras.random.SeedGenerator`.
+        dtype: the mask's dtype (default: Keras's float type).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from kerasrnn.regularizers import dropout_mask
+    >>> m = keras.ops.convert_to_numpy(dropout_mask((1000,), 0.5, seed=0))
+    >>> sorted(set(m.tolist()))
+    [0.0, 2.0]
+    """
+    ones = ops.ones(shape, dtype=dtype or keras.config.floatx())
+    return keras.random.dropout(ones, rate=rate, seed=seed)
+
+
+def sequence_dropout(x, rate, seed=None, per_sequence=False):
+    """Dropout on a `(batch, time, features)` tensor between recurrent layers.
+
+    With `per_sequence=False` each step and unit gets its own mask (Pham et al. 2014,
+    and what `torch.nn.LSTM(dropout=...)` does between layers); with `True` one mask
+    per sequence is shared by all steps (Gal & Ghahramani 2016). Either way the
+    recurrent connections are untouched: this is applied to a layer's output sequence.
+
+    Args:
+        x: `(batch, time, features)`.
+        rate: fraction dropped, in [0, 1); 0 returns `x`.
+        seed: an int or a `keras.random.SeedGenerator`.
+        per_sequence: share the mask over the time axis.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from kerasrnn.regularizers import sequence_dropout
+    >>> y = sequence_dropout(np.ones((2, 5, 3), "float32"), 0.5, seed=1, per_sequence=True)
+    >>> y = keras.ops.convert_to_numpy(y)
+    >>> bool((y == y[:, :1]).all())   # the same mask at every step
+    True
+    """
+    x = ops.convert_to_tensor(x)
+    if rate == 0:
+        return x
+    noise_shape = (None, 1, None) if per_sequence and len(x.shape) == 3 else None
+    return keras.random.dropout(x, rate=rate, noise_shape=noise_shape, seed=seed)
+
+
+def zoneout_mask(shape, rate, seed=None, dtype=None):
+    """Zoneout masks `d_t`: 1 where a unit keeps its previous value (probability `rate`).
+
+    Drawn before the time loop for every step at once (`shape = (batch, time, units)`),
+    so the loop body stays stateless; the time loop scans them with the inputs.
+
+    Args:
+        shape: `(batch, time, units)` (or `(batch, units)` for one step).
+        rate: zoneout probability `p` in [0, 1).
+        seed: an int or a `keras.random.SeedGenerator`.
+        dtype: the mask's dtype (default: Keras's float type).
+
+    Example:
+
+    >>> import keras
+    >>> from kerasrnn.regularizers import zoneout_mask
+    >>> d = keras.ops.convert_to_numpy(zoneout_mask((100, 50, 20), 0.3, seed=0))
+    >>> round(float(d.mean()), 2)
+    0.3
+    """
+    uniform = keras.random.uniform(shape, seed=seed)
+    return ops.cast(ops.less(uniform, rate), dtype or keras.config.floatx())
+
+
+def zoneout(previous, candidate, keep):
+    """`u_t = keep ⊗ u_{t-1} + (1 − keep) ⊗ ũ_t` (Krueger et al. 2016).
+
+    Args:
+        previous: `u_{t-1}`.
+        candidate: `ũ_t`, the cell's ordinary update.
+        keep: a 0/1 mask `d_t` (training) or the rate `p` (inference: the expectation).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasrnn.regularizers import zoneout
+    >>> zoneout(np.array([1.0, 1.0]), np.array([3.0, 3.0]), np.array([1.0, 0.0])).tolist()
+    [1.0, 3.0]
+    >>> float(zoneout(1.0, 3.0, 0.25))
+    2.5
+    """
+    return keep * previous + (1.0 - keep) * candidate
