@@ -66,6 +66,8 @@ class GRUCell(RecurrentCell):
     """
 
     gates = 3
+    gate_names = ("z", "r", "g")
+    recorded_values = {"z": "recurrent_activation", "r": "recurrent_activation", "g": "activation"}
 
     def __init__(
         self,
@@ -120,6 +122,7 @@ class GRUCell(RecurrentCell):
             r = self.recurrent_activation(x_r + rec_r)
             g = self.activation(x_g + ops.matmul(r * h_in, constants["recurrent_g"]))
         h = z * h_prev + (1.0 - z) * g
+        self.record(constants, z=z, r=r, g=g)
         return h, [h]
 
     def fused_spec(self, constants, training=False):

@@ -73,6 +73,14 @@ class LSTMCell(RecurrentCell):
     """
 
     gates = 4
+    gate_names = ("i", "f", "g", "o")
+    recorded_values = {
+        "i": "recurrent_activation",
+        "f": "recurrent_activation",
+        "g": "activation",
+        "o": "recurrent_activation",
+        "c": None,
+    }
 
     def __init__(
         self,
@@ -105,6 +113,7 @@ class LSTMCell(RecurrentCell):
         o = self.recurrent_activation(z_o)
         c = f * c_prev + i * g
         h = o * self.activation(c)
+        self.record(constants, i=i, f=f, g=g, o=o, c=c)
         return h, [h, c]
 
     def fused_spec(self, constants, training=False):

@@ -59,11 +59,14 @@ class SimpleRNNCell(RecurrentCell):
     """
 
     gates = 1
+    gate_names = ("h",)
+    recorded_values = {"h": "activation"}
 
     def step(self, projected, states, constants):
         h = self.activation(
             projected + ops.matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
         )
+        self.record(constants, h=h)
         return h, [h]
 
     def fused_spec(self, constants, training=False):
