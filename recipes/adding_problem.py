@@ -1,13 +1,14 @@
 """# The adding problem: can a recurrent network carry a number across 150 steps?
 
-The benchmark of Le, Jaitly & Hinton (2015), with the generator of Hu et al. (2018)
-and the TCN benchmark (Bai, Kolter & Koltun 2018). Each input is a sequence of `T`
+The benchmark of Le, Jaitly & Hinton (2015), with the data generator of the TCN
+benchmark (Bai, Kolter & Koltun 2018). Each input is a sequence of `T`
 pairs `(value, marker)`: the values are drawn from U[0, 1], the markers are 0 except
 at two random, distinct positions. The target is the sum of the two marked values.
 Always predicting 1 (the mean of the target) gives MSE = Var(u1 + u2) = 2/12 ≈ 0.167;
 solving the task means an MSE far below it (here: < 0.01).
 
-Four networks are compared on the same data, with the same number of updates:
+Four networks of about the same size (17k recurrent weights) learn from the same
+stream of data; each has its own learning rate and number of updates (`Config`):
 
 - **tanh** — a SimpleRNN with Glorot-uniform input and recurrent weights: the error
   signal vanishes through the tanh Jacobians, and it stays at the baseline;
@@ -15,7 +16,7 @@ Four networks are compared on the same data, with the same number of updates:
 - **lstm** — forget-gate bias 1; **gru** — the Keras/cuDNN form.
 
 Each is trained with Adam and gradient-norm clipping (`--clipnorm`, 0 turns it off),
-on fresh data every epoch; `kerasrnn.diagnostics.RecurrentDiagnostics` records
+on a fresh batch at every update; `kerasrnn.diagnostics.RecurrentDiagnostics` records
 `‖∂L/∂h_t‖` for every step before training and after every epoch.
 
     python -m recipes.adding_problem                        # T=150, all four, jax
@@ -24,7 +25,7 @@ on fresh data every epoch; `kerasrnn.diagnostics.RecurrentDiagnostics` records
     python -m recipes.adding_problem --resume               # continue an interrupted run
     python -m recipes.adding_problem --smoke                # seconds: tiny everything
 
-Every `Config` field is a `--flag` (`--seq-len 300`, `--lr-irnn 1e-4`). The output
+Every `Config` field is a `--flag` (`--seq-len 300`, `--irnn-lr 1e-4`). The output
 folder gets `config.json`, `results.json`, the PNGs, the diagnostics CSVs and a
 checkpoint per model (saved after every epoch; `--resume` continues from it).
 """
@@ -52,15 +53,28 @@ class Config:
     seq_len: int = 150  # T, the length of every sequence
     models: str = ",".join(MODELS)  # comma list, a subset of tanh,irnn,lstm,gru
     backend: str = ""  # "" = $KERAS_BACKEND, else jax (the fastest measured on CPU)
-    units: int = 64  # recurrent units of every model
-    batch_size: int = 64
-    epochs: int = 10
-    steps_per_epoch: int = 200  # updates per epoch, each on a fresh batch
-    lr_tanh: float = 1e-3  # Adam learning rates, one per model
-    lr_irnn: float = 3e-4  # IRNN needs a small one (Le et al. 2015)
-    lr_lstm: float = 1e-2
-    lr_gru: float = 1e-2
+    batch_size: int = 64  # every update sees a fresh batch
+    epochs: int = 10  # each model's updates are split into this many epochs
     clipnorm: float = 1.0  # gradient-norm clipping of each update; 0 turns it off
+    # Per model: units (about 17k recurrent weights each: 128 plain units or 64 gated
+    # ones), Adam learning rate, its schedule ("constant", or "cosine": decay to 1% of
+    # it by the last update) and the number of updates.
+    tanh_units: int = 128
+    tanh_lr: float = 1e-3
+    tanh_schedule: str = "constant"
+    tanh_steps: int = 2000
+    irnn_units: int = 128
+    irnn_lr: float = 2e-4  # small, as IRNNs need (Le et al. 2015) ...
+    irnn_schedule: str = "cosine"  # ... and smaller still to settle below 0.01
+    irnn_steps: int = 8000  # it learns slowly, but its updates are cheap
+    lstm_units: int = 64
+    lstm_lr: float = 1e-2  # leaves the predict-the-mean plateau after ~1300 updates
+    lstm_schedule: str = "constant"
+    lstm_steps: int = 2000
+    gru_units: int = 64
+    gru_lr: float = 1e-2
+    gru_schedule: str = "constant"
+    gru_steps: int = 1000
     val_size: int = 1000  # validation sequences, evaluated after every epoch
     test_size: int = 10000  # test sequences, evaluated once at the end
     diag_size: int = 100  # validation sequences used for the gradient diagnostics
@@ -72,18 +86,23 @@ class Config:
 
     def __post_init__(self):
         if self.smoke:  # every size capped: seconds per model
-            small = dict(seq_len=12, units=4, batch_size=8, epochs=2, steps_per_epoch=2,
-                         val_size=16, test_size=64, diag_size=4)
-            for name, cap in small.items():
+            caps = dict(seq_len=12, batch_size=8, epochs=2, val_size=16, test_size=64, diag_size=4)
+            caps.update({f"{m}_{k}": v for m in MODELS for k, v in (("units", 4), ("steps", 4))})
+            for name, cap in caps.items():
                 setattr(self, name, min(getattr(self, name), cap))
-        for name in ("seq_len", "units", "batch_size", "epochs", "steps_per_epoch",
-                     "val_size", "test_size", "diag_size"):
-            if getattr(self, name) < 1 or isinstance(getattr(self, name), bool):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; received {getattr(self, name)!r}.")
+        sizes = ["seq_len", "batch_size", "epochs", "val_size", "test_size", "diag_size"]
+        sizes += [f"{m}_{k}" for m in MODELS for k in ("units", "steps")]
+        for name in sizes:
+            value = getattr(self, name)
+            if isinstance(value, bool) or value < 1:
+                raise ValueError(f"--{_flag(name)} must be a positive integer; received {value!r}.")
         if self.seq_len < 2:
             raise ValueError(f"--seq-len must be at least 2 (two markers); received {self.seq_len}.")
         if self.clipnorm < 0:
             raise ValueError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
+        for name in (f"{m}_schedule" for m in MODELS):
+            if getattr(self, name) not in ("cosine", "constant"):
+                raise ValueError(f"--{_flag(name)} must be 'cosine' or 'constant'; received {getattr(self, name)!r}.")
         if self.backend and self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {BACKENDS}; received {self.backend!r}.")
         self.model_list()
@@ -95,11 +114,18 @@ class Config:
             raise ValueError(f"--models takes a comma list of {list(MODELS)}; received {self.models!r}.")
         return names
 
+    def steps_per_epoch(self, name):
+        return -(-getattr(self, f"{name}_steps") // self.epochs)  # ceil: at least the steps asked
+
+
+def _flag(name):
+    return name.replace("_", "-")
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0].lstrip("# "))
     for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
+        flag = "--" + _flag(field.name)
         if field.type is bool or isinstance(field.default, bool):
             parser.add_argument(flag, dest=field.name, action="store_true")
         else:
@@ -114,7 +140,7 @@ def adding_problem(n, seq_len, seed):
     """`n` sequences `(n, seq_len, 2)` of `[value ~ U[0,1], marker]` and targets `(n, 1)`.
 
     Two distinct positions, uniform over the whole sequence, carry the marker 1; the
-    target is the sum of their values (Hu et al. 2018; the TCN benchmark's generator).
+    target is the sum of their values (the TCN benchmark's generator, Bai et al. 2018).
     `seed` is anything `np.random.default_rng` takes, e.g. `(run seed, split, epoch)`.
     """
     rng = np.random.default_rng(seed)
@@ -133,10 +159,10 @@ def adding_problem(n, seq_len, seed):
 TRAIN, VALIDATION, TEST = 0, 1, 2  # seed streams: the splits never share a sequence
 
 
-def training_batches(config, first_epoch):
+def training_batches(config, steps_per_epoch, first_epoch):
     """Fresh batches for epochs `first_epoch … epochs-1`, each epoch seeded on its own
     (so a resumed run sees the same data as an uninterrupted one)."""
-    size = config.batch_size * config.steps_per_epoch
+    size = config.batch_size * steps_per_epoch
     for epoch in range(first_epoch, config.epochs):
         x, y = adding_problem(size, config.seq_len, (config.seed, TRAIN, epoch))
         for i in range(0, size, config.batch_size):
@@ -151,7 +177,7 @@ def build_model(name, config):
 
     import kerasrnn
 
-    units = config.units
+    units = getattr(config, f"{name}_units")
     recurrent = {
         # Glorot & Bengio (2010) for both matrices: the textbook tanh RNN.
         "tanh": lambda: kerasrnn.SimpleRNN(
@@ -167,8 +193,12 @@ def build_model(name, config):
         [keras.Input((config.seq_len, 2)), recurrent, keras.layers.Dense(1, name="sum")],
         name=name,
     )
+    learning_rate = getattr(config, f"{name}_lr")
+    if getattr(config, f"{name}_schedule") == "cosine":
+        total = config.steps_per_epoch(name) * config.epochs
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total, alpha=0.01)
     clip = {"clipnorm": config.clipnorm} if config.clipnorm > 0 else {}
-    model.compile(keras.optimizers.Adam(getattr(config, f"lr_{name}"), **clip), loss="mse")
+    model.compile(keras.optimizers.Adam(learning_rate, **clip), loss="mse")
     return model
 
 
@@ -224,9 +254,10 @@ def train(name, config, validation, diag_batch):
             *diag_batch, csv_path=csv_path, layers=["rnn"],
             record_initial=state["epoch"] == 0, initial_epoch=state["epoch"],
         )
+        steps_per_epoch = config.steps_per_epoch(name)
         model.fit(
-            training_batches(config, state["epoch"]),
-            steps_per_epoch=config.steps_per_epoch,
+            training_batches(config, steps_per_epoch, state["epoch"]),
+            steps_per_epoch=steps_per_epoch,
             epochs=config.epochs,
             initial_epoch=state["epoch"],
             validation_data=validation,
@@ -249,10 +280,12 @@ def evaluate(name, model, state, csv_path, config, test):
     return {
         "test_mse": float(model.evaluate(x_test, y_test, batch_size=500, verbose=0)),
         "baseline_mse": float(np.mean((y_test - 1.0) ** 2)),
-        "steps": state["epoch"] * config.steps_per_epoch,
+        "steps": state["epoch"] * config.steps_per_epoch(name),
         "epochs": state["epoch"],
         "seconds": round(state["seconds"], 1),
-        "learning_rate": getattr(config, f"lr_{name}"),
+        "units": getattr(config, f"{name}_units"),
+        "learning_rate": getattr(config, f"{name}_lr"),
+        "schedule": getattr(config, f"{name}_schedule"),
         "clipnorm": config.clipnorm,
         # log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖: 0 = the error signal reaches step 1 intact.
         "grad_log10_ratio_initial": first["grad_log10_ratio"],
@@ -328,6 +361,16 @@ def table(results):
     return "\n".join(lines)
 
 
+def device_name():
+    import keras
+
+    from kerasrnn.ops.device import on_accelerator
+
+    if on_accelerator(keras.ops.zeros((1,))):
+        return "accelerator (GPU/TPU)"
+    return f"CPU, {os.cpu_count()} cores"
+
+
 def write_json(path, data):
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -375,9 +418,10 @@ def main(argv=None):
               f"{results[name]['steps']} updates, {results[name]['seconds']:.0f} s")
 
     report = {
-        "task": "adding problem (Le, Jaitly & Hinton 2015; generator of Hu et al. 2018)",
+        "task": "adding problem (Le, Jaitly & Hinton 2015; generator of Bai, Kolter & Koltun 2018)",
         "seq_len": config.seq_len,
         "backend": backend,
+        "device": device_name(),
         "models": results,
         "config": dataclasses.asdict(config),
     }

@@ -41,8 +41,12 @@ def test_config_errors_name_the_flag():
         adding_problem.parse_args(["--seq-len", "1"])
     with pytest.raises(ValueError, match="--clipnorm"):
         adding_problem.parse_args(["--clipnorm", "-1"])
-    config = adding_problem.parse_args(["--seq-len", "300", "--lr-irnn", "1e-4", "--smoke"])
-    assert (config.seq_len, config.lr_irnn, config.smoke, config.epochs) == (12, 1e-4, True, 2)
+    with pytest.raises(ValueError, match="--lstm-steps"):
+        adding_problem.parse_args(["--lstm-steps", "0"])
+    config = adding_problem.parse_args(["--seq-len", "300", "--irnn-lr", "1e-4", "--smoke"])
+    assert (config.seq_len, config.irnn_lr, config.smoke, config.epochs) == (12, 1e-4, True, 2)
+    assert config.steps_per_epoch("irnn") == 2
+    assert adding_problem.parse_args(["--lstm-steps", "2001"]).steps_per_epoch("lstm") == 201
 
 
 def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
@@ -60,7 +64,7 @@ def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
         assert len(r["grad_norms"]["final"]) == 12
         rows = read_csv(os.path.join(out, f"{name}_diagnostics.csv"))
         assert [row["epoch"] for row in rows] == [0, 1, 2]
-    assert saved["models"]["tanh"]["baseline_mse"] == report["models"]["gru"]["baseline_mse"]
+    assert saved["models"]["tanh"]["baseline_mse"] == report["models"]["irnn"]["baseline_mse"]
     for png in ["learning_curves.png", "gradient_norms.png", "lstm_gradient_norms.png",
                 "irnn_gradient_heatmap.png"]:
         with open(os.path.join(out, png), "rb") as f:
@@ -69,22 +73,40 @@ def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
     assert "test MSE" in printed and "irnn" in printed
 
 
-def test_resume_continues_an_interrupted_run(tmp_path, capsys):
-    """One epoch, then --resume to two == two epochs straight (same data, same optimizer)."""
+def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
+    """Killed right after epoch 1's checkpoint, then --resume == two epochs straight."""
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
-    args = ["--smoke", "--models", "gru"]
+    args = ["--smoke", "--models", "irnn"]  # the cosine schedule must resume too
     adding_problem.main(args + ["--output", straight])
-    adding_problem.main(args + ["--output", interrupted, "--epochs", "1"])
+
+    make_checkpoint = adding_problem.make_checkpoint
+
+    def interrupting_checkpoint(path, state):
+        checkpoint = make_checkpoint(path, state)
+        save = checkpoint.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            save(epoch, logs)
+            raise KeyboardInterrupt  # as if the process were killed here
+
+        checkpoint.on_epoch_end = on_epoch_end
+        return checkpoint
+
+    monkeypatch.setattr(adding_problem, "make_checkpoint", interrupting_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        adding_problem.main(args + ["--output", interrupted])
+    monkeypatch.undo()
     capsys.readouterr()
     resumed = adding_problem.main(args + ["--output", interrupted, "--resume"])
     assert "resuming after epoch 1" in capsys.readouterr().out
-    r = resumed["models"]["gru"]
+    r = resumed["models"]["irnn"]
     assert r["steps"] == 4 and [h["epoch"] for h in r["history"]] == [1, 2]
-    rows = read_csv(os.path.join(interrupted, "gru_diagnostics.csv"))
+    rows = read_csv(os.path.join(interrupted, "irnn_diagnostics.csv"))
     assert [row["epoch"] for row in rows] == [0, 1, 2]
-    a = keras.models.load_model(os.path.join(straight, "checkpoints", "gru", "model.keras"))
-    b = keras.models.load_model(os.path.join(interrupted, "checkpoints", "gru", "model.keras"))
+    a = keras.models.load_model(os.path.join(straight, "checkpoints", "irnn", "model.keras"))
+    b = keras.models.load_model(os.path.join(interrupted, "checkpoints", "irnn", "model.keras"))
+    assert int(to_numpy(b.optimizer.iterations)) == 4
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_allclose(to_numpy(wa), to_numpy(wb), rtol=1e-5, atol=1e-6)
     with open(os.path.join(straight, "results.json")) as f:
-        assert r["test_mse"] == pytest.approx(json.load(f)["models"]["gru"]["test_mse"], rel=1e-4)
+        assert r["test_mse"] == pytest.approx(json.load(f)["models"]["irnn"]["test_mse"], rel=1e-4)
