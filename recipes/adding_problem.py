@@ -226,6 +226,8 @@ def make_checkpoint(path, state):
             state["epoch"] = epoch + 1
             self.model.save(os.path.join(path, "model.keras"))
             write_json(os.path.join(path, "state.json"), state)
+            print(f"[{self.model.name}] epoch {epoch + 1}/{self.params['epochs']}: "
+                  f"val MSE {logs['val_loss']:.4f} ({state['seconds']:.0f} s)", flush=True)
 
     return Checkpoint()
 
