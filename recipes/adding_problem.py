@@ -292,13 +292,16 @@ def evaluate(name, model, state, csv_path, config, test):
         # log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖: 0 = the error signal reaches step 1 intact.
         "grad_log10_ratio_initial": first["grad_log10_ratio"],
         "grad_log10_ratio_final": last["grad_log10_ratio"],
-        "spectral_radius_final": {
-            k[: -len("_spectral_radius")]: v for k, v in last.items()
-            if k.endswith("_spectral_radius") and v is not None
-        },
+        "spectral_radius_final": _columns(last, "_spectral_radius"),
+        "saturation_final": _columns(last, "_saturation"),
         "history": state["history"],
         "grad_norms": {"initial": first["grad_norms"].tolist(), "final": last["grad_norms"].tolist()},
     }
+
+
+def _columns(row, suffix):
+    """`{name: value}` of a diagnostics CSV row's `<name><suffix>` columns."""
+    return {k[: -len(suffix)]: v for k, v in row.items() if k.endswith(suffix) and v is not None}
 
 
 def plot(results, config):
@@ -391,6 +394,7 @@ def read_json(path):
 # ## Main
 # ------------------------------------------------------------------------------
 def main(argv=None):
+    started = time.perf_counter()
     config = parse_args(argv)
     if "keras" not in sys.modules:  # the backend is fixed when Keras is imported
         os.environ["KERAS_BACKEND"] = config.backend or os.environ.get("KERAS_BACKEND", "jax")
@@ -432,12 +436,12 @@ def main(argv=None):
         report["plots"] = plot(results, config)
     except ImportError:
         print("matplotlib is not installed: no plots (pip install 'kerasrnn[recipes]').")
-    else:
-        write_json(os.path.join(config.output, "results.json"), report)
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)  # this process, all models
+    write_json(os.path.join(config.output, "results.json"), report)
     print(f"\nAdding problem, T = {config.seq_len}, backend {backend} "
           f"(predicting 1 gives MSE ≈ 0.167; solved means < 0.01):")
     print(table(results))
-    print(f"\nResults and plots in {config.output}/")
+    print(f"\nWall time {report['wall_seconds']:.0f} s. Results and plots in {config.output}/")
     return report
 
 

@@ -90,20 +90,9 @@ def plot_gradient_heatmap(profiles, path, title="log10 ‖∂L/∂h_t‖"):
     Returns:
         `path`.
     """
-    plt = _pyplot()
     profiles = _profiles(profiles)
     grid = np.log10(np.maximum(np.stack(list(profiles.values())), NORM_FLOOR))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.3 * len(profiles)))
-    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest",
-                      extent=(0.5, grid.shape[1] + 0.5, len(profiles) - 0.5, -0.5))
-    ax.set_yticks(range(len(profiles)), list(profiles))
-    ax.set_xlabel("time step t")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _heatmap(grid, list(profiles), path, title, cmap="viridis")
 
 
 def plot_saturation_heatmap(statistics, path, title="Fraction of saturated units"):
@@ -119,7 +108,6 @@ def plot_saturation_heatmap(statistics, path, title="Fraction of saturated units
     Returns:
         `path`.
     """
-    plt = _pyplot()
     rows = {
         name: s["saturation_by_step"] for name, s in statistics.items()
         if s.get("saturation_by_step") is not None
@@ -127,11 +115,16 @@ def plot_saturation_heatmap(statistics, path, title="Fraction of saturated units
     if not rows:
         raise ValueError("`statistics` has no bounded activation to show.")
     grid = np.stack([np.asarray(v, "float64") for v in rows.values()])
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * len(rows)))
-    image = ax.imshow(grid, aspect="auto", cmap="magma", vmin=0.0, vmax=1.0,
-                      interpolation="nearest",
-                      extent=(0.5, grid.shape[1] + 0.5, len(rows) - 0.5, -0.5))
-    ax.set_yticks(range(len(rows)), list(rows))
+    return _heatmap(grid, list(rows), path, title, cmap="magma", vmin=0.0, vmax=1.0)
+
+
+def _heatmap(grid, row_labels, path, title, **imshow):
+    """One row per label, time steps 1..T across, a colour bar; written to `path`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * len(row_labels)))
+    image = ax.imshow(grid, aspect="auto", interpolation="nearest",
+                      extent=(0.5, grid.shape[1] + 0.5, len(row_labels) - 0.5, -0.5), **imshow)
+    ax.set_yticks(range(len(row_labels)), row_labels)
     ax.set_xlabel("time step t")
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
