@@ -47,6 +47,8 @@ def test_config_errors_name_the_flag():
     assert (config.seq_len, config.irnn_lr, config.smoke, config.epochs) == (12, 1e-4, True, 2)
     assert config.steps_per_epoch("irnn") == 2
     assert adding_problem.parse_args(["--lstm-steps", "2001"]).steps_per_epoch("lstm") == 201
+    # Updates scale with T/150: twice as many for sequences twice as long.
+    assert adding_problem.parse_args(["--seq-len", "300"]).steps_per_epoch("lstm") == 400
 
 
 def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
