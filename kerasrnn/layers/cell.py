@@ -37,6 +37,12 @@ class RecurrentCell(keras.layers.Layer):
 
     #: Number of gate blocks in the fused weight layout (1, 3 or 4).
     gates = 1
+    #: Names of the gate blocks of `recurrent_kernel`, in the fused layout's order.
+    gate_names = ("h",)
+    #: What `step` passes to `record`: value name -> the name of the cell attribute
+    #: holding the activation that produced it (`None`: unbounded, e.g. LSTM's `c`).
+    #: `kerasrnn.diagnostics` reads it to find each value's saturation limits.
+    recorded_values = {}
 
     @property
     def torch_gate_order(self):
@@ -272,6 +278,22 @@ class RecurrentCell(keras.layers.Layer):
     def step(self, projected, states, constants):
         """One time step from the projected input; returns `(output, new_states)`."""
         raise NotImplementedError
+
+    def record(self, constants, **values):
+        """Diagnostics hook: hands a step's intermediate values (its gates) to an observer.
+
+        `kerasrnn.diagnostics` runs the cell's own `step` with a fresh dict under
+        `constants["observer"]` and reads the values back inside the same step, so
+        nothing leaves the scan body and the gates are never computed a second way.
+        Everywhere else `constants` has no observer and this does nothing.
+
+        Args:
+            constants: the dict from `loop_constants` (plus `"observer"` when traced).
+            **values: tensors `(batch, units)` named as in `recorded_values`.
+        """
+        observer = constants.get("observer")
+        if observer is not None:
+            observer.update(values)
 
     def fused_spec(self, constants, training=False):
         """A `kerasrnn.ops.fused.FusedSpec` if a backend kernel computes this cell

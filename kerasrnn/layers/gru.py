@@ -97,6 +97,8 @@ class GRUCell(RecurrentCell):
     gates = 3
     #: torch.nn.GRU's gate blocks `r, z, n` as indices of ours (`z, r, h`).
     torch_gate_order = (1, 0, 2)
+    gate_names = ("z", "r", "g")
+    recorded_values = {"z": "recurrent_activation", "r": "recurrent_activation", "g": "activation"}
 
     def __init__(
         self,
@@ -166,6 +168,7 @@ class GRUCell(RecurrentCell):
                 rec_g = self.normalize(rec_g, constants, "recurrent_norm_g")
             g = activate(self.activation, x_g + rec_g)
         h = z * h_prev + (1.0 - z) * g
+        self.record(constants, z=z, r=r, g=g)
         (h,) = self.apply_zoneout(states, [h], constants)
         return h, [h]
 

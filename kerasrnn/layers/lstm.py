@@ -138,6 +138,14 @@ class LSTMCell(RecurrentCell):
     """
 
     gates = 4
+    gate_names = ("i", "f", "g", "o")
+    recorded_values = {
+        "i": "recurrent_activation",
+        "f": "recurrent_activation",
+        "g": "activation",
+        "o": "recurrent_activation",
+        "c": None,
+    }
 
     def __init__(
         self,
@@ -226,6 +234,7 @@ class LSTMCell(RecurrentCell):
         h = o * activate(self.activation, self.normalize(c, constants, "state_norm") if self.layer_norm else c)
         if self.proj_size:
             h = matmul(h, constants["projection_kernel"])
+        self.record(constants, i=i, f=f, g=g, o=o, c=c)
         h, c = self.apply_zoneout(states, [h, c], constants)
         return h, [h, c]
 

@@ -85,6 +85,8 @@ class SimpleRNNCell(RecurrentCell):
     """
 
     gates = 1
+    gate_names = ("h",)
+    recorded_values = {"h": "activation"}
 
     def layer_norm_sizes(self):
         return {"norm": self.units}
@@ -94,6 +96,7 @@ class SimpleRNNCell(RecurrentCell):
         if self.layer_norm:
             a = self.normalize(a, constants, "norm")
         h = activate(self.activation, a)
+        self.record(constants, h=h)
         (h,) = self.apply_zoneout(states, [h], constants)
         return h, [h]
 

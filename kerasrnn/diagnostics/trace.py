@@ -1,0 +1,164 @@
+"""One instrumented pass through a model's recurrent layers: gates out, probes in.
+
+Everything in `kerasrnn.diagnostics` that looks inside the time loop goes through
+`traced(model)`: while it is active, each kerasrnn recurrent layer runs its own cell's
+`project_inputs` and `step` through `kerasrnn.ops.unroll` (never a fused kernel), and
+
+- records what the step hands to `RecurrentCell.record` (the gates) and the output `h_t`;
+- optionally adds a probe tensor `p_t` to each `h_t` *inside* the recurrence,
+  `h_t ← h_t + p_t`, so that the next step, and everything after it, sees the probed
+  state. With `p = 0` the forward pass is unchanged, and `∂L/∂p_t` is the total
+  derivative `dL/dh_t`: the error signal that back-propagation through time delivers
+  to `h_t`.
+
+The equations are never written twice: the cell's own `step` does the work.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasrnn.layers.rnn import RNN, _check_mask
+from kerasrnn.ops import unroll
+
+__all__ = ["as_tensor", "recurrent_layers", "traced"]
+
+
+def as_tensor(value):
+    """A batch as backend tensors; float64 NumPy arrays become `floatx` (float32)."""
+    if isinstance(value, (list, tuple, dict)):
+        return keras.tree.map_structure(as_tensor, value)
+    if isinstance(value, np.ndarray) and value.dtype == np.float64:
+        value = value.astype(keras.config.floatx())
+    return ops.convert_to_tensor(value)
+
+
+def recurrent_layers(model, layers=None):
+    """The kerasrnn recurrent layers of `model` (nested models included), in order.
+
+    Args:
+        model: a Keras model or layer.
+        layers: optional names or layer objects to select; `None` selects all.
+
+    Example:
+
+    >>> import keras, kerasrnn
+    >>> from kerasrnn.diagnostics import recurrent_layers
+    >>> model = keras.Sequential([keras.Input((5, 2)), kerasrnn.GRU(3, name="gru"),
+    ...                           keras.layers.Dense(1)])
+    >>> [layer.name for layer in recurrent_layers(model)]
+    ['gru']
+    """
+    found, seen = [], set()
+
+    def walk(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, RNN):
+            found.append(layer)
+        for attr in ("layers", "forward_layer", "backward_layer", "layer"):
+            child = getattr(layer, attr, None)
+            for c in child if isinstance(child, (list, tuple)) else [child]:
+                if isinstance(c, keras.layers.Layer):
+                    walk(c)
+
+    walk(model)
+    if layers is None:
+        if not found:
+            raise ValueError(
+                "The model has no kerasrnn recurrent layer (kerasrnn.SimpleRNN, IRNN, "
+                "LSTM, GRU or kerasrnn.layers.RNN); diagnostics need one."
+            )
+        return found
+    wanted = [w if isinstance(w, str) else getattr(w, "name", w) for w in layers]
+    by_name = {layer.name: layer for layer in found}
+    missing = [w for w in wanted if w not in by_name]
+    if missing:
+        raise ValueError(
+            f"`layers`: no kerasrnn recurrent layer named {missing} in the model; "
+            f"its recurrent layers are {sorted(by_name)}."
+        )
+    return [by_name[w] for w in wanted]
+
+
+@contextlib.contextmanager
+def traced(layers, probes=None, records=None):
+    """Runs `layers` through the instrumented pass while the context is active.
+
+    Args:
+        layers: kerasrnn `RNN` layers (see `recurrent_layers`).
+        probes: optional dict `layer.name -> tensor (batch, time, units)` added to
+            `h_t` inside the recurrence (zeros for a gradient probe). Time is in
+            processing order (reversed for `go_backwards=True`).
+        records: optional dict; after a call it holds `layer.name -> {value name:
+            tensor (batch, time, units)}`: the output `"h"` and every value the
+            cell's `step` recorded (`"i", "f", "g", "o", "c"` for LSTM, ...).
+
+    The layers' `call` is replaced on the instances (not the class) and restored on
+    exit; weights and states are never written.
+    """
+    probes = {} if probes is None else probes
+    saved = []
+    try:
+        for layer in layers:
+            saved.append((layer, vars(layer).get("call")))
+            object.__setattr__(
+                layer, "call", _traced_call(layer, probes.get(layer.name), records)
+            )
+        yield
+    finally:
+        for layer, previous in saved:
+            if previous is None:
+                vars(layer).pop("call", None)
+            else:
+                object.__setattr__(layer, "call", previous)
+
+
+def _traced_call(layer, probe, records):
+    cell = layer.cell
+
+    def call(sequences, initial_state=None, mask=None, training=False):
+        batch = ops.shape(sequences)[0]
+        states = layer._initial_states(initial_state, sequences, batch)
+        mask = _check_mask(layer, mask, sequences)
+        constants = cell.loop_constants(sequences, training)
+        projected = cell.project_inputs(sequences, constants)
+        names = _recorded_names(cell, projected, states, constants)
+        units = cell.output_size
+
+        def step_fn(inputs_t, states):
+            observer = {}
+            output, new_states = cell.step(inputs_t[0], states, {**constants, "observer": observer})
+            if probe is not None:
+                # The cell's output is its first state (h); the next step sees h + p.
+                output = output + inputs_t[1]
+                new_states = [output, *new_states[1:]]
+            return ops.concatenate([output] + [observer[n] for n in names], axis=-1), new_states
+
+        inputs = (projected,) if probe is None else (projected, ops.cast(probe, projected.dtype))
+        last, outputs, final = unroll(
+            step_fn, inputs, states, mask=mask,
+            go_backwards=layer.go_backwards, return_sequences=True,
+            zero_output_for_mask=layer.zero_output_for_mask,
+            output_size=units * (1 + len(names)),
+        )
+        pieces = ops.split(outputs, 1 + len(names), axis=-1)
+        if records is not None:
+            records[layer.name] = {"h": pieces[0], **dict(zip(names, pieces[1:]))}
+        output = pieces[0] if layer.return_sequences else last[..., :units]
+        output = ops.cast(output, layer.compute_dtype)
+        if layer.return_state:
+            return (output, *[ops.cast(s, layer.compute_dtype) for s in final])
+        return output
+
+    return call
+
+
+def _recorded_names(cell, projected, states, constants):
+    """The names the cell's `step` records, in a fixed order (one traced step to see)."""
+    observer = {}
+    cell.step(projected[:, 0], states, {**constants, "observer": observer})
+    return sorted(n for n in observer if n != "h")

@@ -1,0 +1,114 @@
+"""The adding-problem recipe: its data, its smoke run on this backend, and resume."""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # recipes/ is run from the repository root, not installed
+
+from recipes import adding_problem  # noqa: E402
+
+from kerasrnn.diagnostics import read_csv  # noqa: E402
+
+
+def test_generator_matches_the_benchmark_definition():
+    x, y = adding_problem.adding_problem(200_000, 150, seed=(0, 0, 0))
+    assert x.shape == (200_000, 150, 2) and y.shape == (200_000, 1) and x.dtype == np.float32
+    values, markers = x[..., 0], x[..., 1]
+    assert values.min() >= 0.0 and values.max() < 1.0
+    np.testing.assert_array_equal(markers.sum(axis=1), 2.0)  # two distinct marked steps
+    np.testing.assert_allclose(y[:, 0], (values * markers).sum(axis=1), rtol=1e-6)
+    # Marker positions are uniform over the sequence (both halves, first and last step).
+    positions = np.nonzero(markers)[1]
+    assert abs(positions.mean() - 74.5) < 0.5 and positions.min() == 0 and positions.max() == 149
+    # Predicting 1 (the target's mean) gives Var(u1 + u2) = 2/12.
+    assert np.mean((y - 1.0) ** 2) == pytest.approx(1 / 6, abs=2e-3)
+    a, b, c = (adding_problem.adding_problem(16, 150, seed=s)[0] for s in [(0, 1), (0, 1), (0, 2)])
+    np.testing.assert_array_equal(a, b)  # seeded: the test set is the same in every run
+    assert not np.array_equal(a, c)  # and no split shares its stream
+
+
+def test_config_errors_name_the_flag():
+    with pytest.raises(ValueError, match="--models"):
+        adding_problem.parse_args(["--models", "lstm,transformer"])
+    with pytest.raises(ValueError, match="--seq-len"):
+        adding_problem.parse_args(["--seq-len", "1"])
+    with pytest.raises(ValueError, match="--clipnorm"):
+        adding_problem.parse_args(["--clipnorm", "-1"])
+    with pytest.raises(ValueError, match="--lstm-steps"):
+        adding_problem.parse_args(["--lstm-steps", "0"])
+    config = adding_problem.parse_args(["--seq-len", "300", "--irnn-lr", "1e-4", "--smoke"])
+    assert (config.seq_len, config.irnn_lr, config.smoke, config.epochs) == (12, 1e-4, True, 2)
+    assert config.steps_per_epoch("irnn") == 2
+    assert adding_problem.parse_args(["--lstm-steps", "2001"]).steps_per_epoch("lstm") == 201
+    # Updates scale with T/150: twice as many for sequences twice as long.
+    assert adding_problem.parse_args(["--seq-len", "300"]).steps_per_epoch("lstm") == 400
+
+
+def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    report = adding_problem.main(["--smoke", "--output", out])
+    with open(os.path.join(out, "results.json")) as f:
+        saved = json.load(f)
+    assert saved["backend"] == keras.backend.backend()
+    assert list(saved["models"]) == ["tanh", "irnn", "lstm", "gru"]
+    for name, r in saved["models"].items():
+        for key in ("test_mse", "baseline_mse", "steps", "seconds", "grad_log10_ratio_initial",
+                    "grad_log10_ratio_final"):
+            assert isinstance(r[key], (int, float)), (name, key)
+        assert r["steps"] == 4 and len(r["history"]) == 2
+        assert len(r["grad_norms"]["final"]) == 12
+        rows = read_csv(os.path.join(out, f"{name}_diagnostics.csv"))
+        assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert saved["models"]["tanh"]["baseline_mse"] == report["models"]["irnn"]["baseline_mse"]
+    for png in ["learning_curves.png", "gradient_norms.png", "lstm_gradient_norms.png",
+                "irnn_gradient_heatmap.png"]:
+        with open(os.path.join(out, png), "rb") as f:
+            assert f.read(4) == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "test MSE" in printed and "irnn" in printed
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
+    """Killed right after epoch 1's checkpoint, then --resume == two epochs straight."""
+    straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
+    args = ["--smoke", "--models", "irnn"]  # the cosine schedule must resume too
+    adding_problem.main(args + ["--output", straight])
+
+    make_checkpoint = adding_problem.make_checkpoint
+
+    def interrupting_checkpoint(path, state):
+        checkpoint = make_checkpoint(path, state)
+        save = checkpoint.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            save(epoch, logs)
+            raise KeyboardInterrupt  # as if the process were killed here
+
+        checkpoint.on_epoch_end = on_epoch_end
+        return checkpoint
+
+    monkeypatch.setattr(adding_problem, "make_checkpoint", interrupting_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        adding_problem.main(args + ["--output", interrupted])
+    monkeypatch.undo()
+    capsys.readouterr()
+    resumed = adding_problem.main(args + ["--output", interrupted, "--resume"])
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    r = resumed["models"]["irnn"]
+    assert r["steps"] == 4 and [h["epoch"] for h in r["history"]] == [1, 2]
+    rows = read_csv(os.path.join(interrupted, "irnn_diagnostics.csv"))
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    a = keras.models.load_model(os.path.join(straight, "checkpoints", "irnn", "model.keras"))
+    b = keras.models.load_model(os.path.join(interrupted, "checkpoints", "irnn", "model.keras"))
+    assert int(to_numpy(b.optimizer.iterations)) == 4
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(to_numpy(wa), to_numpy(wb), rtol=1e-5, atol=1e-6)
+    with open(os.path.join(straight, "results.json")) as f:
+        assert r["test_mse"] == pytest.approx(json.load(f)["models"]["irnn"]["test_mse"], rel=1e-4)

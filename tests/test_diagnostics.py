@@ -1,0 +1,268 @@
+"""kerasrnn.diagnostics on tiny cases whose answers are known in closed form."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, to_numpy
+
+import kerasrnn
+from kerasrnn import diagnostics
+from kerasrnn.testing import reference
+
+
+def linear_rnn(a, time, units=3, features=2):
+    """`h_t = x_t W_x + h_{t-1} (a·I)`, then a Dense head: `dL/dh_t = a^(T−t) dL/dh_T`."""
+    return keras.Sequential([
+        keras.Input((time, features)),
+        kerasrnn.SimpleRNN(
+            units, activation="linear", use_bias=False, name="rnn",
+            recurrent_initializer=keras.initializers.Identity(a),
+        ),
+        keras.layers.Dense(1),
+    ])
+
+
+@pytest.mark.parametrize("a", [2.0, 0.5])
+def test_linear_rnn_gradient_is_a_power_of_the_recurrent_weight(a, rng):
+    time = 12
+    model = linear_rnn(a, time)
+    x = rng.uniform(0.5, 1.5, (4, time, 2)).astype("float32")
+    y = rng.normal(size=(4, 1)).astype("float32")
+    norms = diagnostics.gradient_norms(model, x, y, loss="mse")["rnn"]
+    assert norms.shape == (4, time)
+    expected = a ** (time - np.arange(1, time + 1))  # a^(T−t), t = 1..T
+    np.testing.assert_allclose(norms / norms[:, -1:], np.broadcast_to(expected, norms.shape), rtol=1e-5)
+    # The last step: dL/dh_T = 2 (ŷ − y) w_dense for the per-example MSE of one output.
+    w_dense = to_numpy(model.layers[-1].kernel)[:, 0]
+    y_pred = to_numpy(model(x))
+    np.testing.assert_allclose(norms[:, -1], 2 * np.abs(y_pred[:, 0] - y[:, 0]) * np.linalg.norm(w_dense), rtol=1e-5)
+    assert diagnostics.log10_ratio(norms) == pytest.approx((time - 1) * np.log10(a), rel=1e-5)
+
+
+def test_lstm_gradient_matches_finite_differences_of_the_numpy_reference(rng):
+    """The probe measures the total derivative dL/dh_t (through c_t and every later step)."""
+    time, units, features = 6, 3, 2
+    layer = kerasrnn.LSTM(units, name="lstm")
+    model = keras.Sequential([keras.Input((time, features)), layer, keras.layers.Dense(1)])
+    x = rng.uniform(-1, 1, (2, time, features)).astype("float32")
+    y = rng.normal(size=(2, 1)).astype("float32")
+    norms = diagnostics.gradient_norms(model, x, y, loss="mse")["lstm"]
+
+    kernel, recurrent, bias = (np.asarray(to_numpy(w), "float64") for w in layer.get_weights())
+    w_out, b_out = (np.asarray(to_numpy(w), "float64") for w in model.layers[-1].get_weights())
+
+    def loss(b, t, delta):
+        states = [np.zeros((1, units)), np.zeros((1, units))]
+        for s in range(time):
+            h, states = reference.lstm_step(x[b : b + 1, s], states, kernel, recurrent, bias)
+            if s == t:
+                states = [states[0] + delta, states[1]]
+        return float(((states[0] @ w_out + b_out - y[b]) ** 2).sum())
+
+    eps = 1e-6
+    for b in range(2):
+        for t in (0, 2, time - 1):
+            grad = [
+                (loss(b, t, eps * e) - loss(b, t, -eps * e)) / (2 * eps) for e in np.eye(units)
+            ]
+            assert norms[b, t] == pytest.approx(np.linalg.norm(grad), rel=2e-3)
+
+
+def test_probe_differs_from_the_gradient_of_the_returned_sequence(rng):
+    """A many-to-one model: only h_T reaches the loss directly, yet dL/dh_1 ≠ 0."""
+    model = linear_rnn(0.9, 5)
+    norms = diagnostics.gradient_norms(
+        model, rng.uniform(size=(2, 5, 2)), rng.normal(size=(2, 1)), loss="mse"
+    )["rnn"]
+    assert np.all(norms[:, 0] > 0.5 * norms[:, -1])
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: kerasrnn.SimpleRNN(4, return_sequences=True, go_backwards=True, name="rnn"),
+        lambda: kerasrnn.LSTM(4, return_state=True, name="rnn"),
+        lambda: kerasrnn.GRU(4, reset_after=False, name="rnn"),
+    ],
+)
+def test_traced_pass_computes_the_same_function_and_restores_the_layer(layer, rng):
+    layer = layer()
+    x = rng.normal(size=(3, 6, 2)).astype("float32")
+    before = keras.tree.map_structure(to_numpy, layer(x))
+    records = {}
+    with diagnostics.traced([layer], records=records):
+        traced = keras.tree.map_structure(to_numpy, layer(x))
+    keras.tree.map_structure(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), before, traced)
+    assert "call" not in vars(layer)
+    assert records["rnn"]["h"].shape == (3, 6, 4)
+    h = to_numpy(records["rnn"]["h"])
+    if layer.return_sequences:
+        np.testing.assert_allclose(h, before, atol=1e-6)
+
+
+def test_saturation_fraction_of_known_values():
+    sigmoid_limits = diagnostics.activation_limits("sigmoid")
+    values = np.array([0.001, 0.0105, 0.5, 0.989, 0.995])
+    assert diagnostics.saturation_fraction(values, sigmoid_limits) == pytest.approx(0.4)
+    assert diagnostics.saturation_fraction(values, sigmoid_limits, tol=0.2) == pytest.approx(0.8)
+    relu = np.array([0.0, 0.0, 0.0, 1.0, 100.0])
+    assert diagnostics.saturation_fraction(relu, diagnostics.activation_limits("relu")) == pytest.approx(0.6)
+    assert diagnostics.saturation_fraction(relu, diagnostics.activation_limits("linear")) is None
+    with pytest.raises(ValueError, match="unknown|Unknown"):
+        diagnostics.activation_limits("no_such_activation")
+
+
+def test_lstm_gate_statistics_with_constant_gates():
+    """Zero weights and a bias fixing each gate: i = σ(10), f = σ(0), g = 0, o = σ(−10)."""
+    units = 3
+    layer = kerasrnn.LSTM(units, name="lstm", unit_forget_bias=False,
+                          kernel_initializer="zeros", recurrent_initializer="zeros")
+    model = keras.Sequential([keras.Input((5, 2)), layer])
+    bias = np.concatenate([np.full(units, 10.0), np.zeros(units), np.zeros(units), np.full(units, -10.0)])
+    layer.cell.bias.assign(bias.astype("float32"))
+    stats = diagnostics.activation_statistics(model, np.ones((2, 5, 2), "float32"))["lstm"]
+    assert stats["i"]["saturation"] == 1.0 and stats["o"]["saturation"] == 1.0
+    assert stats["f"]["saturation"] == 0.0 and stats["g"]["saturation"] == 0.0
+    assert stats["f"]["mean"] == pytest.approx(0.5) and stats["f"]["var"] == pytest.approx(0.0, abs=1e-12)
+    assert stats["i"]["mean"] == pytest.approx(1 / (1 + np.exp(-10.0)), rel=1e-6)
+    assert stats["c"]["saturation"] is None and stats["c"]["mean"] == 0.0
+    np.testing.assert_array_equal(stats["i"]["saturation_by_step"], np.ones(5))
+
+
+def test_tanh_and_relu_saturation_of_a_simple_rnn(rng):
+    x = rng.uniform(0.5, 1.0, (4, 6, 2)).astype("float32")
+    big = keras.Sequential([keras.Input((6, 2)), kerasrnn.SimpleRNN(
+        5, name="rnn", kernel_initializer=keras.initializers.Constant(50.0))])
+    stats = diagnostics.activation_statistics(big, x)["rnn"]
+    assert stats["h"]["saturation"] == 1.0 and stats["h"]["mean"] == pytest.approx(1.0)
+    irnn = kerasrnn.IRNN(4, name="irnn")
+    model = keras.Sequential([keras.Input((6, 2)), irnn])
+    irnn.cell.kernel.assign(np.array([[1.0, -1.0, 1.0, -1.0]] * 2, "float32"))
+    stats = diagnostics.activation_statistics(model, x)["irnn"]
+    assert stats["h"]["saturation"] == pytest.approx(0.5)  # two of four ReLUs stay at 0
+
+
+def test_spectrum_of_known_matrices():
+    theta = 0.3
+    rotation = 0.9 * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    s = diagnostics.spectrum_of(rotation)
+    assert s["spectral_radius"] == pytest.approx(0.9)
+    np.testing.assert_allclose(s["singular_values"], [0.9, 0.9])
+    # Non-normal: radius 1 but singular values 2 and 0.5.
+    s = diagnostics.spectrum_of(np.array([[0.0, 2.0], [0.5, 0.0]]))
+    assert s["spectral_radius"] == pytest.approx(1.0)
+    np.testing.assert_allclose(s["singular_values"], [2.0, 0.5])
+    assert diagnostics.spectrum_of(np.ones((2, 3)))["spectral_radius"] is None
+
+
+def test_recurrent_spectrum_per_gate_block():
+    units = 3
+    layer = kerasrnn.LSTM(units)
+    layer.build((None, 4, 2))
+    blocks = [scale * np.eye(units) for scale in (0.5, 2.0, 1.0, 3.0)]
+    layer.cell.recurrent_kernel.assign(np.concatenate(blocks, axis=1).astype("float32"))
+    spectrum = diagnostics.recurrent_spectrum(layer)
+    assert sorted(spectrum) == ["all", "f", "g", "i", "o"]
+    for name, scale in zip("ifgo", (0.5, 2.0, 1.0, 3.0)):
+        assert spectrum[name]["spectral_radius"] == pytest.approx(scale)
+    # The whole (3, 12) matrix: each singular value is sqrt(0.25 + 4 + 1 + 9).
+    np.testing.assert_allclose(spectrum["all"]["singular_values"], np.sqrt(14.25) * np.ones(units), rtol=1e-6)
+    assert spectrum["all"]["spectral_radius"] is None
+    with pytest.raises(ValueError, match="recurrent_kernel"):
+        diagnostics.recurrent_spectrum(keras.layers.Dense(2))
+
+
+def test_callback_writes_csv_rows_and_tensorboard_events(tmp_path, rng):
+    model = keras.Sequential([
+        keras.Input((7, 2)), kerasrnn.GRU(3, return_sequences=True, name="gru1"),
+        kerasrnn.LSTM(2, name="lstm2"), keras.layers.Dense(1),
+    ])
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x = rng.uniform(size=(16, 7, 2)).astype("float32")
+    y = rng.uniform(size=(16, 1)).astype("float32")
+    csv_path, log_dir = tmp_path / "diag.csv", tmp_path / "tb"
+    callback = diagnostics.RecurrentDiagnostics(x[:4], y[:4], csv_path=str(csv_path), log_dir=str(log_dir), every=2)
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
+
+    header = csv_path.read_text().splitlines()[0].split(",")
+    for column in ["epoch", "layer", "grad_log10_ratio", "grad_norm_first", "grad_norm_last",
+                   "grad_norm_1", "grad_norm_7", "z_saturation", "i_mean", "c_var",
+                   "g_spectral_radius", "all_max_singular"]:
+        assert column in header
+    rows = diagnostics.read_csv(csv_path)
+    # Epoch 0 (before training), 2 (every=2) and 3 (the last), one row per layer.
+    assert [(r["epoch"], r["layer"]) for r in rows] == [
+        (e, name) for e in (0, 2, 3) for name in ("gru1", "lstm2")
+    ]
+    last = callback.history[-1][1]["lstm2"]
+    np.testing.assert_allclose(rows[-1]["grad_norms"], last["grad_norms"].mean(axis=0), rtol=1e-6)
+    assert rows[-1]["grad_log10_ratio"] == pytest.approx(last["grad_log10_ratio"])
+    assert rows[-1]["i_saturation"] == pytest.approx(last["activations"]["i"]["saturation"])
+    assert rows[-1]["c_saturation"] is None
+    assert rows[-1]["f_spectral_radius"] == pytest.approx(last["spectrum"]["f"]["spectral_radius"])
+    assert rows[0]["z_mean"] is not None and rows[1]["z_mean"] is None  # GRU vs LSTM columns
+
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pytest.skip("no TensorFlow: event files are written only with tensorflow or tensorboardX")
+    events = glob.glob(os.path.join(log_dir, "events.out.tfevents*"))
+    assert events and os.path.getsize(events[0]) > 0
+    from tensorflow.core.util import event_pb2
+    from tensorflow.data import TFRecordDataset
+
+    tags = set()
+    for record in TFRecordDataset(events[0]).as_numpy_iterator():
+        event = event_pb2.Event.FromString(record)
+        tags.update(v.tag for v in event.summary.value)
+    assert {"lstm2/grad_log10_ratio", "gru1/z_saturation", "lstm2/grad_norm_log10_profile"} <= tags
+
+
+def test_callback_resumed_fit_labels_epochs(tmp_path, rng):
+    model = linear_rnn(1.0, 4)
+    model.compile("sgd", "mse")
+    x, y = rng.uniform(size=(8, 4, 2)).astype("float32"), rng.uniform(size=(8, 1)).astype("float32")
+    path = str(tmp_path / "d.csv")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[diagnostics.RecurrentDiagnostics(x, y, csv_path=path)])
+    resumed = diagnostics.RecurrentDiagnostics(x, y, csv_path=path, record_initial=False)
+    model.fit(x, y, epochs=3, initial_epoch=1, verbose=0, callbacks=[resumed])
+    assert [r["epoch"] for r in diagnostics.read_csv(path)] == [0, 1, 2, 3]
+
+
+def test_plots_write_pngs(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    model = keras.Sequential([keras.Input((5, 2)), kerasrnn.LSTM(3, name="lstm"), keras.layers.Dense(1)])
+    report = diagnostics.diagnose(model, rng.uniform(size=(4, 5, 2)), rng.uniform(size=(4, 1)), loss="mse")
+    paths = [
+        diagnostics.plot_gradient_norms({"epoch 0": report["lstm"]["grad_norms"]}, str(tmp_path / "a.png")),
+        diagnostics.plot_gradient_heatmap({"0": report["lstm"]["grad_norms"], "1": report["lstm"]["grad_norms"]},
+                                          str(tmp_path / "b.png")),
+        diagnostics.plot_saturation_heatmap(report["lstm"]["activations"], str(tmp_path / "c.png")),
+    ]
+    for path in paths:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clear_errors(rng):
+    plain = keras.Sequential([keras.Input((4, 2)), keras.layers.LSTM(2), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="no kerasrnn recurrent layer"):
+        diagnostics.gradient_norms(plain, np.ones((1, 4, 2)), np.ones((1, 1)), loss="mse")
+    model = linear_rnn(1.0, 4)
+    with pytest.raises(ValueError, match="`layers`"):
+        diagnostics.recurrent_layers(model, ["nope"])
+    with pytest.raises(ValueError, match="`loss` is required"):
+        diagnostics.gradient_norms(model, np.ones((1, 4, 2)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="`every`"):
+        diagnostics.RecurrentDiagnostics(None, None, every=0)
+
+
+def test_plots_explain_a_missing_matplotlib(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    with pytest.raises(ImportError, match=r"kerasrnn\[recipes\]"):
+        diagnostics.plot_gradient_norms({"a": [1.0, 2.0]}, "unused.png")
