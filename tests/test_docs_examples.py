@@ -93,6 +93,10 @@ def test_getting_started_has_the_readme_commands():
 
 
 # ----------------------------------------------------------- API reference
+# Public subpackages that `import kerasrnn` does not import (they pull optional packages).
+SUBPACKAGES = ["datasets", "diagnostics", "seq2seq"]
+
+
 def _public_objects():
     """Classes and functions named in `__all__` of kerasrnn and of its public modules."""
     import kerasrnn
@@ -101,7 +105,7 @@ def _public_objects():
     modules = [kerasrnn] + [
         getattr(kerasrnn, name) for name in kerasrnn.__all__
         if inspect.ismodule(getattr(kerasrnn, name))
-    ]
+    ] + [importlib.import_module(f"kerasrnn.{name}") for name in SUBPACKAGES]
     for module in modules:
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)

@@ -116,3 +116,18 @@ def test_fused_and_hoist_inputs(argument, value):
 def test_rnn_needs_a_kerasrnn_cell(cell):
     with pytest.raises(TypeError, match="`cell` must be a kerasrnn cell.*keras.layers.RNN"):
         kerasrnn.RNN(cell)
+
+
+@pytest.mark.parametrize(
+    "option, points_to",
+    [("use_cudnn", "fused="), ("implementation", "hoist_inputs="), ("time_major", "transpose")],
+)
+@pytest.mark.parametrize("layer_class", [kerasrnn.LSTM, kerasrnn.GRU], ids=["LSTM", "GRU"])
+def test_keras_implementation_options_point_to_ours(layer_class, option, points_to):
+    with pytest.raises(TypeError, match=f"`{option}`.*{re.escape(points_to)}"):
+        layer_class(4, **{option: 1})
+
+
+def test_unroll_is_accepted_and_ignored():
+    layer = kerasrnn.LSTM(4, unroll=True)
+    assert "unroll" not in layer.get_config()

@@ -266,3 +266,16 @@ def test_torch_layers_never_index_the_sequence(layer_name, rng):
 # A wall-clock check (T=400 backward within ~8x of T=50) is left out: on this shared
 # 2-core machine timings vary by more than the linear/quadratic gap at sizes a unit test
 # can afford. The graph tests above pin down the cause of the quadratic loop instead.
+
+
+def test_numpy_inputs_states_and_mask():
+    """NumPy arrays in, backend tensors out, on every backend (no backend-specific TypeError)."""
+    x = np.ones((2, 3, 4), "float32")
+    h0 = np.zeros((2, 4), "float32")
+    mask = np.array([[True, True, False], [True, False, False]])
+    last, outputs, (h,) = unroll(
+        lambda x_t, s: (x_t + s[0], [x_t + s[0]]), x, [h0], mask=mask, output_size=4
+    )
+    np.testing.assert_allclose(to_numpy(last)[:, 0], [2.0, 1.0])
+    np.testing.assert_allclose(to_numpy(outputs)[:, :, 0], [[1.0, 2.0, 2.0], [1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(to_numpy(h), to_numpy(last))

@@ -92,6 +92,7 @@ class RNN(keras.layers.Layer):
                 "Plain Keras cells run in keras.layers.RNN."
             )
         kwargs.pop("unroll", None)  # Keras's argument; the loop is never unrolled here
+        _check_keras_only_options(type(self), kwargs)
         super().__init__(**kwargs)
         self.cell = cell
         self.return_sequences = bool(return_sequences)
@@ -383,6 +384,24 @@ def _check_foreign_options(layer_class, cell_args, kwargs):
             raise TypeError(
                 f"{layer_class.__name__} has no option `{key}`: it is an option of "
                 f"{', '.join(owners)}. Remove it, or use that cell's layer."
+            )
+
+
+# keras.layers options that choose an implementation, and what takes their place here.
+_KERAS_ONLY_OPTIONS = {
+    "use_cudnn": "`fused=` (\"auto\", True or False) chooses the backend's native kernel",
+    "implementation": "`hoist_inputs=` chooses whether the input projection is computed "
+    "before the loop, and `fused=` whether a native kernel runs",
+    "time_major": "inputs are (batch, time, features); transpose them first",
+}
+
+
+def _check_keras_only_options(layer_class, kwargs):
+    for key, instead in _KERAS_ONLY_OPTIONS.items():
+        if key in kwargs:
+            raise TypeError(
+                f"{layer_class.__name__} has no option `{key}` (a keras.layers option); "
+                f"remove it: {instead}. See docs/migrating.md."
             )
 
 

@@ -61,12 +61,13 @@ def unroll(
         `(batch, time, output_size)` or `None` when `return_sequences=False`.
     """
     structured = isinstance(sequences, (list, tuple))
-    seqs = _as_list(sequences)
-    states = _as_list(initial_states)
+    # NumPy arrays (what a user passes to try it out) become backend tensors.
+    seqs = [ops.convert_to_tensor(s) for s in _as_list(sequences)]
+    states = [ops.convert_to_tensor(s) for s in _as_list(initial_states)]
     if go_backwards:
         seqs = [ops.flip(s, axis=1) for s in seqs]
     if mask is not None:
-        mask = ops.cast(mask, "bool")
+        mask = ops.cast(ops.convert_to_tensor(mask), "bool")
         if go_backwards:
             mask = ops.flip(mask, axis=1)
         mask = ops.expand_dims(mask, -1)  # (batch, time, 1) broadcasts over units
