@@ -58,6 +58,10 @@ def gpu(session, backend):
         "KERAS_BACKEND": backend,
         "KERASRNN_REQUIRE_GPU": "1",
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # leave GPU memory for torch in-process
+        # The suite checks the equations at float32 precision: no TF32 tensor-core
+        # matmuls (cuBLAS/cuDNN default on Ampere and later, JAX's default on GPU).
+        "NVIDIA_TF32_OVERRIDE": "0",
+        "JAX_DEFAULT_MATMUL_PRECISION": "highest",
         "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p),
     }
     session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, env=env, external=True)

@@ -10,9 +10,11 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCAT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, jax, keras; print('torch', torch.__version__, torch.cuda.is_available(), 'jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"; tail -n 25 "$OUT/$name.log"; }
-step tests_torch "${T_TESTS:-170}" python3 -m nox --no-venv -s "gpu(backend='torch')" -- -q -x
-step tests_jax "${T_TESTS:-170}" python3 -m nox --no-venv -s "gpu(backend='jax')" -- -q -x
-step bench_torch "${T_BENCH:-100}" env KERAS_BACKEND=torch python3 benchmarks/rnn_bench.py \
+# The GPU-only tests and the parity suites (the whole suite does not fit a short lease).
+FILES=${T_FILES:-"tests/test_gpu.py tests/test_golden.py tests/test_torch_parity.py tests/test_keras_parity.py tests/test_fused_masked.py tests/test_layer_norm.py tests/test_deep_rnn.py"}
+step tests_torch "${T_TESTS:-150}" python3 -m nox --no-venv -s "gpu(backend='torch')" -- -q -p no:cacheprovider $FILES
+step tests_jax "${T_TESTS:-150}" python3 -m nox --no-venv -s "gpu(backend='jax')" -- -q -p no:cacheprovider $FILES
+step bench_torch "${T_BENCH:-80}" env KERAS_BACKEND=torch python3 benchmarks/rnn_bench.py \
   --cells lstm,gru --shapes A,B --rounds 5 --steps 5 --variants "fused=False,fused=False;hoist_inputs=False"
-step bench_jax "${T_BENCH:-100}" env KERAS_BACKEND=jax python3 benchmarks/rnn_bench.py \
+step bench_jax "${T_BENCH:-80}" env KERAS_BACKEND=jax python3 benchmarks/rnn_bench.py \
   --cells lstm,gru --shapes A,B --rounds 5 --steps 5 --variants "hoist_inputs=False"
