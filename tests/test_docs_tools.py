@@ -12,10 +12,10 @@ import pytest
 TOOLS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tools"
 sys.path.append(str(TOOLS))
 
-import check_render  # noqa: E402
-import optional_pages  # noqa: E402
-import results_table  # noqa: E402
-from markdown_blocks import iter_fences  # noqa: E402
+import check_render
+import optional_pages
+import results_table
+from markdown_blocks import iter_fences
 
 ADDING = {
     "backend": "jax",
@@ -70,6 +70,13 @@ def test_list_of_records_with_filter(results_dir):
         "| lstm | 0.00251 |",
     ]
     assert not any("sunspots" in line or "512" in line for line in lines)
+
+
+def test_a_column_some_rows_lack_gets_empty_cells(tmp_path):
+    rows = [{"model": "rnn", "mse": 0.5}, {"model": "ln_rnn", "note": "skipped"}]
+    (tmp_path / "f.json").write_text(json.dumps({"rows": rows}))
+    lines = table("file: f.json\npath: rows\ncolumns: model, mse, note", tmp_path)
+    assert lines[2:4] == ["| rnn | 0.5 |  |", "| ln_rnn |  | skipped |"]
 
 
 def test_flat_record_and_caption(results_dir):

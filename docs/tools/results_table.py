@@ -159,20 +159,27 @@ def render_table(spec, data):
                     seen.append(key)
         columns = [(key, key) for key in seen]
 
+    # A column no shown row has is a typo (an error); a row without a column (a note only
+    # some rows carry, an anchor a data set has not) gets an empty cell.
+    for key, _ in columns:
+        if not any(_has(record, key) for _, record in records):
+            raise ResultsTableError(f"column `{key}` missing in {spec['file']} (in every row shown)")
     headers = ([index] if index else []) + [header for _, header in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     for name, record in records:
         cells = [format_value(name)] if index else []
         for key, _ in columns:
-            try:
-                cells.append(format_value(_lookup(record, key), digits))
-            except KeyError:
-                raise ResultsTableError(
-                    f"column `{key}` missing in {spec['file']}"
-                    + (f" (row {name!r})" if name is not None else "")
-                ) from None
+            cells.append(format_value(_lookup(record, key), digits) if _has(record, key) else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _has(record, key):
+    try:
+        _lookup(record, key)
+    except KeyError:
+        return False
+    return True
 
 
 def render_block(text, results_dir):
