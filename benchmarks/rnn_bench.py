@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 SHAPES = {
-    "A": dict(batch=64, time=100, features=32, units=128),
-    "B": dict(batch=32, time=200, features=64, units=256),
+    "A": {"batch": 64, "time": 100, "features": 32, "units": 128},
+    "B": {"batch": 32, "time": 200, "features": 64, "units": 256},
 }
 KERAS_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "RNN"}

@@ -17,13 +17,13 @@ from kerasrnn.layers import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DeepRNN",
     "GRU",
-    "GRUCell",
     "IRNN",
     "LSTM",
-    "LSTMCell",
     "RNN",
+    "DeepRNN",
+    "GRUCell",
+    "LSTMCell",
     "RecurrentCell",
     "SimpleRNN",
     "SimpleRNNCell",

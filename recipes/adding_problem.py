@@ -311,9 +311,13 @@ def _columns(row, suffix):
 
 
 def plot(results, config):
-    from kerasrnn.diagnostics import plot_gradient_heatmap, plot_gradient_norms, read_csv
-
     import matplotlib
+
+    from kerasrnn.diagnostics import (
+        plot_gradient_heatmap,
+        plot_gradient_norms,
+        read_csv,
+    )
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -29,12 +29,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
 class Config:
-    data: Optional[str] = None  # Multi30k folder ({split}.{lang}.gz), a TSV file, or None: download Multi30k
+    data: str | None = None  # Multi30k folder ({split}.{lang}.gz), a TSV file, or None: download Multi30k
     src: str = "de"  # source language (Multi30k: en, de, fr, cs)
     tgt: str = "en"  # target language
     tsv_columns: str = "0,1"  # TSV only: source and target columns
@@ -62,7 +61,7 @@ class Config:
     examples: int = 5  # translations printed
     heatmaps: int = 3  # attention heat maps saved (PNG)
     seed: int = 0
-    backend: Optional[str] = None  # tensorflow | jax | torch (default: $KERAS_BACKEND)
+    backend: str | None = None  # tensorflow | jax | torch (default: $KERAS_BACKEND)
     threads: int = 0  # CPU threads of the backend (0: its default; 1 is far faster on a busy CPU)
     output: str = "runs/translation"
     resume: bool = False  # continue from OUTPUT/checkpoint.keras
@@ -70,10 +69,10 @@ class Config:
     sentence: str = ""  # translate mode: the sentence to translate
 
 
-SMOKE = dict(
-    embedding_dim=16, encoder_units=16, decoder_units=32, src_vocab=40, tgt_vocab=40,
-    batch_size=32, epochs=2, examples=2, heatmaps=1, beam=3, max_len=20,
-)
+SMOKE = {
+    "embedding_dim": 16, "encoder_units": 16, "decoder_units": 32, "src_vocab": 40, "tgt_vocab": 40,
+    "batch_size": 32, "epochs": 2, "examples": 2, "heatmaps": 1, "beam": 3, "max_len": 20,
+}
 
 
 def parse_args(argv):
@@ -101,11 +100,11 @@ if config.threads:
     os.environ["OMP_NUM_THREADS"] = str(config.threads)
     os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if config.threads > 1 else 'false'}"
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from kerasrnn import seq2seq  # noqa: E402
-from kerasrnn.datasets import translation as data  # noqa: E402
+from kerasrnn import seq2seq
+from kerasrnn.datasets import translation as data
 
 BACKEND = keras.backend.backend()
 if config.threads and BACKEND == "torch":
@@ -205,7 +204,6 @@ def perplexity(model, source_ids, target_ids, target_sentences):
     (sacrebleu's 13a tokens, plus one end token per sentence), so it compares with
     word-level perplexities such as the anchors'.
     """
-    import sacrebleu
 
     batches = data.TranslationBatches(source_ids, target_ids, batch_size=100)
     total, count = 0.0, 0

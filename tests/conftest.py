@@ -7,9 +7,9 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
 BACKEND = keras.backend.backend()
 
@@ -43,7 +43,7 @@ def has_gpu():
             import tensorflow as tf
 
             return bool(tf.config.list_physical_devices("GPU"))
-    except Exception:
+    except Exception:  # noqa: BLE001 (no usable GPU, whatever the reason)
         return False
     return False
 

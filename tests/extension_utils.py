@@ -2,25 +2,12 @@
 
 import keras
 import numpy as np
-import pytest
 from conftest import BACKEND, to_numpy
 
 #: Gradient checks run in float64 (the cells keep it through `kerasrnn.ops.math`, where
 #: Keras's type promotion would narrow it to float32 on torch and JAX). JAX needs
-#: `jax_enable_x64` for the whole test: request the `x64` fixture.
+#: `jax_enable_x64` for the whole test: request conftest's `float64` fixture.
 GRAD_DTYPE = "float64"
-
-
-@pytest.fixture
-def x64():
-    """float64 for the whole test (JAX truncates it to float32 unless x64 is enabled)."""
-    if BACKEND == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 def numpy(x):

@@ -12,9 +12,8 @@ from conftest import to_numpy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # recipes/ is run from the repository root, not installed
 
-from recipes import adding_problem  # noqa: E402
-
-from kerasrnn.diagnostics import read_csv  # noqa: E402
+from kerasrnn.diagnostics import read_csv
+from recipes import adding_problem
 
 
 def test_generator_matches_the_benchmark_definition():

@@ -12,7 +12,6 @@ from extension_utils import (
     random_weights,
     save_and_load,
     weighted_sum,
-    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -236,9 +235,9 @@ def test_torch_multi_layer_kernel_matches_the_loop(make, padded, rng):
 def test_torch_multi_layer_kernel_is_refused_where_inexact():
     x = np.ones((2, 4, I), "float32")
     cases = [
-        (dict(dropout=0.3), dict(training=True), "dropout"),
-        (dict(residual=True), {}, "residual"),
-        (dict(), dict(mask=np.array([[1, 0, 1, 0], [1, 1, 1, 1]], bool)), "right-padded"),
+        ({"dropout": 0.3}, {"training": True}, "dropout"),
+        ({"residual": True}, {}, "residual"),
+        ({}, {"mask": np.array([[1, 0, 1, 0], [1, 1, 1, 1]], bool)}, "right-padded"),
     ]
     for options, call, reason in cases:
         deep = kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, **options)
@@ -251,7 +250,7 @@ def test_torch_multi_layer_kernel_is_refused_where_inexact():
         kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, residual=True, fused=True)(x)
 
 
-def test_gradients(rng, x64):
+def test_gradients(rng, float64):
     layers = [kerasrnn.GRU(U, dtype=GRAD_DTYPE), kerasrnn.LSTM(U, dtype=GRAD_DTYPE)]
     deep = kerasrnn.DeepRNN(layers, residual=True, dtype=GRAD_DTYPE)
     deep.build((None, None, I))

@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_numpy
+from conftest import to_numpy
 
 import kerasrnn
 from kerasrnn import diagnostics
@@ -57,7 +57,7 @@ def test_lstm_gradient_matches_finite_differences_of_the_numpy_reference(rng):
     def loss(b, t, delta):
         states = [np.zeros((1, units)), np.zeros((1, units))]
         for s in range(time):
-            h, states = reference.lstm_step(x[b : b + 1, s], states, kernel, recurrent, bias)
+            _h, states = reference.lstm_step(x[b : b + 1, s], states, kernel, recurrent, bias)
             if s == t:
                 states = [states[0] + delta, states[1]]
         return float(((states[0] @ w_out + b_out - y[b]) ** 2).sum())

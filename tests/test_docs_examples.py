@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.append(str(DOCS / "tools"))  # the docs build tools: markdown_blocks
 
-from markdown_blocks import iter_fences  # noqa: E402
+from markdown_blocks import iter_fences
 
 SKIP_MARKER = "<!-- docs-test: skip -->"
 RUNNABLE = {"python", "py", "pycon"}

@@ -22,8 +22,8 @@ from conftest import to_numpy
 
 from kerasrnn.testing import reference
 
-F32 = dict(rtol=1e-5, atol=1e-5)
-F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = {"rtol": 1e-5, "atol": 1e-5}
+F64 = {"rtol": 1e-10, "atol": 1e-12}
 
 
 def make(form, rng, dtype="float32", **kwargs):

@@ -9,7 +9,6 @@ from conftest import BACKEND, to_numpy
 from extension_utils import (
     random_weights,
     value_and_grads,
-    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -97,7 +96,7 @@ def test_gradients_match_torch(rng):
     np.testing.assert_allclose(ours, xt.grad.numpy(), atol=1e-5)
 
 
-def test_float64_module(rng, x64):
+def test_float64_module(rng, float64):
     module = torch.nn.GRU(I, H, batch_first=True).double()
     layer = interop.from_torch(module)
     assert layer.compute_dtype == "float64"

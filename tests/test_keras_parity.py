@@ -25,7 +25,7 @@ from conftest import BACKEND, to_numpy
 
 import kerasrnn
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 #: (kerasrnn class, keras class, keyword arguments): the Keras layers we mirror.
 PAIRS = {

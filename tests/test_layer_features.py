@@ -111,7 +111,7 @@ def test_dropout_inactive_at_inference_and_seeded(form, rng):
 
     plain = built(layer_class(UNITS, **kwargs))
     weights = [w.astype("float32") for w in random_weights(plain, rng)]
-    rates = dict(dropout=0.4, recurrent_dropout=0.4)
+    rates = {"dropout": 0.4, "recurrent_dropout": 0.4}
     a, b, c = make(1, **rates), make(1, **rates), make(2, **rates)
     x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
     want = to_numpy(plain(x))
@@ -237,22 +237,22 @@ def test_stateful_model_carries_state_in_compiled_predict(rng):
 
 
 # -------------------------------------------------------------------------- config
-NON_DEFAULT = dict(
-    units=7, activation="softsign", use_bias=False,
-    kernel_initializer="he_normal", recurrent_initializer="glorot_normal",
-    bias_initializer="ones", kernel_regularizer="l2", recurrent_regularizer="l1",
-    bias_regularizer=keras.regularizers.L1L2(0.01, 0.02), kernel_constraint="non_neg",
-    recurrent_constraint="max_norm", bias_constraint="unit_norm", dropout=0.25,
-    recurrent_dropout=0.125, seed=42,
-    return_sequences=True, return_state=True, go_backwards=True, stateful=True,
-    zero_output_for_mask=True, fused=False, hoist_inputs=True, name="custom_name",
-)
+NON_DEFAULT = {
+    "units": 7, "activation": "softsign", "use_bias": False,
+    "kernel_initializer": "he_normal", "recurrent_initializer": "glorot_normal",
+    "bias_initializer": "ones", "kernel_regularizer": "l2", "recurrent_regularizer": "l1",
+    "bias_regularizer": keras.regularizers.L1L2(0.01, 0.02), "kernel_constraint": "non_neg",
+    "recurrent_constraint": "max_norm", "bias_constraint": "unit_norm", "dropout": 0.25,
+    "recurrent_dropout": 0.125, "seed": 42,
+    "return_sequences": True, "return_state": True, "go_backwards": True, "stateful": True,
+    "zero_output_for_mask": True, "fused": False, "hoist_inputs": True, "name": "custom_name",
+}
 #: Options of the cell extensions (layer norm, zoneout, peepholes, projection), used for
 #: the classes that have them, so that this test keeps covering every argument.
-EXTENSIONS = dict(
-    layer_norm=True, layer_norm_epsilon=0.01, zoneout=0.1, use_peepholes=True, proj_size=3,
-    zoneout_cell=0.2,
-)
+EXTENSIONS = {
+    "layer_norm": True, "layer_norm_epsilon": 0.01, "zoneout": 0.1, "use_peepholes": True, "proj_size": 3,
+    "zoneout_cell": 0.2,
+}
 LAYER_SPECIFIC = {
     kerasrnn.SimpleRNN: {},
     kerasrnn.IRNN: {"gain": 0.5, "input_stddev": 0.01},

@@ -11,7 +11,6 @@ from extension_utils import (
     random_weights,
     save_and_load,
     weighted_sum,
-    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -155,7 +154,7 @@ def test_never_fused(kind):
 
 
 @pytest.mark.parametrize("kind", ["simple_rnn", "lstm", "gru_cho"])
-def test_gradients(kind, rng, x64):
+def test_gradients(kind, rng, float64):
     layer = _layer(kind, return_sequences=True, return_state=True, dtype=GRAD_DTYPE)
     layer.build((None, None, I))
     random_weights(layer, rng)

@@ -12,7 +12,6 @@ from extension_utils import (
     random_weights,
     save_and_load,
     weighted_sum,
-    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -35,11 +34,11 @@ def _reference(w, layer):
 
 
 OPTIONS = [
-    dict(use_peepholes=True),
-    dict(proj_size=P),
-    dict(use_peepholes=True, proj_size=P),
-    dict(use_peepholes=True, proj_size=P, layer_norm=True),
-    dict(proj_size=P, use_bias=False),
+    {"use_peepholes": True},
+    {"proj_size": P},
+    {"use_peepholes": True, "proj_size": P},
+    {"use_peepholes": True, "proj_size": P, "layer_norm": True},
+    {"proj_size": P, "use_bias": False},
 ]
 
 
@@ -132,7 +131,7 @@ def test_peepholes_are_never_fused():
 
 
 @pytest.mark.parametrize("options", [OPTIONS[2], OPTIONS[3]], ids=["peep,proj", "peep,proj,ln"])
-def test_gradients(options, rng, x64):
+def test_gradients(options, rng, float64):
     layer = kerasrnn.LSTM(U, return_sequences=True, return_state=True, dtype=GRAD_DTYPE, **options)
     layer.build((None, None, I))
     random_weights(layer, rng)

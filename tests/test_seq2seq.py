@@ -119,7 +119,7 @@ def test_beam_one_equals_greedy(rng):
         logits, states, weights = model.decoder.step(tokens, states, prepared, constants)
         return keras.ops.log_softmax(logits, axis=-1), states, weights
 
-    common = dict(batch_size=6, bos_id=2, eos_id=3, max_length=9)
+    common = {"batch_size": 6, "bos_id": 2, "eos_id": 3, "max_length": 9}
     g_tokens, g_weights = seq2seq.greedy_search(step_fn, states, prepared, **common)
     b_tokens, b_weights, _ = seq2seq.beam_search(step_fn, states, prepared, beam_size=1, alpha=0.6, **common)
     np.testing.assert_array_equal(b_tokens[:, : g_tokens.shape[1]], g_tokens)
@@ -145,7 +145,7 @@ def test_beam_search_finds_what_greedy_misses_and_freezes_finished():
     table[4, 1] = 1.0
     table[1, 1] = 1.0
     table = table / table.sum(1, keepdims=True)
-    common = dict(batch_size=1, bos_id=2, eos_id=1, max_length=6, pad_id=0)
+    common = {"batch_size": 1, "bos_id": 2, "eos_id": 1, "max_length": 6, "pad_id": 0}
     greedy, _ = seq2seq.greedy_search(_table_step(table), [], {}, **common)
     assert greedy.tolist()[0][:2] == [3, 3]
     tokens, _, score = seq2seq.beam_search(_table_step(table), [], {}, beam_size=2, alpha=0.0, **common)
@@ -162,7 +162,7 @@ def test_length_penalty_prefers_longer_hypotheses():
     table[3, 1], table[3, 3] = 0.9, 0.1
     table[1, 1] = 1.0
     table = table / table.sum(1, keepdims=True)
-    common = dict(batch_size=1, bos_id=2, eos_id=1, max_length=5, beam_size=2)
+    common = {"batch_size": 1, "bos_id": 2, "eos_id": 1, "max_length": 5, "beam_size": 2}
     short, _, _ = seq2seq.beam_search(_table_step(table), [], {}, alpha=0.0, **common)
     long, _, score = seq2seq.beam_search(_table_step(table), [], {}, alpha=1.0, **common)
     assert seq2seq.strip_after_eos(short, 1) == [[]]

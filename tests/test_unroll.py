@@ -3,7 +3,15 @@ structured sequences, eager == compiled, and a loop that stays linear in T on to
 
 import numpy as np
 import pytest
-from _util import BATCH, FEATURES, TIME, UNITS, both_directions, nonzero_uniform, random_mask
+from _util import (
+    BATCH,
+    FEATURES,
+    TIME,
+    UNITS,
+    both_directions,
+    nonzero_uniform,
+    random_mask,
+)
 from conftest import BACKEND, to_numpy
 from keras import ops
 
@@ -240,7 +248,7 @@ def test_torch_loop_never_indexes_the_sequence(weights, rng):
     step, _ = make_step(weights)
     x = torch.tensor(nonzero_uniform(rng, (BATCH, 40, FEATURES)), dtype=torch.float32, requires_grad=True)
     mask = torch.tensor(random_mask(rng, BATCH, 40, "arbitrary"))
-    last, outputs, states = unroll(step, x, zeros_states(), mask=mask, output_size=UNITS)
+    _last, outputs, states = unroll(step, x, zeros_states(), mask=mask, output_size=UNITS)
     nodes = _autograd_nodes((outputs.sum() + states[1].sum()).grad_fn)
     assert [type(n).__name__ for n in nodes].count("UnbindBackward0") == 1
     assert not _indexes_time_axis(nodes, 40)

@@ -10,7 +10,6 @@ from extension_utils import (
     check_gradients,
     random_weights,
     weighted_sum,
-    x64,  # noqa: F401 (a fixture)
 )
 
 import kerasrnn
@@ -152,7 +151,7 @@ def test_recurrent_dropout_mask_is_one_per_sequence():
     np.testing.assert_allclose(h, mask[:, None, :] ** np.arange(1, T + 1)[None, :, None], rtol=1e-6)
 
 
-def test_zoneout_gradients_in_training(rng, x64):
+def test_zoneout_gradients_in_training(rng, float64):
     """Gradients through the zoneout masks, replayed identically for each evaluation."""
     layer = kerasrnn.GRU(U, zoneout=0.5, seed=4, return_sequences=True, dtype=GRAD_DTYPE)
     layer.build((None, None, I))
@@ -172,11 +171,11 @@ def test_zoneout_gradients_in_training(rng, x64):
 @pytest.mark.parametrize(
     "options, error, match",
     [
-        (dict(zoneout=1.0), ValueError, "zoneout"),
-        (dict(zoneout=-0.1), ValueError, "zoneout"),
-        (dict(zoneout_cell=1.5), ValueError, "zoneout_cell"),
-        (dict(zoneout="half"), TypeError, "zoneout"),
-        (dict(recurrent_dropout=1.0), ValueError, "recurrent_dropout"),
+        ({"zoneout": 1.0}, ValueError, "zoneout"),
+        ({"zoneout": -0.1}, ValueError, "zoneout"),
+        ({"zoneout_cell": 1.5}, ValueError, "zoneout_cell"),
+        ({"zoneout": "half"}, TypeError, "zoneout"),
+        ({"recurrent_dropout": 1.0}, ValueError, "recurrent_dropout"),
     ],
 )
 def test_bad_rates(options, error, match):

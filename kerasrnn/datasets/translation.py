@@ -180,8 +180,8 @@ def split_pairs(source, target, fractions=(0.9, 0.05, 0.05), seed=0):
     [18, 1, 1]
     """
     order = np.random.default_rng(seed).permutation(len(source))
-    n_train = int(round(fractions[0] * len(source)))
-    n_val = int(round(fractions[1] * len(source)))
+    n_train = round(fractions[0] * len(source))
+    n_val = round(fractions[1] * len(source))
     cuts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     return {k: ([source[i] for i in idx], [target[i] for i in idx]) for k, idx in cuts.items()}
 

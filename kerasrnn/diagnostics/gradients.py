@@ -126,7 +126,7 @@ def _per_example_loss(model, loss):
                 "loss='mse'."
             )
     if isinstance(loss, (list, tuple, dict)):
-        raise ValueError(
+        raise TypeError(
             "`loss`: one loss for one output is supported; received "
             f"{type(loss).__name__}. Pass the loss of the output to diagnose."
         )

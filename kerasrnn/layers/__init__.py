@@ -8,13 +8,13 @@ from kerasrnn.layers.simple_rnn import IRNN, SimpleRNN, SimpleRNNCell
 from kerasrnn.layers.stacked import DeepRNN
 
 __all__ = [
-    "DeepRNN",
     "GRU",
-    "GRUCell",
     "IRNN",
     "LSTM",
-    "LSTMCell",
     "RNN",
+    "DeepRNN",
+    "GRUCell",
+    "LSTMCell",
     "RecurrentCell",
     "SimpleRNN",
     "SimpleRNNCell",

@@ -1,5 +1,7 @@
 """The base class of every kerasrnn cell: weights, dropout masks and the two-part step."""
 
+from typing import ClassVar
+
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
@@ -42,7 +44,7 @@ class RecurrentCell(keras.layers.Layer):
     #: What `step` passes to `record`: value name -> the name of the cell attribute
     #: holding the activation that produced it (`None`: unbounded, e.g. LSTM's `c`).
     #: `kerasrnn.diagnostics` reads it to find each value's saturation limits.
-    recorded_values = {}
+    recorded_values: ClassVar[dict] = {}
 
     @property
     def torch_gate_order(self):
@@ -298,7 +300,7 @@ class RecurrentCell(keras.layers.Layer):
     def fused_spec(self, constants, training=False):
         """A `kerasrnn.ops.fused.FusedSpec` if a backend kernel computes this cell
         exactly with these constants, else `None` with the reason in `self.unfused_reason`."""
-        return None
+        return
 
     # --------------------------------------------------------------------- config
     def get_config(self):

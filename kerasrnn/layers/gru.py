@@ -1,5 +1,7 @@
 """GRU cell and layer, in both forms: Cho et al. 2014 ("reset before") and Keras/cuDNN ("reset after")."""
 
+from typing import ClassVar
+
 import keras
 from keras import activations, ops
 
@@ -98,7 +100,7 @@ class GRUCell(RecurrentCell):
     #: torch.nn.GRU's gate blocks `r, z, n` as indices of ours (`z, r, h`).
     torch_gate_order = (1, 0, 2)
     gate_names = ("z", "r", "g")
-    recorded_values = {"z": "recurrent_activation", "r": "recurrent_activation", "g": "activation"}
+    recorded_values: ClassVar[dict] = {"z": "recurrent_activation", "r": "recurrent_activation", "g": "activation"}
 
     def __init__(
         self,

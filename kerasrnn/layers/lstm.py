@@ -1,5 +1,7 @@
 """LSTM cell and layer (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000)."""
 
+from typing import ClassVar
+
 import keras
 from keras import activations, ops
 
@@ -139,7 +141,7 @@ class LSTMCell(RecurrentCell):
 
     gates = 4
     gate_names = ("i", "f", "g", "o")
-    recorded_values = {
+    recorded_values: ClassVar[dict] = {
         "i": "recurrent_activation",
         "f": "recurrent_activation",
         "g": "activation",

@@ -1,5 +1,7 @@
 """SimpleRNN (Elman) cell and layer, and the IRNN recipe of Le, Jaitly & Hinton (2015)."""
 
+from typing import ClassVar
+
 import keras
 from keras import activations, ops
 
@@ -86,7 +88,7 @@ class SimpleRNNCell(RecurrentCell):
 
     gates = 1
     gate_names = ("h",)
-    recorded_values = {"h": "activation"}
+    recorded_values: ClassVar[dict] = {"h": "activation"}
 
     def layer_norm_sizes(self):
         return {"norm": self.units}

@@ -18,7 +18,7 @@ def on_accelerator(x):
         devices = getattr(x, "devices", None)
         try:
             platforms = {d.platform for d in devices()} if callable(devices) else None
-        except Exception:  # a tracer has no concrete placement
+        except Exception:  # noqa: BLE001 (a tracer has no concrete placement)
             platforms = None
         if not platforms:
             platforms = {jax.devices()[0].platform}

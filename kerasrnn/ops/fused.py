@@ -175,7 +175,11 @@ def _top_output(spec, new_states):
 
 def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_output):
     import torch
-    from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+    from torch.nn.utils.rnn import (
+        PackedSequence,
+        pack_padded_sequence,
+        pad_packed_sequence,
+    )
 
     if lengths is None:
         if go_backwards:
@@ -188,7 +192,7 @@ def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_ou
             last = out[:, -1]
         return last, (out if return_sequences else None), new_states
 
-    batch, steps = x.shape[0], x.shape[1]
+    steps = x.shape[1]
     time = torch.arange(steps, device=x.device)[None, :]
     lengths_ = lengths[:, None]
     if go_backwards:  # reverse each sequence within its own length

@@ -12,7 +12,12 @@ from kerasrnn.seq2seq.attention import BahdanauAttention, LuongAttention, masked
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, make_cell, reverse_padded
 from kerasrnn.seq2seq.model import MaskedSequenceLoss, Seq2Seq, masked_accuracy
-from kerasrnn.seq2seq.search import beam_search, greedy_search, length_penalty, strip_after_eos
+from kerasrnn.seq2seq.search import (
+    beam_search,
+    greedy_search,
+    length_penalty,
+    strip_after_eos,
+)
 
 __all__ = [
     "BahdanauAttention",

@@ -141,7 +141,7 @@ class Seq2Seq(keras.Model):
             logits, states, weights = self.decoder.step(tokens, states, prepared, cell_constants)
             return ops.log_softmax(ops.cast(logits, "float32"), axis=-1), states, weights
 
-        common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_length=max_length, pad_id=self.pad_id)
+        common = {"batch_size": batch, "bos_id": self.bos_id, "eos_id": self.eos_id, "max_length": max_length, "pad_id": self.pad_id}
         if beam_size == 1:
             tokens, weights = greedy_search(step_fn, states, prepared, **common)
         else:

@@ -8,11 +8,11 @@ cell (`kernel (input_dim, G*units)`, `recurrent_kernel (units, G*units)`, `bias`
 import numpy as np
 
 __all__ = [
+    "gru_step",
+    "lstm_step",
+    "run_sequence",
     "sigmoid",
     "simple_rnn_step",
-    "lstm_step",
-    "gru_step",
-    "run_sequence",
 ]
 
 
@@ -107,7 +107,7 @@ def run_sequence(step, x, initial_states, mask=None, go_backwards=False, zero_ou
 # ----------------------------------------------------------------------------------
 # Extensions (layer norm, peepholes, projection, zoneout): golden values of issue 3.
 
-__all__ += ["layer_norm", "simple_rnn_ln_step", "lstm_extended_step", "gru_ln_step", "zoneout_step"]
+__all__ += ["gru_ln_step", "layer_norm", "lstm_extended_step", "simple_rnn_ln_step", "zoneout_step"]
 
 
 def layer_norm(z, gamma, beta, epsilon=1e-3, groups=1):
