@@ -47,15 +47,17 @@ class Config:
     max_length: int = 400  # words kept per review
     truncate: str = "pre"  # "pre" keeps a long review's end (the verdict), "post" its start
     embedding_dim: int = 128
-    embedding_dropout: float = 0.2  # on the word vectors
+    word_dropout: float = 0.0  # fraction of whole words (their vectors) dropped
+    embedding_dropout: float = 0.2  # on single features of the word vectors
     dropout: float = 0.2  # on the recurrent layer's inputs (not its recurrent connection)
     head_dropout: float = 0.3  # on the pooled features, before Dense(1)
     batch_size: int = 64
     length_buckets: int = 8  # batches are cut to one of this many lengths (XLA compiles each)
     epochs: int = 4  # at most; early stopping may end sooner
-    learning_rate: float = 1e-3  # Adam
+    learning_rate: float = 1e-3  # Adam's initial step size
+    schedule: str = "cosine"  # "cosine" decays it to 0 over `epochs`; "constant" keeps it
     clipnorm: float = 1.0  # gradient-norm clipping (per variable, Keras `clipnorm`)
-    validation_fraction: float = 0.1  # of train, held out for early stopping
+    validation_fraction: float = 0.1  # of train, held out for early stopping (IMDB: unseen movies)
     patience: int = 1  # epochs without val_accuracy gain before stopping
     seed: int = 1337
     output: str = "runs/sentiment"  # checkpoints, model, vocabulary, results, plots
@@ -105,7 +107,7 @@ def check_config(config):
     """Clear errors for settings that would otherwise fail deep inside Keras."""
     choices = {
         "dataset": tuple(DATASET_DEFAULTS), "cell": ("lstm", "gru", "simple_rnn", "irnn"),
-        "pooling": ("max_mean", "last"), "truncate": ("pre", "post"),
+        "pooling": ("max_mean", "last"), "truncate": ("pre", "post"), "schedule": ("cosine", "constant"),
         "backend": ("jax", "tensorflow", "torch"),
     }
     for name, options in choices.items():
@@ -152,11 +154,23 @@ from kerasrnn.datasets import (  # noqa: E402
 # the recurrent layer does not spend most of its steps on padding.
 # ------------------------------------------------------------------------------
 def load_reviews(config):
-    """`(train_texts, train_labels), (test_texts, test_labels)` for `config.dataset`."""
+    """`(train_texts, train_labels, train_groups), (test_texts, test_labels)`.
+
+    Reviews of one group stay on one side of the validation split. IMDB's test set
+    reviews other movies than its training set; its review ids run movie by movie, so
+    blocks of 250 consecutive ids (about ten films) make a validation set of mostly
+    unseen movies too. Otherwise every review is its own group.
+    """
     if config.smoke:
-        return generated_reviews(512, seed=config.seed), generated_reviews(256, seed=config.seed + 1)
-    loader = {"imdb": load_imdb, "mr": load_mr}[config.dataset]
-    return loader(config.data or None)
+        (train_texts, train_labels), test = (
+            generated_reviews(512, seed=config.seed), generated_reviews(256, seed=config.seed + 1)
+        )
+        return (train_texts, train_labels, np.arange(len(train_texts))), test
+    if config.dataset == "imdb":
+        (texts, labels, ids), (test_texts, test_labels, _) = load_imdb(config.data or None, return_ids=True)
+        return (texts, labels, labels * 10**6 + ids // 250), (test_texts, test_labels)
+    (texts, labels), test = load_mr(config.data or None)
+    return (texts, labels, np.arange(len(texts))), test
 
 
 def generated_reviews(n, seed=0):
@@ -175,11 +189,16 @@ def generated_reviews(n, seed=0):
     return texts, np.array(labels, dtype="int32")
 
 
-def split_validation(texts, labels, fraction, seed):
-    """Holds out a seeded random `fraction` of the training reviews for validation."""
-    order = np.random.default_rng(seed).permutation(len(texts))
-    n_val = int(round(fraction * len(texts)))
-    val, train = order[:n_val], order[n_val:]
+def split_validation(texts, labels, groups, fraction, seed):
+    """Holds out seeded random groups holding `fraction` of each class's reviews."""
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(texts), dtype=bool)
+    for label in np.unique(labels):
+        names, sizes = np.unique(groups[labels == label], return_counts=True)
+        order = rng.permutation(len(names))
+        n_groups = np.searchsorted(np.cumsum(sizes[order]), fraction * sizes.sum()) + 1
+        is_val |= np.isin(groups, names[order[:n_groups]]) & (labels == label)
+    train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     return ([texts[i] for i in train], labels[train]), ([texts[i] for i in val], labels[val])
 
 
@@ -281,14 +300,16 @@ RECURRENT_LAYERS = {
 }
 
 
-def build_model(config):
-    """Word ids `(batch, time)` → logit of "positive" `(batch, 1)`."""
+def build_model(config, steps_per_epoch):
+    """Word ids `(batch, time)` → logit of "positive" `(batch, 1)`, compiled."""
     seed = config.seed
     ids = keras.Input(shape=(None,), dtype="int32", name="word_ids")
     x = keras.layers.Embedding(
         config.vocab_size, config.embedding_dim, mask_zero=True,
         embeddings_initializer="glorot_uniform", name="embedding",
     )(ids)
+    if config.word_dropout:
+        x = keras.layers.Dropout(config.word_dropout, noise_shape=(None, None, 1), seed=seed + 3, name="word_dropout")(x)
     x = keras.layers.Dropout(config.embedding_dropout, seed=seed, name="embedding_dropout")(x)
     rnn = RECURRENT_LAYERS[config.cell](
         config.units,
@@ -306,8 +327,13 @@ def build_model(config):
     x = keras.layers.Dropout(config.head_dropout, seed=seed + 2, name="head_dropout")(x)
     logit = keras.layers.Dense(1, kernel_initializer="glorot_uniform", name="logit")(x)
     model = keras.Model(ids, logit, name=f"sentiment_{config.cell}")
+    learning_rate = config.learning_rate
+    if config.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=config.epochs * steps_per_epoch
+        )
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm or None),
+        optimizer=keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm or None),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
     )
@@ -332,23 +358,24 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        state = self.state
+        state, before = self.state, dict(self.state)
         logs = {**logs, "seconds": time.time() - self.started}
         for key, value in logs.items():
             state["history"].setdefault(key, []).append(float(value))
+        # New files first, under new names; state.json, written last, switches to them.
         if logs["val_accuracy"] > state["best"]:
             state.update(best=float(logs["val_accuracy"]), best_epoch=epoch + 1, wait=0)
-            self.model.save_weights(os.path.join(self.directory, "best.weights.h5"))
+            state["best_weights"] = f"best-epoch-{epoch + 1:03d}.weights.h5"
+            self.model.save_weights(os.path.join(self.directory, state["best_weights"]))
         else:
             state["wait"] += 1
         state["epoch"] = epoch + 1
-        model_path = os.path.join(self.directory, f"epoch-{epoch + 1:03d}.keras")
-        self.model.save(model_path)
-        state["model"] = os.path.basename(model_path)
+        state["model"] = f"epoch-{epoch + 1:03d}.keras"
+        self.model.save(os.path.join(self.directory, state["model"]))
         _write_json(os.path.join(self.directory, "state.json"), state)
-        previous = os.path.join(self.directory, f"epoch-{epoch:03d}.keras")
-        if os.path.exists(previous):
-            os.remove(previous)
+        for key in ("model", "best_weights"):
+            if before.get(key) not in (None, state[key]):
+                os.remove(os.path.join(self.directory, before[key]))
         if state["wait"] >= self.patience:
             print(f"Early stopping: val_accuracy has not improved for {state['wait']} epoch(s).")
             self.model.stop_training = True
@@ -383,7 +410,7 @@ def run(config, callbacks=()):
             f"{config.backend!r}: set KERAS_BACKEND={config.backend} before importing keras."
         )
     check_config(config)
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     load_at_start = os.getloadavg()
     os.makedirs(config.output, exist_ok=True)
     checkpoints = os.path.join(config.output, "checkpoints")
@@ -394,11 +421,11 @@ def run(config, callbacks=()):
 
     # Data.
     try:
-        (train_texts, train_labels), (test_texts, test_labels) = load_reviews(config)
+        (train_texts, train_labels, groups), (test_texts, test_labels) = load_reviews(config)
     except (FileNotFoundError, ValueError) as err:  # a bad --data path: say so, briefly
         raise SystemExit(f"error: --data: {err}") from None
     (train_texts, train_labels), (val_texts, val_labels) = split_validation(
-        train_texts, train_labels, config.validation_fraction, config.seed
+        train_texts, train_labels, groups, config.validation_fraction, config.seed
     )
     vocabulary_path = os.path.join(config.output, "vocabulary.json")
     if config.resume and os.path.exists(vocabulary_path):
@@ -423,7 +450,7 @@ def run(config, callbacks=()):
     # Model: a fresh one, or the checkpoint with its optimizer state.
     model, state = load_checkpoint(checkpoints) if config.resume else (None, None)
     if model is None:
-        model, state = build_model(config), None
+        model, state = build_model(config, steps_per_epoch=len(train)), None
     else:
         print(f"Resuming after epoch {state['epoch']} (best val_accuracy {state['best']:.4f}).")
     model.summary()
@@ -447,7 +474,7 @@ def run(config, callbacks=()):
             ],
         )
     state = checkpoint.state
-    model.load_weights(os.path.join(checkpoints, "best.weights.h5"))  # early stopping's pick
+    model.load_weights(os.path.join(checkpoints, state["best_weights"]))  # early stopping's pick
     model.save(os.path.join(config.output, "model.keras"))
 
     # Evaluate on the test set, once, with the best-on-validation weights.
@@ -473,6 +500,7 @@ def run(config, callbacks=()):
         "best_epoch": state["best_epoch"],
         "best_val_accuracy": state["best"],
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_started,  # all threads; wall ≫ cpu/cores = contention
         "train_seconds_all_runs": float(sum(state["history"].get("seconds", []))),
         "resumed": bool(config.resume and initial_epoch > 0),
         "backend": keras.backend.backend(),

@@ -71,6 +71,8 @@ def test_imdb_from_folder(tmp_path):
     base = _write_folder(tmp_path)
     _check_imdb(load_imdb(base))
     _check_imdb(load_imdb(tmp_path))  # the folder that holds aclImdb/ works too
+    (_, _, train_ids), (_, _, test_ids) = load_imdb(base, return_ids=True)
+    assert train_ids.tolist() == [0, 2, 10] and test_ids.tolist() == [1, 3, 5]
 
 
 def test_imdb_from_tarball_streams_members(tmp_path):

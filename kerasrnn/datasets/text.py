@@ -37,7 +37,7 @@ _IMDB_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/([^/]+\.txt)$")
 
 
 # ------------------------------------------------------------------------------ IMDB
-def load_imdb(path=None, *, cache_dir=None):
+def load_imdb(path=None, *, return_ids=False, cache_dir=None):
     """The Large Movie Review Dataset (IMDB): 25,000 train and 25,000 test reviews.
 
     Reads the Stanford `aclImdb` layout (`{train,test}/{pos,neg}/<id>_<rating>.txt`)
@@ -48,12 +48,18 @@ def load_imdb(path=None, *, cache_dir=None):
         path: the `aclImdb` folder (or a folder holding it), or the
             `aclImdb_v1.tar.gz` archive. `None` downloads the archive once from
             `IMDB_URL` with `keras.utils.get_file` and reuses the cached copy.
+        return_ids: also return each review's id (the `<id>` of its file name).
+            Ids follow the order in which reviews were collected, movie by movie:
+            neighbouring ids of one class mostly review the same film, so holding
+            out blocks of consecutive ids gives a validation set with (nearly) unseen
+            movies, as the test set has.
         cache_dir: where `keras.utils.get_file` caches the download (default
             `~/.keras`).
 
     Returns:
         `((train_texts, train_labels), (test_texts, test_labels))`: lists of `str` and
-        `int32` arrays (1 = positive, 0 = negative), ordered by split, label, file name.
+        `int32` arrays (1 = positive, 0 = negative), ordered by split, label, file name;
+        with `return_ids`, `(texts, labels, ids)` for each split.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -86,7 +92,8 @@ def load_imdb(path=None, *, cache_dir=None):
         reviews = _imdb_from_folder(path)
     else:
         reviews = _imdb_from_archive(path)
-    return tuple(_imdb_split(reviews, split, path) for split in ("train", "test"))
+    splits = tuple(_imdb_split(reviews, split, path) for split in ("train", "test"))
+    return splits if return_ids else tuple(split[:2] for split in splits)
 
 
 def _imdb_from_folder(path):
@@ -136,16 +143,18 @@ def _imdb_split(reviews, split, path):
         )
     texts = [r[3] for r in rows]
     labels = np.array([_LABELS[r[1]] for r in rows], dtype="int32")
-    return texts, labels
+    ids = np.array([_review_id(r[2]) for r in rows], dtype="int64")
+    return texts, labels, ids
+
+
+def _review_id(name):
+    """The `<id>` of `<id>_<rating>.txt` (-1 for other names)."""
+    head = name.split("_")[0]
+    return int(head) if head.isdigit() else -1
 
 
 def _file_key(name):
-    """Numeric order of `<id>_<rating>.txt` names (lexicographic for other names)."""
-    stem = name[: -len(".txt")]
-    parts = stem.split("_")
-    if all(p.isdigit() for p in parts):
-        return (0, tuple(int(p) for p in parts), "")
-    return (1, (), stem)
+    return (_review_id(name), name)
 
 
 # -------------------------------------------------------------------------------- MR
