@@ -3,10 +3,12 @@
     nox -s tests                      # all three backends on the CPU
     nox -s "tests(backend='jax')"     # one backend
     nox -s bench -- --cells lstm      # benchmark (not part of the tests)
+    nox -s docs                       # build the site strictly, check it in a browser
     nox --no-venv -s "gpu(backend='torch')"   # in an existing environment with a GPU
 """
 
 import os
+import sys
 
 import nox
 
@@ -18,7 +20,10 @@ BACKENDS = ["tensorflow", "jax", "torch"]
 # tensorflow-cpu likewise. Every test session installs all three backends, because the
 # parity tests compare with torch.nn and the save/load tests cross backends.
 CPU_BACKEND_PACKAGES = ["tensorflow-cpu", "jax", "torch==2.13.0"]
-TEST_PACKAGES = ["pytest>=8", "numpy", "matplotlib"]
+TEST_PACKAGES = [
+    "pytest>=8", "numpy", "matplotlib", "sentencepiece", "sacrebleu", "statsmodels",
+    "scikit-learn",
+]
 
 
 def _env(backend):
@@ -49,8 +54,13 @@ def gpu(session, backend):
     where the backend and keras are already installed and a GPU is visible; it fails,
     rather than skips, when the backend sees no GPU.
     """
-    env = {"KERAS_BACKEND": backend, "KERASRNN_REQUIRE_GPU": "1", "PYTHONPATH": os.getcwd()}
-    session.run("python", "-m", "pytest", "-q", *session.posargs, env=env)
+    env = {
+        "KERAS_BACKEND": backend,
+        "KERASRNN_REQUIRE_GPU": "1",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # leave GPU memory for torch in-process
+        "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p),
+    }
+    session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, env=env, external=True)
 
 
 @nox.session(default=False)
@@ -60,6 +70,22 @@ def bench(session, backend):
     session.install(*CPU_BACKEND_PACKAGES)
     session.install("-e", ".")
     session.run("python", "benchmarks/rnn_bench.py", *session.posargs, env=_env(backend))
+
+
+@nox.session(default=False)
+def docs(session):
+    """Build the site with `mkdocs build --strict`, then check it in headless Chromium.
+
+    The figures of the Concepts pages are drawn by the package on JAX (the one backend
+    installed here). Any warning fails the build: a broken link or anchor, a missing
+    reference, a docstring that does not parse, a missing results file. The browser
+    check (docs/tools/check_render.py) skips where no Chromium is installed.
+    """
+    session.install("-e", ".[docs]", "jax")
+    env = _env("jax")
+    env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+    session.run("python", "docs/tools/check_render.py", "site", env=env)
 
 
 @nox.session(default=False)

@@ -66,11 +66,14 @@ def contenders(cell, shape, variants):
     if keras.backend.backend() == "torch":
         import torch
 
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # where Keras puts tensors
         module = getattr(torch.nn, TORCH_NAMES[cell])(shape["features"], units, batch_first=True)
         head = torch.nn.Linear(units, 1)
+        module.to(device)
+        head.to(device)
         params = list(module.parameters()) + list(head.parameters())
         opt = torch.optim.Adam(params, lr=1e-3)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
         def torch_train():
             opt.zero_grad()
@@ -78,12 +81,12 @@ def contenders(cell, shape, variants):
             loss = torch.nn.functional.mse_loss(head(seq[:, -1]), yt)
             loss.backward()
             opt.step()
-            return loss
+            return loss.item()  # waits for the device, as train_on_batch does
 
         def torch_infer():
             with torch.no_grad():
                 seq, _ = module(xt)
-                return head(seq[:, -1])
+                return head(seq[:, -1]).cpu()
 
         out["torch.nn"] = (torch_train, torch_infer)
     return out

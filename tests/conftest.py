@@ -1,6 +1,9 @@
 """Shared fixtures. The backend is chosen by KERAS_BACKEND before Keras is imported."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -9,6 +12,19 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
+
+if BACKEND == "jax" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    # Eager `lax.scan` compiles its body on every layer call (~0.4 s here), and most
+    # tests compile programs another test already compiled. JAX's persistent cache,
+    # keyed by the program, turns those into lookups: the suite runs several times
+    # faster. A fresh directory per session (removed at exit): nothing stale is read.
+    import jax
+
+    _cache_dir = tempfile.mkdtemp(prefix="kerasrnn-jax-")
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", _cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
@@ -49,6 +65,18 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def float64():
+    """Lets the backend compute in float64 during the test (JAX needs `jax_enable_x64`)."""
+    if BACKEND == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
 
 
 @pytest.fixture

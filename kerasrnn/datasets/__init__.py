@@ -1,5 +1,6 @@
-"""Data sets for the recipes: loaders that return plain arrays, and their tokenizers."""
+"""Data for the recipes: loaders and generators (NumPy out; downloads only when asked)."""
 
+from kerasrnn.datasets import digits, text, timeseries, translation
 from kerasrnn.datasets.text import (
     encode_texts,
     load_imdb,
@@ -9,3 +10,29 @@ from kerasrnn.datasets.text import (
     save_vectorizer,
     standardize_review,
 )
+from kerasrnn.datasets.translation import (
+    SubwordTokenizer,
+    TranslationBatches,
+    load_multi30k,
+    load_parallel_files,
+    load_parallel_tsv,
+)
+
+__all__ = [
+    "SubwordTokenizer",
+    "TranslationBatches",
+    "digits",
+    "encode_texts",
+    "load_imdb",
+    "load_mr",
+    "load_multi30k",
+    "load_parallel_files",
+    "load_parallel_tsv",
+    "load_vectorizer",
+    "make_vectorizer",
+    "save_vectorizer",
+    "standardize_review",
+    "text",
+    "timeseries",
+    "translation",
+]

@@ -4,6 +4,7 @@ import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
 from kerasrnn.layers import _checks
+from kerasrnn.ops.math import matmul
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -167,7 +168,7 @@ class RecurrentCell(keras.layers.Layer):
             if len(inputs.shape) == 3:
                 mask = ops.expand_dims(mask, 1)  # one mask for every time step
             inputs = inputs * mask
-        z = ops.matmul(inputs, constants["kernel"])
+        z = matmul(inputs, constants["kernel"])
         bias = self.input_bias(constants)
         if bias is not None:
             z = z + bias

@@ -7,6 +7,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -41,9 +42,12 @@ class GRUCell(RecurrentCell):
         activation: the `tanh` of `g_t` (default `"tanh"`).
         recurrent_activation: the `σ` of the gates (default `"sigmoid"`).
         reset_after: which form (default True, the Keras/cuDNN form).
-        use_bias, kernel_initializer ("glorot_uniform"), recurrent_initializer
-            ("orthogonal"), bias_initializer ("zeros"), regularizers, constraints,
-            dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
+        use_bias: whether to add the biases.
+        kernel_initializer, recurrent_initializer, bias_initializer: as in
+            `SimpleRNNCell` (defaults "glorot_uniform", "orthogonal", "zeros").
+        kernel_regularizer, recurrent_regularizer, bias_regularizer: regularizers.
+        kernel_constraint, recurrent_constraint, bias_constraint: constraints.
+        dropout, recurrent_dropout, seed: as in `SimpleRNNCell`.
 
     Call arguments:
         inputs: `(batch, input_dim)`; states: `[h_{t-1}]`; training: bool.
@@ -107,18 +111,18 @@ class GRUCell(RecurrentCell):
         h_in = self.recurrent_input(h_prev, constants)
         x_z, x_r, x_g = ops.split(projected, 3, axis=-1)
         if self.reset_after:
-            rec = ops.matmul(h_in, constants["recurrent_kernel"])
+            rec = matmul(h_in, constants["recurrent_kernel"])
             if constants["recurrent_bias"] is not None:
                 rec = rec + constants["recurrent_bias"]
             rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            g = self.activation(x_g + r * rec_g)
+            g = activate(self.activation, x_g + r * rec_g)
         else:
-            rec_z, rec_r = ops.split(ops.matmul(h_in, constants["recurrent_zr"]), 2, axis=-1)
+            rec_z, rec_r = ops.split(matmul(h_in, constants["recurrent_zr"]), 2, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
-            g = self.activation(x_g + ops.matmul(r * h_in, constants["recurrent_g"]))
+            g = activate(self.activation, x_g + matmul(r * h_in, constants["recurrent_g"]))
         h = z * h_prev + (1.0 - z) * g
         return h, [h]
 
@@ -160,7 +164,7 @@ class GRU(CellLayer):
 
     On torch, `fused="auto"` runs `torch._VF.gru` (the kernel of `torch.nn.GRU`, the
     reset-after form) when `reset_after=True`, activations are `tanh`/`sigmoid`, and
-    there is no mask and no recurrent dropout.
+    there is no recurrent dropout and the mask, if any, is right-padded.
 
     Example:
 

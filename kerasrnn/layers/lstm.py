@@ -8,6 +8,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -97,14 +98,14 @@ class LSTMCell(RecurrentCell):
 
     def step(self, projected, states, constants):
         h_prev, c_prev = states
-        z = projected + ops.matmul(self.recurrent_input(h_prev, constants), constants["recurrent_kernel"])
+        z = projected + matmul(self.recurrent_input(h_prev, constants), constants["recurrent_kernel"])
         z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
         i = self.recurrent_activation(z_i)
         f = self.recurrent_activation(z_f)
-        g = self.activation(z_g)
+        g = activate(self.activation, z_g)
         o = self.recurrent_activation(z_o)
         c = f * c_prev + i * g
-        h = o * self.activation(c)
+        h = o * activate(self.activation, c)
         return h, [h, c]
 
     def fused_spec(self, constants, training=False):
@@ -135,8 +136,9 @@ class LSTM(CellLayer):
     same function.
 
     On torch, `fused="auto"` runs `torch._VF.lstm` (the kernel of `torch.nn.LSTM`)
-    whenever it computes the same function: `tanh`/`sigmoid` activations, no mask, no
-    recurrent dropout.
+    whenever it computes the same function: `tanh`/`sigmoid` activations, no recurrent
+    dropout, and no mask or a right-padded one (from `Embedding(mask_zero=True)`; run as
+    a packed sequence).
 
     Example:
 

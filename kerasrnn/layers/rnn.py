@@ -9,7 +9,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.ops import unroll
 from kerasrnn.ops.device import on_accelerator
-from kerasrnn.ops.fused import run_fused
+from kerasrnn.ops.fused import right_padded_lengths, run_fused
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -156,6 +156,19 @@ class RNN(keras.layers.Layer):
 
     reset_state = reset_states
 
+    def set_weights(self, weights):
+        """Sets the weights; a stateful layer also takes just its cell's weights.
+
+        The states of a stateful layer are non-trainable weights here (so JAX's
+        compiled training carries them), whereas `keras.layers.RNN` keeps them out
+        of `get_weights()`: a list from a Keras layer, or from a stateless twin,
+        sets the cell's weights and leaves the states as they are.
+        """
+        if self.states is not None and len(weights) == len(self.cell.weights):
+            self.cell.set_weights(weights)
+        else:
+            super().set_weights(weights)
+
     # --------------------------------------------------------------------- call
     def call(self, sequences, initial_state=None, mask=None, training=False):
         _check_rank(self, tuple(sequences.shape))
@@ -171,11 +184,16 @@ class RNN(keras.layers.Layer):
         mask = _check_mask(self, mask, sequences)
         constants = self.cell.loop_constants(sequences, training)
 
-        spec = self._fused_spec(constants, mask, sequences, training)
+        spec, lengths = self._fused_spec(constants, mask, sequences, training)
         if spec is not None:
+            if constants["input_mask"] is not None:
+                # The kernel applies the input weights itself: the input dropout mask
+                # (one per sequence) goes on before it, as in `project_inputs`.
+                sequences = sequences * ops.expand_dims(constants["input_mask"], 1)
             last, outputs, states = run_fused(
-                spec, sequences, states,
+                spec, sequences, states, lengths=lengths,
                 go_backwards=self.go_backwards, return_sequences=self.return_sequences,
+                zero_output_for_mask=self.zero_output_for_mask,
             )
         else:
             cell = self.cell
@@ -246,14 +264,15 @@ class RNN(keras.layers.Layer):
         return HOIST_DEFAULTS.get(key, True)
 
     def _fused_spec(self, constants, mask, sequences, training):
-        spec, reason = None, None
+        """`(FusedSpec, lengths)` when a fused kernel computes this call exactly."""
+        spec, reason, lengths = None, None, None
         backend = keras.backend.backend()
         if self.fused is False:
             reason = "fused=False"
         elif backend != "torch":
             reason = f"no fused kernel is used on the {backend} backend"
-        elif mask is not None:
-            reason = "a mask is given"
+        elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
+            reason = "the mask is not right-padded (or a sequence is fully masked)"
         elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
             reason = f"{sequences.dtype} on CPU"
         else:
@@ -267,7 +286,7 @@ class RNN(keras.layers.Layer):
             )
         self.last_path = f"fused:torch._VF.{spec.mode.lower()}" if spec else "kerasrnn.ops.unroll"
         self.last_path_reason = reason
-        return spec
+        return spec, lengths
 
     # ------------------------------------------------------------------- config
     def get_config(self):
@@ -365,4 +384,6 @@ def _check_mask(layer, mask, sequences):
             f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
             f"received {shape}."
         )
-    return mask
+    # `call` may get a NumPy mask (from `stateless_call`, or called directly); the loop
+    # and the fused path's length check take backend tensors.
+    return ops.convert_to_tensor(mask)

@@ -6,6 +6,7 @@ from keras import activations, ops
 from kerasrnn.layers.cell import RecurrentCell, common_fused_reason
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -61,8 +62,9 @@ class SimpleRNNCell(RecurrentCell):
     gates = 1
 
     def step(self, projected, states, constants):
-        h = self.activation(
-            projected + ops.matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
+        h = activate(
+            self.activation,
+            projected + matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
         )
         return h, [h]
 
@@ -89,7 +91,8 @@ class SimpleRNN(CellLayer):
     `stateful`, `zero_output_for_mask`, `fused`, `hoist_inputs`).
 
     On torch, `fused="auto"` runs `torch._VF.rnn_tanh`/`rnn_relu` (the kernels of
-    `torch.nn.RNN`) when there is no mask and no recurrent dropout.
+    `torch.nn.RNN`) when there is no recurrent dropout and the mask, if any, is
+    right-padded (run as a packed sequence).
 
     Example:
 

@@ -243,7 +243,7 @@ def _unroll_generic(call_step, seqs, states, mask, return_sequences, zero_out, o
 
     def body(carry, inp):
         states, prev = carry
-        xs_t, mask_t = inp
+        xs_t, mask_t = inp if m is not None else (inp, None)
         output, new_states = call_step(xs_t, states)
         if m is not None:
             output, new_states = _masked(
@@ -251,6 +251,7 @@ def _unroll_generic(call_step, seqs, states, mask, return_sequences, zero_out, o
             )
         return (new_states, output), output
 
-    (states, last), ys = ops.scan(body, (states, out0), (xs, m))
+    # Without a mask scan over the inputs alone: `keras.ops.scan` cannot slice a None.
+    (states, last), ys = ops.scan(body, (states, out0), (xs, m) if m is not None else xs)
     outputs = ops.moveaxis(ys, 0, 1) if return_sequences else None
     return last, outputs, states

@@ -1,0 +1,32 @@
+"""Encoder–decoder (sequence-to-sequence) models with attention, and their decoding.
+
+- `Encoder`: stacked, optionally bidirectional kerasrnn layers over the source.
+- `Decoder`: a kerasrnn cell over the target with `BahdanauAttention` (inside the
+  recurrence) or `LuongAttention` (after it), teacher forcing (`call`) and one-step
+  decoding (`step`).
+- `Seq2Seq`: embeddings + encoder + decoder as a `keras.Model`, with `translate`.
+- `greedy_search`, `beam_search` (GNMT length penalty), `length_penalty`.
+"""
+
+from kerasrnn.seq2seq.attention import BahdanauAttention, LuongAttention, masked_softmax
+from kerasrnn.seq2seq.decoder import Decoder
+from kerasrnn.seq2seq.encoder import Encoder, make_cell, reverse_padded
+from kerasrnn.seq2seq.model import MaskedSequenceLoss, Seq2Seq, masked_accuracy
+from kerasrnn.seq2seq.search import beam_search, greedy_search, length_penalty, strip_after_eos
+
+__all__ = [
+    "BahdanauAttention",
+    "Decoder",
+    "Encoder",
+    "LuongAttention",
+    "MaskedSequenceLoss",
+    "Seq2Seq",
+    "beam_search",
+    "greedy_search",
+    "length_penalty",
+    "make_cell",
+    "masked_accuracy",
+    "masked_softmax",
+    "reverse_padded",
+    "strip_after_eos",
+]

@@ -1,0 +1,234 @@
+"""`Seq2Seq`: embeddings + `Encoder` + `Decoder`, trained with teacher forcing, decoded by search."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasrnn.layers import _checks
+from kerasrnn.seq2seq.decoder import Decoder
+from kerasrnn.seq2seq.encoder import Encoder, deserialize_cell, serialize_cell
+from kerasrnn.seq2seq.search import beam_search, greedy_search, strip_after_eos
+
+__all__ = ["MaskedSequenceLoss", "Seq2Seq", "masked_accuracy"]
+
+_register = keras.saving.register_keras_serializable(package="kerasrnn")
+
+
+@_register
+class Seq2Seq(keras.Model):
+    r"""Encoder–decoder translation model (Sutskever et al. 2014; Cho et al. 2014).
+
+    `Seq2Seq((source, target_in))` returns the teacher-forced logits
+    `(batch, target, target_vocab)`: `P(y_t | y_{<t}, x)` with the true previous tokens
+    fed in (`target_in` = BOS followed by the target). `translate` decodes new sentences
+    greedily or with beam search, one decoder-cell step per token.
+
+    Token id conventions: `pad_id` (default 0) pads both sides and is masked out of the
+    attention; every target starts with `bos_id` and ends with `eos_id`.
+
+    Args:
+        source_vocab_size, target_vocab_size: vocabulary sizes.
+        embedding_dim: size of both embeddings.
+        encoder_units: units of each encoder RNN (per direction).
+        decoder_units: units of the decoder cell.
+        cell: `"gru"` (default), `"lstm"`, `"simple"` or a kerasrnn cell template, for
+            both the encoder and the decoder.
+        num_layers: stacked encoder layers.
+        bidirectional: bidirectional encoder (default True).
+        attention: `"luong"` (default), `"bahdanau"` or `"none"`; see `Decoder`.
+        score: Luong score, `"general"` or `"dot"`.
+        dropout: dropout on the embeddings, between encoder layers and before the output.
+        pad_id, bos_id, eos_id: special token ids.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = Seq2Seq(20, 20, embedding_dim=8, encoder_units=8, decoder_units=8)
+    >>> source = np.array([[5, 6, 7, 3], [8, 9, 3, 0]])
+    >>> logits = model((source, np.full((2, 4), 2)))
+    >>> tuple(logits.shape)
+    (2, 4, 20)
+    >>> tokens, weights = model.translate(source, beam_size=3, max_length=6)
+    >>> len(tokens), weights[1].shape[1]
+    (2, 4)
+
+    Reference:
+        Sutskever, Vinyals & Le, "Sequence to Sequence Learning with Neural Networks",
+        NeurIPS 2014; Cho et al., EMNLP 2014; Bahdanau et al., ICLR 2015; Luong et al.,
+        EMNLP 2015.
+    """
+
+    def __init__(
+        self,
+        source_vocab_size,
+        target_vocab_size,
+        embedding_dim=256,
+        encoder_units=256,
+        decoder_units=512,
+        cell="gru",
+        num_layers=1,
+        bidirectional=True,
+        attention="luong",
+        score="general",
+        dropout=0.0,
+        pad_id=0,
+        bos_id=2,
+        eos_id=3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.source_vocab_size = _checks.positive_int("source_vocab_size", source_vocab_size)
+        self.target_vocab_size = _checks.positive_int("target_vocab_size", target_vocab_size)
+        self.embedding_dim = _checks.positive_int("embedding_dim", embedding_dim)
+        self.cell_spec = deserialize_cell(cell)
+        self.dropout_rate = _checks.rate("dropout", dropout)
+        self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
+        self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim, name="source_embedding")
+        self.drop = keras.layers.Dropout(self.dropout_rate)
+        self.encoder = Encoder(
+            encoder_units, cell=self.cell_spec, num_layers=num_layers, bidirectional=bidirectional,
+            dropout=self.dropout_rate, name="encoder",
+        )
+        self.decoder = Decoder(
+            target_vocab_size, decoder_units, embedding_dim=embedding_dim, cell=self.cell_spec,
+            attention=attention, score=score, dropout=self.dropout_rate, name="decoder",
+        )
+
+    def build(self, input_shape=None):
+        self.source_embedding.build((None, None))
+        self.encoder.build((None, None, self.embedding_dim))
+        dim = self.encoder.output_dim
+        self.decoder.build((None, None), (None, None, dim), (None, dim))
+        self.built = True
+
+    def encode(self, source, training=False):
+        """`(memory, mask, summary)` for int `source (batch, source_len)`."""
+        source = ops.convert_to_tensor(source, "int32")
+        mask = ops.not_equal(source, self.pad_id)
+        embedded = self.drop(self.source_embedding(source), training=training)
+        memory, summary = self.encoder(embedded, mask=mask, training=training)
+        return memory, mask, summary
+
+    def call(self, inputs, training=False):
+        source, target_in = inputs
+        memory, mask, summary = self.encode(source, training=training)
+        target_in = ops.convert_to_tensor(target_in, "int32")
+        return self.decoder(target_in, memory, summary, memory_mask=mask, training=training)
+
+    def translate(self, source, beam_size=1, max_length=None, alpha=0.6):
+        """Decodes int `source (batch, source_len)` (eagerly, one cell step per token).
+
+        Args:
+            source: padded source ids (NumPy or tensor).
+            beam_size: 1 for greedy search, more for beam search.
+            max_length: most target tokens (default `2 · source_len + 10`).
+            alpha: length-penalty exponent of the beam search (`length_penalty`).
+
+        Returns:
+            `(tokens, weights)`: a list of token-id lists (without BOS/EOS/padding) and a
+            list of attention arrays `(len(tokens[i]) + 1, source_len)` (the row of EOS
+            included), or `None` entries without attention.
+        """
+        source = np.asarray(ops.convert_to_numpy(source))
+        batch, source_len = source.shape
+        max_length = 2 * source_len + 10 if max_length is None else int(max_length)
+        memory, mask, summary = self.encode(source)
+        states = self.decoder.initial_state(summary)
+        prepared = self.decoder.prepare(memory, mask)
+        cell_constants = self.decoder.cell_constants(memory[:, 0], training=False)
+
+        def step_fn(tokens, states, prepared):
+            logits, states, weights = self.decoder.step(tokens, states, prepared, cell_constants)
+            return ops.log_softmax(ops.cast(logits, "float32"), axis=-1), states, weights
+
+        common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_length=max_length, pad_id=self.pad_id)
+        if beam_size == 1:
+            tokens, weights = greedy_search(step_fn, states, prepared, **common)
+        else:
+            tokens, weights, _ = beam_search(step_fn, states, prepared, beam_size=beam_size, alpha=alpha, **common)
+        ids = strip_after_eos(tokens, self.eos_id, self.pad_id)
+        if weights is None:
+            return ids, [None] * batch
+        return ids, [weights[i, : len(ids[i]) + 1] for i in range(batch)]
+
+    @classmethod
+    def from_config(cls, config):
+        # Every weight's shape follows from the configuration: build now, so that a
+        # saved model's weights load whether or not it was ever called on data.
+        model = cls(**config)
+        model.build()
+        return model
+
+    def get_config(self):
+        config = {
+            "source_vocab_size": self.source_vocab_size,
+            "target_vocab_size": self.target_vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "encoder_units": self.encoder.units,
+            "decoder_units": self.decoder.units,
+            "cell": serialize_cell(self.cell_spec),
+            "num_layers": self.encoder.num_layers,
+            "bidirectional": self.encoder.bidirectional,
+            "attention": self.decoder.attention,
+            "score": self.decoder.score,
+            "dropout": self.dropout_rate,
+            "pad_id": self.pad_id,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+        }
+        return {**super().get_config(), **config}
+
+
+@_register
+class MaskedSequenceLoss(keras.losses.Loss):
+    r"""Token cross-entropy averaged over the non-padding target tokens.
+
+    `L = Σ_{t: y_t ≠ pad} [(1 − ε)(−log p(y_t)) + ε · mean_v(−log p(v))] / #{t: y_t ≠ pad}`,
+    with label smoothing `ε` (Szegedy et al. 2016); `ε = 0` is the negative log-likelihood
+    whose exponential is the perplexity.
+
+    Args:
+        label_smoothing: `ε` in [0, 1).
+        pad_id: the padding id, left out of the average.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = MaskedSequenceLoss()
+    >>> logits = np.log(np.array([[[0.5, 0.5], [0.9, 0.1]]], "float32"))
+    >>> round(float(loss(np.array([[1, 0]]), logits)), 4)  # only the first token counts
+    0.6931
+    """
+
+    def __init__(self, label_smoothing=0.0, pad_id=0, name="masked_sequence_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _checks.rate("label_smoothing", label_smoothing)
+        self.pad_id = int(pad_id)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        log_p = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        nll = -ops.squeeze(ops.take_along_axis(log_p, ops.expand_dims(y_true, -1), axis=-1), -1)
+        if self.label_smoothing:
+            nll = (1.0 - self.label_smoothing) * nll - self.label_smoothing * ops.mean(log_p, axis=-1)
+        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
+        return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "pad_id": self.pad_id}
+
+
+@_register
+def masked_accuracy(y_true, y_pred, pad_id=0):
+    """Fraction of non-padding target tokens predicted exactly (argmax of the logits).
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(masked_accuracy(np.array([[1, 2, 0]]), np.eye(3)[None, [1, 0, 0]]))
+    0.5
+    """
+    y_true = ops.cast(y_true, "int32")
+    mask = ops.cast(ops.not_equal(y_true, pad_id), "float32")
+    hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
+    return ops.sum(hit * mask) / ops.maximum(ops.sum(mask), 1.0)

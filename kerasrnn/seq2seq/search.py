@@ -1,0 +1,249 @@
+"""Decoding loops: greedy search and beam search with the GNMT length penalty.
+
+Both run a decoder one step at a time — `step_fn(tokens, states, constants)` is called
+once per output position with the tokens chosen at the previous position — so the
+cost of a step does not grow with the prefix (no re-run of the whole prefix per token).
+They run eagerly (a Python loop that stops as soon as every hypothesis has ended), on
+any backend.
+
+Why not `keras_hub.samplers.BeamSampler`? It can carry the decoder state in its cache,
+but (1) it has no length penalty: hypotheses are ranked by their summed log-probability,
+which favours short translations, and the penalty must enter the ranking *inside* the
+loop, where a finished hypothesis competes with longer alive ones, not only in a final
+re-ranking; (2) a hypothesis that has emitted the end token keeps being extended and
+scored (its beam can even be duplicated), so finished hypotheses are not frozen; and
+(3) keras-hub depends on `tensorflow-text`, hence on TensorFlow, which a JAX or PyTorch
+user of kerasrnn should not need for ~100 lines of `keras.ops`.
+"""
+
+import numpy as np
+from keras import ops, tree
+
+__all__ = ["beam_search", "greedy_search", "length_penalty", "strip_after_eos"]
+
+#: Stands for log(0) in the beam scores: finite, so that sums and divisions never make
+#: a NaN (as `-inf - -inf` would), and far below any real log-probability.
+NEG_INF = -1e9
+
+
+def length_penalty(length, alpha):
+    r"""The GNMT length penalty `lp(Y) = ((5 + |Y|) / 6) ** α` (Wu et al. 2016, eq. 14).
+
+    A hypothesis `Y` is ranked by `log P(Y | X) / lp(Y)`. With `α = 0` it is the plain
+    log-probability; larger `α` favours longer hypotheses.
+
+    Args:
+        length: `|Y|`, the number of generated tokens (the end token included); an int
+            or a tensor.
+        alpha: `α >= 0`.
+
+    Example:
+
+    >>> round(float(length_penalty(7, 0.6)), 4)
+    1.5157
+
+    Reference:
+        Wu et al., "Google's Neural Machine Translation System: Bridging the Gap between
+        Human and Machine Translation", 2016.
+    """
+    if alpha < 0:
+        raise ValueError(f"`length_penalty` (alpha) must be >= 0; received {alpha}.")
+    length = ops.cast(length, "float32")
+    return ops.power((5.0 + length) / 6.0, alpha)
+
+
+def _check_search_args(batch_size, max_length, beam_size=1):
+    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("beam_size", beam_size)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+
+
+def greedy_search(step_fn, states, constants, *, batch_size, bos_id, eos_id, max_length, pad_id=0):
+    """Greedy decoding: the most probable token at each step.
+
+    Args:
+        step_fn: `step_fn(tokens, states, constants) -> (log_probs, new_states, weights)`
+            with `tokens (batch,)` int, `log_probs (batch, vocab)`, `weights` the
+            attention weights `(batch, source_len)` or `None`.
+        states: list of `(batch, ...)` decoder states.
+        constants: nested structure of `(batch, ...)` tensors that `step_fn` reads
+            (encoder memory, its mask, precomputed keys).
+        batch_size: the batch size.
+        bos_id, eos_id, pad_id: start, end and padding token ids. After the end token a
+            row emits `pad_id`.
+        max_length: the most tokens to generate.
+
+    Returns:
+        `(tokens, weights)`: `tokens (batch, steps)` NumPy ints (`steps <= max_length`),
+        `weights (batch, steps, source_len)` NumPy floats or `None`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> table = np.log(np.full((4, 4), 1e-3) + np.eye(4)[[2, 3, 3, 1]])  # next(t) = table[t]
+    >>> def step_fn(tokens, states, constants):
+    ...     return keras.ops.take(keras.ops.convert_to_tensor(table, "float32"), tokens, axis=0), states, None
+    >>> tokens, _ = greedy_search(step_fn, [], {}, batch_size=1, bos_id=0, eos_id=1, max_length=5)
+    >>> tokens.tolist()
+    [[2, 3, 1]]
+    """
+    _check_search_args(batch_size, max_length)
+    tokens = ops.full((batch_size,), bos_id, dtype="int32")
+    finished = np.zeros((batch_size,), bool)
+    outputs, history = [], []
+    for _ in range(int(max_length)):
+        log_probs, states, weights = step_fn(tokens, states, constants)
+        chosen = ops.convert_to_numpy(ops.argmax(log_probs, axis=-1)).astype("int32")
+        chosen = np.where(finished, pad_id, chosen)
+        outputs.append(chosen)
+        if weights is not None:
+            history.append(ops.convert_to_numpy(weights))
+        finished |= chosen == eos_id
+        tokens = ops.convert_to_tensor(chosen)
+        if finished.all():
+            break
+    weights = np.stack(history, axis=1) if history else None
+    return np.stack(outputs, axis=1), weights
+
+
+def beam_search(
+    step_fn,
+    states,
+    constants,
+    *,
+    batch_size,
+    bos_id,
+    eos_id,
+    max_length,
+    beam_size=5,
+    alpha=0.6,
+    pad_id=0,
+):
+    r"""Beam search with the GNMT length penalty and frozen finished hypotheses.
+
+    Each of the `beam_size` hypotheses of a sentence is extended by every token; the
+    `beam_size` candidates with the best score `log P(Y | X) / lp(Y)` (see
+    `length_penalty`) are kept. A hypothesis that has emitted `eos_id` is *finished*:
+    its only continuation is `pad_id` at no cost, so its log-probability and length —
+    hence its score — stay frozen while it keeps its place in the beam, competing with
+    the alive ones. The search ends when every hypothesis of every sentence is finished,
+    or after `max_length` steps; the best-scoring hypothesis (finished or not) is
+    returned. With `beam_size=1` this is exactly `greedy_search`.
+
+    Args:
+        step_fn, states, constants, batch_size, bos_id, eos_id, pad_id, max_length: as in
+            `greedy_search`. `states` and `constants` are given per sentence (`batch`
+            rows); they are repeated `beam_size` times here, so `step_fn` sees
+            `batch * beam_size` rows, hypotheses of a sentence next to each other.
+        beam_size: the number of hypotheses kept per sentence.
+        alpha: the length-penalty exponent `α` (0: no penalty; GNMT used 0.6–0.7).
+
+    Returns:
+        `(tokens, weights, scores)`: the best hypothesis per sentence,
+        `tokens (batch, steps)`, its attention `weights (batch, steps, source_len)` (or
+        `None`) and its `scores (batch,)` `log P / lp`, all NumPy.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> table = np.log(np.full((4, 4), 1e-3) + np.eye(4)[[2, 3, 3, 1]])
+    >>> def step_fn(tokens, states, constants):
+    ...     return keras.ops.take(keras.ops.convert_to_tensor(table, "float32"), tokens, axis=0), states, None
+    >>> tokens, _, _ = beam_search(step_fn, [], {}, batch_size=1, bos_id=0, eos_id=1,
+    ...                            max_length=5, beam_size=2)
+    >>> tokens.tolist()  # the other hypothesis ran to max_length: padding after EOS
+    [[2, 3, 1, 0, 0]]
+
+    Reference:
+        Wu et al., "Google's Neural Machine Translation System", 2016 (length penalty);
+        Sutskever, Vinyals & Le, "Sequence to Sequence Learning with Neural Networks",
+        NeurIPS 2014 (beam search for translation).
+
+    Notes:
+        GNMT's coverage penalty (β) is not implemented. Finished hypotheses stay in the
+        beam instead of a separate list, as in most RNN translation toolkits.
+    """
+    _check_search_args(batch_size, max_length, beam_size)
+    k = int(beam_size)
+    rows = batch_size * k
+
+    def tile(x):
+        return ops.repeat(x, k, axis=0)
+
+    states = [tile(s) for s in states]
+    constants = tree.map_structure(tile, constants)
+    tokens = ops.full((rows,), bos_id, dtype="int32")
+    # Only the first copy of each sentence is alive at the start, so the first step
+    # picks `k` different tokens instead of `k` copies of the best one.
+    log_p = np.tile(np.array([0.0] + [NEG_INF] * (k - 1), "float32"), (batch_size, 1))
+    finished = np.zeros((batch_size, k), bool)
+    lengths = np.zeros((batch_size, k), "int32")
+    sequences = np.zeros((batch_size, k, 0), "int32")
+    history = None
+    offsets = (np.arange(batch_size) * k)[:, None]
+    for t in range(int(max_length)):
+        step_log_p, states, weights = step_fn(tokens, states, constants)
+        step_log_p = ops.convert_to_numpy(ops.cast(step_log_p, "float32"))
+        vocab = step_log_p.shape[-1]
+        step_log_p = step_log_p.reshape(batch_size, k, vocab)
+        frozen = np.full((vocab,), NEG_INF, "float32")
+        frozen[pad_id] = 0.0
+        step_log_p = np.where(finished[..., None], frozen, step_log_p)
+        total = log_p[..., None] + step_log_p  # (batch, k, vocab)
+        new_lengths = np.where(finished, lengths, t + 1)
+        penalty = ops.convert_to_numpy(length_penalty(new_lengths, alpha))
+        score = (total / penalty[..., None]).reshape(batch_size, k * vocab)
+        best = _top_k(score, k)  # (batch, k), best first
+        parent, token = best // vocab, best % vocab
+        log_p = np.take_along_axis(total.reshape(batch_size, k * vocab), best, axis=1)
+        lengths = np.take_along_axis(new_lengths, parent, axis=1)
+        finished = np.take_along_axis(finished, parent, axis=1) | (token == eos_id)
+        sequences = np.concatenate(
+            [np.take_along_axis(sequences, parent[..., None], axis=1), token[..., None]], axis=2
+        )
+        if weights is not None:
+            # The weights of this step belong to the parents of the new hypotheses.
+            w = ops.convert_to_numpy(weights).reshape(batch_size, k, 1, -1)
+            w = np.take_along_axis(w, parent[..., None, None], axis=1)
+            if history is not None:
+                w = np.concatenate([np.take_along_axis(history, parent[..., None, None], axis=1), w], axis=2)
+            history = w
+        rows_index = ops.convert_to_tensor((offsets + parent).reshape(-1).astype("int32"))
+        states = [ops.take(s, rows_index, axis=0) for s in states]
+        tokens = ops.convert_to_tensor(token.reshape(-1).astype("int32"))
+        if finished.all():
+            break
+    final = log_p / ops.convert_to_numpy(length_penalty(lengths, alpha))
+    top = np.argmax(final, axis=1)
+    pick = np.arange(batch_size)
+    weights = history[pick, top] if history is not None else None
+    return sequences[pick, top], weights, final[pick, top]
+
+
+def _top_k(score, k):
+    """Indices of the `k` largest scores per row, largest first (first index on ties)."""
+    if k == 1:
+        return np.argmax(score, axis=1)[:, None]
+    part = np.argpartition(-score, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def strip_after_eos(tokens, eos_id, pad_id=0):
+    """Token-id lists cut before the first `eos_id`, without padding.
+
+    Example:
+
+    >>> strip_after_eos([[5, 6, 3, 0], [7, 3, 0, 0]], eos_id=3)
+    [[5, 6], [7]]
+    """
+    result = []
+    for row in np.asarray(tokens).tolist():
+        out = []
+        for token in row:
+            if token == eos_id:
+                break
+            if token != pad_id:
+                out.append(int(token))
+        result.append(out)
+    return result

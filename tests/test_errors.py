@@ -1,0 +1,118 @@
+"""Bad input raises a clear ValueError/TypeError that names the argument."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import kerasrnn
+
+LAYERS = [kerasrnn.SimpleRNN, kerasrnn.IRNN, kerasrnn.LSTM, kerasrnn.GRU]
+ids = [c.__name__ for c in LAYERS]
+x = np.ones((2, 5, 3), "float32")
+
+
+@pytest.mark.parametrize("layer_class", LAYERS, ids=ids)
+@pytest.mark.parametrize("shape", [(2, 3), (2, 5, 3, 1)], ids=["rank2", "rank4"])
+def test_input_rank(layer_class, shape):
+    expected = r"rank 3 \(batch, time, features\).*" + re.escape(str(shape))
+    with pytest.raises(ValueError, match=expected):
+        layer_class(4)(np.ones(shape, "float32"))
+
+
+@pytest.mark.parametrize("layer_class", [kerasrnn.SimpleRNN, kerasrnn.LSTM], ids=["SimpleRNN", "LSTM"])
+def test_feature_size_changed_after_build(layer_class):
+    layer = layer_class(4)
+    layer(x)
+    with pytest.raises(ValueError, match="feature size changed.*expected 3, received 7"):
+        layer(np.ones((2, 5, 7), "float32"))
+
+
+@pytest.mark.parametrize(
+    "layer_class, count", [(kerasrnn.LSTM, 2), (kerasrnn.GRU, 1), (kerasrnn.SimpleRNN, 1)]
+)
+def test_initial_state_count(layer_class, count):
+    layer = layer_class(4)
+    wrong = [np.zeros((2, 4), "float32")] * (count + 1)
+    with pytest.raises(ValueError, match=f"`initial_state` must be a list of {count} tensor"):
+        layer(x, initial_state=wrong)
+    if count == 2:  # one state for an LSTM
+        with pytest.raises(ValueError, match="`initial_state` must be a list of 2"):
+            layer(x, initial_state=[np.zeros((2, 4), "float32")])
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 5), (3, 4), (2, 4, 1), (4,)], ids=["units", "batch", "rank3", "rank1"]
+)
+@pytest.mark.parametrize("layer_class", [kerasrnn.LSTM, kerasrnn.GRU], ids=["LSTM", "GRU"])
+def test_initial_state_shape(layer_class, shape):
+    layer = layer_class(4)
+    states = [np.zeros((2, 4), "float32") for _ in range(2 if layer_class is kerasrnn.LSTM else 1)]
+    states[-1] = np.zeros(shape, "float32")
+    index = len(states) - 1
+    with pytest.raises(ValueError, match=rf"`initial_state\[{index}\]` must have shape \(batch=2, 4\)"):
+        layer(x, initial_state=states)
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 6), (3, 5), (2, 5, 1), (2,)], ids=["time", "batch", "rank3", "rank1"]
+)
+def test_mask_shape(shape):
+    with pytest.raises(ValueError, match=r"`mask` must have shape \(batch, time\) = \(2, 5\)"):
+        kerasrnn.GRU(4)(x, mask=np.ones(shape, bool))
+
+
+@pytest.mark.parametrize(
+    "layer_class", [*LAYERS, kerasrnn.LSTMCell, kerasrnn.GRUCell, kerasrnn.SimpleRNNCell]
+)
+@pytest.mark.parametrize(
+    "units, error",
+    [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("8", TypeError), (True, TypeError),
+     (None, TypeError)],
+)
+def test_units(layer_class, units, error):
+    with pytest.raises(error, match="`units` must be a positive integer"):
+        layer_class(units)
+
+
+@pytest.mark.parametrize("argument", ["dropout", "recurrent_dropout"])
+@pytest.mark.parametrize(
+    "value, error",
+    [(-0.1, ValueError), (1.0, ValueError), (1.5, ValueError), ("0.5", TypeError), (None, TypeError)],
+)
+@pytest.mark.parametrize("layer_class", [kerasrnn.LSTM, kerasrnn.GRUCell], ids=["LSTM", "GRUCell"])
+def test_dropout_range(layer_class, argument, value, error):
+    with pytest.raises(error, match=rf"`{argument}` must be"):
+        layer_class(4, **{argument: value})
+    layer_class(4, **{argument: 0.0})
+    layer_class(4, **{argument: 0.999})
+
+
+@pytest.mark.parametrize("argument", ["activation", "recurrent_activation"])
+@pytest.mark.parametrize("layer_class", [kerasrnn.LSTM, kerasrnn.GRU], ids=["LSTM", "GRU"])
+def test_unknown_activation(layer_class, argument):
+    with pytest.raises(ValueError, match=rf"Unknown activation for `{argument}`: 'tanhh'"):
+        layer_class(4, **{argument: "tanhh"})
+
+
+def test_activation_not_callable():
+    with pytest.raises(ValueError, match="Unknown activation for `activation`: 3"):
+        kerasrnn.SimpleRNN(4, activation=3)
+    # None means linear, as in Keras.
+    assert kerasrnn.SimpleRNN(4, activation=None).activation is keras.activations.linear
+
+
+@pytest.mark.parametrize("argument", ["fused", "hoist_inputs"])
+@pytest.mark.parametrize("value", ["yes", "always", 1.5, None])
+def test_fused_and_hoist_inputs(argument, value):
+    with pytest.raises(ValueError, match=rf"`{argument}` must be one of \('auto', True, False\)"):
+        kerasrnn.LSTM(4, **{argument: value})
+
+
+@pytest.mark.parametrize(
+    "cell", [keras.layers.LSTMCell(4), keras.layers.Dense(4), "lstm"], ids=["keras_cell", "dense", "string"]
+)
+def test_rnn_needs_a_kerasrnn_cell(cell):
+    with pytest.raises(TypeError, match="`cell` must be a kerasrnn cell.*keras.layers.RNN"):
+        kerasrnn.RNN(cell)

@@ -1,0 +1,90 @@
+"""Float64 finite-difference checks of the backend's gradients through every cell form.
+
+For a loss `L = Σ outputs · C` (random `C` over the output sequence and final states),
+the autodiff gradient `g` of each tensor (inputs and every weight) must give the
+directional derivative that central differences measure:
+`(L(θ + εv) − L(θ − εv)) / 2ε ≈ g · v` for random directions `v`, plus single entries.
+"""
+
+import numpy as np
+import pytest
+from _util import (
+    CELL_FORMS,
+    gradient_fn,
+    n_states,
+    nonzero_uniform,
+    output_shapes,
+    random_mask,
+    random_weights,
+)
+
+BATCH, TIME, FEATURES, UNITS = 3, 4, 3, 3
+EPS = 1e-6
+
+
+def check_gradients(layer, x, rng, directions=2, **call_kwargs):
+    weights = [np.asarray(w, "float64") for w in layer.get_weights()]
+    assert len(weights) == len(layer.trainable_weights)
+    cotangents = [nonzero_uniform(rng, s) for s in output_shapes(layer, x.shape)]
+    f = gradient_fn(layer, cotangents, **call_kwargs)
+    _, dx, dw = f(weights, x)
+
+    def loss(weights, x):
+        return f(weights, x)[0]
+
+    def perturbed(index, delta):
+        if index is None:
+            return weights, x + delta
+        ws = list(weights)
+        ws[index] = ws[index] + delta
+        return ws, x
+
+    tensors = [(None, x, dx)] + [(i, w, g) for i, (w, g) in enumerate(zip(weights, dw))]
+    for index, value, grad in tensors:
+        assert grad.shape == value.shape
+        assert np.abs(grad).max() > 1e-4, f"tensor {index} gets no gradient"
+        vs = [rng.normal(size=value.shape) for _ in range(directions)]
+        one_hot = np.zeros(value.shape)  # the entry with the largest gradient
+        one_hot[np.unravel_index(np.abs(grad).argmax(), grad.shape)] = 1.0
+        for v in vs + [one_hot]:
+            numeric = (loss(*perturbed(index, EPS * v)) - loss(*perturbed(index, -EPS * v))) / (2 * EPS)
+            np.testing.assert_allclose(
+                np.sum(grad * v), numeric, rtol=1e-6, atol=1e-8,
+                err_msg=f"tensor {index} ({'inputs' if index is None else 'weight'})",
+            )
+
+
+def make(form, rng, **kwargs):
+    layer_class, form_kwargs = CELL_FORMS[form]
+    layer = layer_class(UNITS, dtype="float64", **form_kwargs, **kwargs)
+    layer.build((None, TIME, FEATURES))
+    random_weights(layer, rng)
+    return layer
+
+
+WITH_BIAS = [form for form in CELL_FORMS if "nobias" not in form]
+WITHOUT_BIAS = [form for form in CELL_FORMS if "nobias" in form]
+
+
+@pytest.mark.parametrize(
+    "form, kind",
+    [(form, "arbitrary") for form in WITH_BIAS]
+    # Right-padded masks also run torch's kernels on packed sequences.
+    + [(form, "right") for form in ("simple_tanh", "lstm", "gru_after")],
+)
+def test_masked_backward_sequences(form, kind, rng, float64):
+    layer = make(form, rng, return_sequences=True, return_state=True, go_backwards=True)
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
+    mask = random_mask(rng, BATCH, TIME, kind)
+    check_gradients(layer, x, rng, mask=mask)
+
+
+@pytest.mark.parametrize(
+    "form, hoist",
+    [(form, True) for form in WITHOUT_BIAS] + [("lstm", False), ("gru_after", False), ("simple_relu", False)],
+)
+def test_last_output_from_initial_state(form, hoist, rng, float64):
+    layer = make(form, rng, hoist_inputs=hoist)
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
+    h0 = [nonzero_uniform(rng, (BATCH, UNITS)) for _ in range(n_states(layer))]
+    check_gradients(layer, x, rng, initial_state=h0)

@@ -1,0 +1,101 @@
+"""recipes/forecasting.py: --smoke on the current backend, CSV errors, resume, the table."""
+
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kerasrnn.datasets import timeseries as ts
+from recipes import forecasting
+
+BACKEND = keras.backend.backend()
+has_statsmodels = importlib.util.find_spec("statsmodels") is not None
+
+
+def run(tmp_path, *args):
+    out = str(tmp_path / "out")
+    forecasting.main(["--smoke", "--verbose", "0", "--output", out, *args])
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    return out, {(r["dataset"], r["task"], r["model"]): r for r in results["rows"]}, results
+
+
+def test_smoke_geron_all_tasks(tmp_path):
+    out, rows, results = run(
+        tmp_path, "--backend", BACKEND, "--data", "geron",
+        "--task", "one_step,seq2seq,iterative", "--model", "naive,linear_lstsq,gru,ln_rnn",
+    )
+    assert results["backend"] == BACKEND
+    # The naive rows are exact: recompute them from the same smoke data.
+    x, y = ts.geron_dataset("one_step", 20, 10, (200, 50, 50), 42)["valid"]
+    expected = ts.forecast_mse(y, ts.naive_forecast(x, "one_step"), "one_step")
+    assert rows[("geron", "one_step", "naive")]["val_mse"] == pytest.approx(expected, rel=1e-12)
+    for task in ("one_step", "seq2seq", "iterative"):
+        assert rows[("geron", task, "gru")]["test_mse"] > 0
+        assert np.isfinite(rows[("geron", task, "gru")]["val_mse"])
+        assert os.path.exists(os.path.join(out, "plots", f"geron_{task}.png"))
+    assert ("geron", "seq2seq", "linear_lstsq") not in rows  # no such model for seq2seq
+    # Least squares beats the naive forecast even on the smoke data.
+    assert (rows[("geron", "one_step", "linear_lstsq")]["val_mse"]
+            < rows[("geron", "one_step", "naive")]["val_mse"])
+    ln = rows[("geron", "one_step", "ln_rnn")]
+    if forecasting.layer_norm_available(forecasting.Config()):
+        assert np.isfinite(ln["val_mse"])
+    else:
+        assert ln["val_mse"] is None and "layer_norm" in ln["note"]
+    # The iterative GRU reuses the one-step GRU: one checkpoint, no iterative one.
+    checkpoints = os.listdir(os.path.join(out, "checkpoints"))
+    assert "geron-one_step-gru.keras" in checkpoints
+    assert not any("iterative" in name for name in checkpoints)
+
+
+def test_resume_reuses_finished_rows_and_models(tmp_path):
+    args = ["--data", "geron", "--task", "one_step,iterative", "--model", "naive,linear"]
+    out, first, _ = run(tmp_path, *args)
+    with open(os.path.join(out, "checkpoints", "geron-one_step-linear.json")) as f:
+        assert json.load(f) == {"epoch": 1, "done": True}
+    os.remove(os.path.join(out, "results.json"))  # lose the rows: the model must be loaded
+    _, second, _ = run(tmp_path, *args, "--resume")
+    for key in first:
+        assert second[key]["val_mse"] == pytest.approx(first[key]["val_mse"], rel=1e-6)
+
+
+def test_csv_column_and_its_errors(tmp_path):
+    path = tmp_path / "wave.csv"
+    t = np.arange(150)
+    path.write_text("t,value\n" + "".join(f"{i},{np.sin(0.4 * i) * 50 + 60:.6f}\n" for i in t))
+    _, rows, _ = run(tmp_path, "--data", str(path), "--column", "value",
+                     "--task", "one_step,multi_step", "--model", "naive,linear_lstsq")
+    for task in ("one_step", "multi_step"):  # a pure sine: least squares is exact
+        assert rows[("wave:value", task, "linear_lstsq")]["test_mse"] < 1e-8
+        assert rows[("wave:value", task, "naive")]["test_mse"] > 1e-3
+    with pytest.raises(ValueError, match=r"'price' is not in .*\['t', 'value'\]"):
+        run(tmp_path, "--data", str(path), "--column", "price")
+    with pytest.raises(ValueError, match="No `column` given"):
+        run(tmp_path, "--data", str(path))
+    with pytest.raises(ValueError, match="no such file"):
+        run(tmp_path, "--data", str(tmp_path / "missing.csv"), "--column", "value")
+
+
+@pytest.mark.skipif(not has_statsmodels, reason="statsmodels is not installed")
+def test_sunspots_least_squares_beats_naive(tmp_path):
+    _, rows, _ = run(tmp_path, "--data", "sunspots", "--task", "one_step,iterative",
+                     "--model", "naive,linear_lstsq")
+    for task in ("one_step", "iterative"):
+        naive = rows[("sunspots", task, "naive")]["test_mse"]
+        assert rows[("sunspots", task, "linear_lstsq")]["test_mse"] < 0.6 * naive
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="--task takes a comma list"):
+        run(tmp_path, "--task", "two_step")
+    with pytest.raises(ValueError, match="--model takes a comma list"):
+        run(tmp_path, "--model", "transformer")
+    with pytest.raises(ValueError, match="--layers must be"):
+        run(tmp_path, "--layers", "flax")
+    other = next(b for b in ("jax", "torch", "tensorflow") if b != keras.backend.backend())
+    with pytest.raises(ValueError, match="already imported"):
+        run(tmp_path, "--backend", other)
