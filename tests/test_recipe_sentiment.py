@@ -15,7 +15,8 @@ from tests.conftest import BACKEND
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No dropout: an interrupted and resumed run must then equal an uninterrupted one.
 SMOKE = ["--smoke", "--backend", BACKEND, "--verbose", "0", "--epochs", "3", "--patience", "3",
-         "--learning-rate", "0.01", "--embedding-dropout", "0", "--dropout", "0", "--head-dropout", "0"]
+         "--learning-rate", "0.01", "--word-dropout", "0", "--embedding-dropout", "0", "--dropout", "0",
+         "--head-dropout", "0"]
 
 
 class Interrupted(Exception):
@@ -153,3 +154,20 @@ def test_masked_max_mean_pooling_ignores_padding():
     np.testing.assert_allclose(pooled, [[3.0, -1.0, 2.0, -3.0]])
     empty = keras.ops.convert_to_numpy(sentiment.MaskedMaxMeanPooling()(x, mask=~mask & False))
     np.testing.assert_allclose(empty, np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stacked_model_ignores_padding(cell):
+    # Two bidirectional layers, then pooling: padding must not change the logit, so the
+    # mask has to reach the second layer and the pooling.
+    config = sentiment.Config(
+        backend=BACKEND, cell=cell, layers=2, units=4, vocab_size=50, embedding_dim=6, max_length=12
+    )
+    model = sentiment.build_model(config, steps_per_epoch=1)
+    assert [layer.name for layer in model.layers if "bidirectional" in layer.name] == [
+        f"bidirectional_{cell}_1", f"bidirectional_{cell}_2"
+    ]
+    ids = np.array([[5, 7, 9, 11, 0, 0, 0, 0]], "int32")
+    padded = keras.ops.convert_to_numpy(model(ids, training=False))
+    short = keras.ops.convert_to_numpy(model(ids[:, :4], training=False))
+    np.testing.assert_allclose(padded, short, rtol=1e-5, atol=1e-6)
