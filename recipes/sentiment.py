@@ -48,7 +48,7 @@ class Config:
     max_length: int = 600  # words kept per review (see `truncate` for which)
     truncate: str = "pre"  # "pre" keeps a long review's end (the verdict), "post" its start
     embedding_dim: int = 128
-    word_dropout: float = 0.25  # fraction of whole words (their vectors) dropped
+    word_dropout: float = 0.4  # fraction of whole words (their vectors) dropped
     embedding_dropout: float = 0.2  # on single features of the word vectors
     dropout: float = 0.3  # on the recurrent layer's inputs (not its recurrent connection)
     head_dropout: float = 0.5  # on the pooled features, before Dense(1)
