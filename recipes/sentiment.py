@@ -139,11 +139,11 @@ if __name__ == "__main__":
     _select_backend(sys.argv[1:])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import kerasrnn  # noqa: E402
-from kerasrnn.datasets import (  # noqa: E402
+import kerasrnn
+from kerasrnn.datasets import (
     encode_texts,
     load_imdb,
     load_mr,

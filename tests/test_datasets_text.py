@@ -162,6 +162,6 @@ def test_vectorizer_encodes_truncates_and_round_trips(tmp_path):
 
 @requires_shared_data("rt-polarity")
 def test_mr_real_split_sizes():
-    (x_train, y_train), (x_test, y_test) = load_mr(os.path.join(SHARED_DATA, "rt-polarity"))
+    (x_train, _y_train), (x_test, y_test) = load_mr(os.path.join(SHARED_DATA, "rt-polarity"))
     assert (len(x_train), len(x_test)) == (9596, 1066)
     assert int(y_test.sum()) == 533

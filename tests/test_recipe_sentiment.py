@@ -46,7 +46,7 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_learns_and_reports(smoke_run):
-    output, results = smoke_run
+    output, _results = smoke_run
     with open(os.path.join(output, "results.json")) as f:
         saved = json.load(f)
     for key in ("test_accuracy", "test_loss", "epochs", "seconds", "backend", "config", "confusion"):
@@ -65,7 +65,7 @@ def test_smoke_learns_and_reports(smoke_run):
 
 
 def test_interrupted_run_resumes_where_an_uninterrupted_run_ends(smoke_run, tmp_path):
-    uninterrupted, expected = smoke_run
+    _uninterrupted, expected = smoke_run
     output = str(tmp_path)
     with pytest.raises(Interrupted):
         sentiment.run(sentiment.parse_config([*SMOKE, "--output", output]), callbacks=[InterruptAt(1, 4)])
@@ -94,7 +94,7 @@ def test_predict_on_another_backend_gives_the_same_probabilities(smoke_run):
     env = {**os.environ, "KERAS_BACKEND": other, "TF_CPP_MIN_LOG_LEVEL": "3"}
     completed = subprocess.run(
         [sys.executable, "-m", "recipes.sentiment", "predict", "--model", output, *texts],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     lines = [line.split("\t") for line in completed.stdout.splitlines() if "\t" in line]

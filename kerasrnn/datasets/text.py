@@ -212,7 +212,7 @@ def load_mr(path=None, *, test_fraction=0.1, seed=0, encoding=None, cache_dir=No
         if not lines:
             raise ValueError(f"load_mr: rt-polarity.{label} in {path!r} has no sentences.")
         order = rng.permutation(len(lines))
-        n_test = max(1, int(round(test_fraction * len(lines))))
+        n_test = max(1, round(test_fraction * len(lines)))
         test += [(lines[i], _LABELS[label]) for i in order[:n_test]]
         train += [(lines[i], _LABELS[label]) for i in order[n_test:]]
     return _shuffled(train, rng), _shuffled(test, rng)
