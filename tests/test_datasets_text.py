@@ -1,0 +1,167 @@
+"""Text loaders (IMDB in the Stanford layout, MR) and tokenization, on generated files."""
+
+import io
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from kerasrnn.datasets import (
+    encode_texts,
+    load_imdb,
+    load_mr,
+    load_vectorizer,
+    make_vectorizer,
+    save_vectorizer,
+)
+from tests.conftest import SHARED_DATA, requires_shared_data
+
+# Generated reviews: (split, label, file name, text). Ids sort numerically (2 before 10).
+REVIEWS = [
+    ("train", "pos", "10_9.txt", "a fine film<br />truly"),
+    ("train", "pos", "2_8.txt", "loved it"),
+    ("train", "neg", "0_1.txt", "dull and slow"),
+    ("test", "pos", "5_10.txt", "superb acting"),
+    ("test", "neg", "3_2.txt", "weak plot, caf\u00e9 scene"),
+    ("test", "neg", "1_4.txt", "not good"),
+]
+
+
+def _expected(split):
+    rows = [r for r in REVIEWS if r[0] == split]
+    rows.sort(key=lambda r: (r[1], int(r[2].split("_")[0])))
+    return [r[3] for r in rows], [1 if r[1] == "pos" else 0 for r in rows]
+
+
+def _write_folder(root):
+    base = os.path.join(root, "aclImdb")
+    for split, label, name, text in REVIEWS:
+        os.makedirs(os.path.join(base, split, label), exist_ok=True)
+        with open(os.path.join(base, split, label, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    # Files the loader must ignore: the unlabeled reviews, the vocabulary, a README.
+    os.makedirs(os.path.join(base, "train", "unsup"))
+    with open(os.path.join(base, "train", "unsup", "0_0.txt"), "w") as f:
+        f.write("unlabeled")
+    for name in ("imdb.vocab", "README"):
+        with open(os.path.join(base, name), "w") as f:
+            f.write("x")
+    return base
+
+
+def _write_tarball(path, members):
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in members:
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _check_imdb(result):
+    (x_train, y_train), (x_test, y_test) = result
+    assert (x_train, y_train.tolist()) == _expected("train")
+    assert (x_test, y_test.tolist()) == _expected("test")
+    assert y_train.dtype == np.int32
+
+
+def test_imdb_from_folder(tmp_path):
+    base = _write_folder(tmp_path)
+    _check_imdb(load_imdb(base))
+    _check_imdb(load_imdb(tmp_path))  # the folder that holds aclImdb/ works too
+    (_, _, train_ids), (_, _, test_ids) = load_imdb(base, return_ids=True)
+    assert train_ids.tolist() == [0, 2, 10] and test_ids.tolist() == [1, 3, 5]
+
+
+def test_imdb_from_tarball_streams_members(tmp_path):
+    members = [(f"aclImdb/{s}/{label}/{n}", t) for s, label, n, t in REVIEWS]
+    members += [("aclImdb/train/unsup/0_0.txt", "unlabeled"), ("aclImdb/imdb.vocab", "x")]
+    path = _write_tarball(tmp_path / "aclImdb_v1.tar.gz", members[::-1])  # any member order
+    _check_imdb(load_imdb(path))
+    assert not os.path.exists(tmp_path / "aclImdb")  # nothing extracted
+
+
+def test_imdb_errors_name_the_path_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_imdb(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no reviews in train/neg, train/pos.*aclImdb layout"):
+        load_imdb(tmp_path / "empty")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"this is not an archive")
+    with pytest.raises(ValueError, match="cannot read .* archive"):
+        load_imdb(bad)
+    only_train = [(f"aclImdb/{s}/{label}/{n}", t) for s, label, n, t in REVIEWS if s == "train"]
+    with pytest.raises(ValueError, match="test/neg, test/pos"):
+        load_imdb(_write_tarball(tmp_path / "train_only.tar.gz", only_train))
+
+
+def _write_mr(folder, n=20, encoding="utf-8"):
+    os.makedirs(folder, exist_ok=True)
+    for label, word in (("pos", "good"), ("neg", "bad")):
+        lines = [f"{word} caf\u00e9 {i}" for i in range(n)]
+        with open(os.path.join(folder, f"rt-polarity.{label}"), "wb") as f:
+            f.write(("\n".join(lines) + "\n").encode(encoding))
+
+
+def test_mr_split_is_stratified_seeded_and_disjoint(tmp_path):
+    _write_mr(tmp_path, n=20)
+    (x_train, y_train), (x_test, y_test) = load_mr(tmp_path)
+    assert (len(x_train), len(x_test)) == (36, 4)
+    assert y_test.tolist().count(1) == 2 and y_train.tolist().count(1) == 18
+    assert not set(x_train) & set(x_test)
+    assert all(("good" in t) == bool(y) for t, y in zip(x_train + x_test, [*y_train, *y_test]))
+    again = load_mr(tmp_path)
+    assert again[1][0] == x_test and again[0][0] == x_train  # fixed split
+    assert load_mr(tmp_path, seed=1)[1][0] != x_test
+
+
+def test_mr_reads_latin1_and_the_tarball(tmp_path):
+    _write_mr(tmp_path / "latin", encoding="latin-1")
+    (x_train, _), _ = load_mr(tmp_path / "latin")
+    assert any("caf\u00e9" in t for t in x_train)  # decoded, not mojibake
+    _write_mr(tmp_path / "utf")
+    members = []
+    for label in ("pos", "neg"):
+        with open(tmp_path / "utf" / f"rt-polarity.{label}", encoding="utf-8") as f:
+            members.append((f"rt-polaritydata/rt-polarity.{label}", f.read()))
+    from_tar = load_mr(_write_tarball(tmp_path / "rt.tar.gz", members))
+    from_folder = load_mr(tmp_path / "utf")
+    assert from_tar[1][0] == from_folder[1][0]
+
+
+def test_mr_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_mr(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="no rt-polarity.pos and rt-polarity.neg"):
+        load_mr(tmp_path)
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_mr(tmp_path, test_fraction=1.5)
+
+
+def test_vectorizer_encodes_truncates_and_round_trips(tmp_path):
+    texts = ["the film was good", "the film<br />was BAD!", "the the the"]
+    vectorizer = make_vectorizer(texts, max_tokens=10)
+    vocab = [str(w) for w in vectorizer.get_vocabulary()]
+    assert vocab[:5] == ["", "[UNK]", "the", "was", "film"] and "br" not in vocab
+    ids = {w: i for i, w in enumerate(vocab)}
+    encoded = encode_texts(vectorizer, ["The film was great", "film"], 3, truncate="pre")
+    assert encoded.tolist() == [[ids["film"], ids["was"], 1], [ids["film"], 0, 0]]
+    post = encode_texts(vectorizer, ["The film was great"], 3, truncate="post")
+    assert post.tolist() == [[ids["the"], ids["film"], ids["was"]]]
+    save_vectorizer(vectorizer, tmp_path / "vocabulary.json")
+    restored = load_vectorizer(tmp_path / "vocabulary.json")
+    np.testing.assert_array_equal(
+        encode_texts(restored, texts, 6), encode_texts(vectorizer, texts, 6)
+    )
+    with pytest.raises(ValueError, match="truncate"):
+        encode_texts(vectorizer, texts, 3, truncate="middle")
+
+
+@requires_shared_data("rt-polarity")
+def test_mr_real_split_sizes():
+    (x_train, _y_train), (x_test, y_test) = load_mr(os.path.join(SHARED_DATA, "rt-polarity"))
+    assert (len(x_train), len(x_test)) == (9596, 1066)
+    assert int(y_test.sum()) == 533

@@ -1,0 +1,173 @@
+"""The sentiment recipe: smoke run, resume after an interruption, errors, predict mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from recipes import sentiment
+from tests.conftest import BACKEND
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# No dropout: an interrupted and resumed run must then equal an uninterrupted one.
+SMOKE = ["--smoke", "--backend", BACKEND, "--verbose", "0", "--epochs", "3", "--patience", "3",
+         "--learning-rate", "0.01", "--word-dropout", "0", "--embedding-dropout", "0", "--dropout", "0",
+         "--head-dropout", "0"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises in the middle of `epoch` (0-based), as a killed process would stop."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise Interrupted
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("smoke"))
+    results = sentiment.run(sentiment.parse_config([*SMOKE, "--output", output]))
+    return output, results
+
+
+def test_smoke_learns_and_reports(smoke_run):
+    output, _results = smoke_run
+    with open(os.path.join(output, "results.json")) as f:
+        saved = json.load(f)
+    for key in ("test_accuracy", "test_loss", "epochs", "seconds", "backend", "config", "confusion"):
+        assert key in saved
+    assert saved["backend"] == BACKEND and saved["epochs"] == 3
+    # The words decide the label: a model that learned (and an evaluation that keeps
+    # each review with its label) is far above chance.
+    assert saved["test_accuracy"] > 0.8
+    confusion = saved["confusion"]
+    assert sum(confusion.values()) == 256
+    correct = confusion["true_positive"] + confusion["true_negative"]
+    assert correct == round(saved["test_accuracy"] * 256)
+    assert len(saved["history"]["val_accuracy"]) == 3
+    for name in ("model.keras", "vocabulary.json", "config.json", "curves.png"):
+        assert os.path.exists(os.path.join(output, name)), name
+
+
+def test_interrupted_run_resumes_where_an_uninterrupted_run_ends(smoke_run, tmp_path):
+    _uninterrupted, expected = smoke_run
+    output = str(tmp_path)
+    with pytest.raises(Interrupted):
+        sentiment.run(sentiment.parse_config([*SMOKE, "--output", output]), callbacks=[InterruptAt(1, 4)])
+    with open(os.path.join(output, "checkpoints", "state.json")) as f:
+        assert json.load(f)["epoch"] == 1  # the finished epoch, not the interrupted one
+    resumed = sentiment.run(sentiment.parse_config(["--resume", "--output", output]))
+    assert resumed["resumed"] and resumed["epochs"] == 3
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(resumed["history"][key], expected["history"][key], rtol=1e-4, atol=1e-5)
+    assert resumed["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1 / 256)
+
+
+def test_predict_classifies_raw_text(smoke_run):
+    output, _ = smoke_run
+    scored = sentiment.predict(output, ["a great superb fun film", "a dull awful boring film"])
+    assert scored[0][0] > 0.5 > scored[1][0]
+    with pytest.raises(SystemExit, match="lacks model.keras"):
+        sentiment.main(["predict", "--model", os.path.dirname(output), "text"])
+
+
+def test_predict_on_another_backend_gives_the_same_probabilities(smoke_run):
+    output, _ = smoke_run
+    texts = ["the plot was superb and moving", "weak dull story"]
+    expected = [p for p, _ in sentiment.predict(output, texts)]
+    other = {"jax": "torch", "tensorflow": "jax", "torch": "tensorflow"}[BACKEND]
+    env = {**os.environ, "KERAS_BACKEND": other, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "recipes.sentiment", "predict", "--model", output, *texts],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = [line.split("\t") for line in completed.stdout.splitlines() if "\t" in line]
+    np.testing.assert_allclose([float(p) for _, p, _ in lines], expected, atol=2e-3)
+
+
+def test_bad_data_paths_and_settings_fail_clearly(tmp_path):
+    base = ["--backend", BACKEND, "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="--data: load_imdb: the data path .* does not exist"):
+        sentiment.main([*base, "--data", str(tmp_path / "missing.tar.gz")])
+    (tmp_path / "not_imdb").mkdir()
+    with pytest.raises(SystemExit, match="--data: .*aclImdb layout"):
+        sentiment.main([*base, "--data", str(tmp_path / "not_imdb")])
+    with pytest.raises(SystemExit, match="--data: load_mr: .*no rt-polarity.pos"):
+        sentiment.main([*base, "--dataset", "mr", "--data", str(tmp_path / "not_imdb")])
+    with pytest.raises(SystemExit, match="--cell must be one of"):
+        sentiment.main([*base, "--cell", "transformer"])
+
+
+def test_flags_override_the_dataset_defaults(tmp_path):
+    config = sentiment.parse_config(["--dataset", "mr", "--units", "7", "--no-bidirectional"])
+    assert (config.max_length, config.units, config.bidirectional) == (64, 7, False)
+    # --resume takes the interrupted run's settings, and flags still win.
+    sentiment._write_json(str(tmp_path / "config.json"), {**vars(config), "output": str(tmp_path)})
+    resumed = sentiment.parse_config(["--resume", "--output", str(tmp_path), "--epochs", "20"])
+    assert (resumed.dataset, resumed.units, resumed.epochs, resumed.resume) == ("mr", 7, 20, True)
+
+
+def test_length_batches_cover_every_row_once_in_a_seeded_order():
+    ids = np.zeros((50, 16), "int32")
+    lengths = np.arange(50) % 16 + 1
+    for i, n in enumerate(lengths):
+        ids[i, :n] = 2
+    labels = np.arange(50) % 2
+    data = sentiment.LengthBatches(ids, labels, batch_size=8, shuffle=True, seed=3, length_step=4)
+    data.set_epoch(1)
+    first = [b.copy() for b in data.batches]
+    assert sorted(data.order.tolist()) == list(range(50))
+    for index, rows in enumerate(data.batches):
+        x, y = data[index]
+        assert x.shape[1] == min(16, -(-lengths[rows].max() // 4) * 4)  # cut to the longest
+        np.testing.assert_array_equal(y, labels[rows])
+    assert data[0][0].shape[1] != data[1][0].shape[1]  # TensorFlow then leaves time unknown
+    data.set_epoch(2)
+    assert any(len(a) != len(b) or (a != b).any() for a, b in zip(first, data.batches))
+    data.set_epoch(1)
+    assert all((a == b).all() for a, b in zip(first, data.batches))
+    dropping = sentiment.LengthBatches(ids, labels, 8, shuffle=True, length_step=4, drop_remainder=True)
+    assert [len(b) for b in dropping.batches] == [8] * 6
+    assert len(set(dropping.order.tolist())) == 48
+
+
+def test_masked_max_mean_pooling_ignores_padding():
+    x = np.array([[[1.0, -5.0], [3.0, -1.0], [100.0, 100.0]]], "float32")
+    mask = np.array([[True, True, False]])
+    pooled = keras.ops.convert_to_numpy(sentiment.MaskedMaxMeanPooling()(x, mask=mask))
+    np.testing.assert_allclose(pooled, [[3.0, -1.0, 2.0, -3.0]])
+    empty = keras.ops.convert_to_numpy(sentiment.MaskedMaxMeanPooling()(x, mask=~mask & False))
+    np.testing.assert_allclose(empty, np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stacked_model_ignores_padding(cell):
+    # Two bidirectional layers, then pooling: padding must not change the logit, so the
+    # mask has to reach the second layer and the pooling.
+    config = sentiment.Config(
+        backend=BACKEND, cell=cell, layers=2, units=4, vocab_size=50, embedding_dim=6, max_length=12
+    )
+    model = sentiment.build_model(config, steps_per_epoch=1)
+    assert [layer.name for layer in model.layers if "bidirectional" in layer.name] == [
+        f"bidirectional_{cell}_1", f"bidirectional_{cell}_2"
+    ]
+    ids = np.array([[5, 7, 9, 11, 0, 0, 0, 0]], "int32")
+    padded = keras.ops.convert_to_numpy(model(ids, training=False))
+    short = keras.ops.convert_to_numpy(model(ids[:, :4], training=False))
+    np.testing.assert_allclose(padded, short, rtol=1e-5, atol=1e-6)
