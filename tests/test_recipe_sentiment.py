@@ -1,4 +1,5 @@
-"""The sentiment recipe: smoke run, resume after an interruption, errors, predict mode."""
+"""The sentiment recipe: smoke run of a two-model ensemble, resume after an interruption,
+errors, predict mode."""
 
 import json
 import os
@@ -16,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No dropout: an interrupted and resumed run must then equal an uninterrupted one.
 SMOKE = ["--smoke", "--backend", BACKEND, "--verbose", "0", "--epochs", "3", "--patience", "3",
          "--learning-rate", "0.01", "--word-dropout", "0", "--embedding-dropout", "0", "--dropout", "0",
-         "--head-dropout", "0"]
+         "--head-dropout", "0", "--ensemble", "2"]
 
 
 class Interrupted(Exception):
@@ -24,17 +25,21 @@ class Interrupted(Exception):
 
 
 class InterruptAt(keras.callbacks.Callback):
-    """Raises in the middle of `epoch` (0-based), as a killed process would stop."""
+    """Raises in the middle of `epoch` (0-based) of the `member`-th model trained (1-based),
+    as a killed process would stop."""
 
-    def __init__(self, epoch, batch):
+    def __init__(self, member, epoch, batch):
         super().__init__()
-        self.at, self.epoch = (epoch, batch), None
+        self.at, self.fits, self.epoch = (member, epoch, batch), 0, None
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
+        if (self.fits, self.epoch, batch) == self.at:
             raise Interrupted
 
 
@@ -51,7 +56,7 @@ def test_smoke_learns_and_reports(smoke_run):
         saved = json.load(f)
     for key in ("test_accuracy", "test_loss", "epochs", "seconds", "backend", "config", "confusion"):
         assert key in saved
-    assert saved["backend"] == BACKEND and saved["epochs"] == 3
+    assert saved["backend"] == BACKEND and saved["epochs"] == 3 and saved["ensemble"] == 2
     # The words decide the label: a model that learned (and an evaluation that keeps
     # each review with its label) is far above chance.
     assert saved["test_accuracy"] > 0.8
@@ -59,29 +64,59 @@ def test_smoke_learns_and_reports(smoke_run):
     assert sum(confusion.values()) == 256
     correct = confusion["true_positive"] + confusion["true_negative"]
     assert correct == round(saved["test_accuracy"] * 256)
-    assert len(saved["history"]["val_accuracy"]) == 3
-    for name in ("model.keras", "vocabulary.json", "config.json", "curves.png"):
+    # Two members with their own seeds, histories and test scores; the ensemble of the
+    # first n members is reported for every n, the full one is the headline.
+    members = saved["members"]
+    assert [m["seed"] for m in members] == [1337, 1437]
+    assert members[0]["history"]["loss"] != members[1]["history"]["loss"]
+    for member in members:
+        assert len(member["history"]["val_accuracy"]) == 3
+        assert member["test_accuracy"] > 0.8 and member["test_loss"] > 0
+    assert set(saved["ensemble_by_size"]) == {"1", "2"}
+    assert saved["ensemble_by_size"]["1"]["test_accuracy"] == members[0]["test_accuracy"]
+    assert saved["ensemble_by_size"]["2"]["test_accuracy"] == saved["test_accuracy"]
+    assert saved["ensemble_by_size"]["2"]["val_accuracy"] == saved["val_accuracy"]
+    for name in ("member-1/model.keras", "member-2/model.keras", "member-2/checkpoints/state.json",
+                 "vocabulary.json", "config.json", "curves.png"):
         assert os.path.exists(os.path.join(output, name)), name
 
 
 def test_interrupted_run_resumes_where_an_uninterrupted_run_ends(smoke_run, tmp_path):
     _uninterrupted, expected = smoke_run
     output = str(tmp_path)
+    # Killed in the second epoch of the second member: the first member is finished.
     with pytest.raises(Interrupted):
-        sentiment.run(sentiment.parse_config([*SMOKE, "--output", output]), callbacks=[InterruptAt(1, 4)])
-    with open(os.path.join(output, "checkpoints", "state.json")) as f:
-        assert json.load(f)["epoch"] == 1  # the finished epoch, not the interrupted one
+        sentiment.run(sentiment.parse_config([*SMOKE, "--output", output]), callbacks=[InterruptAt(2, 1, 4)])
+    for member, finished in (("member-1", 3), ("member-2", 1)):  # finished epochs, not the interrupted one
+        with open(os.path.join(output, member, "checkpoints", "state.json")) as f:
+            assert json.load(f)["epoch"] == finished
     resumed = sentiment.run(sentiment.parse_config(["--resume", "--output", output]))
     assert resumed["resumed"] and resumed["epochs"] == 3
-    for key in ("loss", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(resumed["history"][key], expected["history"][key], rtol=1e-4, atol=1e-5)
+    assert [m["resumed"] for m in resumed["members"]] == [True, True]
+    for got, want in zip(resumed["members"], expected["members"], strict=True):
+        for key in ("loss", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(got["history"][key], want["history"][key], rtol=1e-4, atol=1e-5)
+        assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=1 / 256)
     assert resumed["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1 / 256)
 
 
 def test_predict_classifies_raw_text(smoke_run):
     output, _ = smoke_run
-    scored = sentiment.predict(output, ["a great superb fun film", "a dull awful boring film"])
+    texts = ["a great superb fun film", "a dull awful boring film"]
+    scored = sentiment.predict(output, texts)
     assert scored[0][0] > 0.5 > scored[1][0]
+    # The ensemble's answer is the mean of its members' probabilities.
+    vectorizer = sentiment.load_vectorizer(os.path.join(output, "vocabulary.json"))
+    ids = sentiment.encode_texts(vectorizer, texts, 24)
+    ids = ids[:, : (ids != 0).sum(axis=1).max()]
+    members = [
+        sentiment.sigmoid(keras.ops.convert_to_numpy(
+            keras.saving.load_model(os.path.join(output, f"member-{k}", "model.keras"))(ids, training=False)
+        )[:, 0])
+        for k in (1, 2)
+    ]
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose([p for p, _ in scored], np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
     with pytest.raises(SystemExit, match="lacks model.keras"):
         sentiment.main(["predict", "--model", os.path.dirname(output), "text"])
 
@@ -117,6 +152,9 @@ def test_bad_data_paths_and_settings_fail_clearly(tmp_path):
 def test_flags_override_the_dataset_defaults(tmp_path):
     config = sentiment.parse_config(["--dataset", "mr", "--units", "7", "--no-bidirectional"])
     assert (config.max_length, config.units, config.bidirectional) == (64, 7, False)
+    assert config.ensemble == 1  # MR: one model; IMDB: five, chosen on validation
+    assert sentiment.parse_config([]).ensemble == 5
+    assert sentiment.parse_config(["--smoke"]).ensemble == 1
     # --resume takes the interrupted run's settings, and flags still win.
     sentiment._write_json(str(tmp_path / "config.json"), {**vars(config), "output": str(tmp_path)})
     resumed = sentiment.parse_config(["--resume", "--output", str(tmp_path), "--epochs", "20"])
