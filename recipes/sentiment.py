@@ -488,12 +488,15 @@ def run(config, callbacks=()):
     seconds = time.time() - started
 
     # Report. The ensemble of the first n members for every n: how N was chosen (on
-    # validation), and what it gives on test.
-    by_size = {
-        n: {"val_accuracy": float(np.mean((np.mean(sigmoid(np.stack(val_logits[:n])), 0) > 0.5) == val_y)),
-            "test_accuracy": float(np.mean((np.mean(sigmoid(np.stack(test_logits[:n])), 0) > 0.5) == y))}
-        for n in range(1, config.ensemble + 1)
-    }
+    # validation; its loss is the finer measure), and what it gives on test.
+    def scores(logits, labels, n):
+        mean = np.mean(sigmoid(np.stack(logits[:n])), axis=0)
+        return float(np.mean((mean > 0.5) == labels)), probability_loss(mean, labels)
+
+    by_size = {}
+    for n in range(1, config.ensemble + 1):
+        (val_accuracy, val_loss), (test_accuracy, _) = scores(val_logits, val_y, n), scores(test_logits, y, n)
+        by_size[n] = {"val_accuracy": val_accuracy, "val_loss": val_loss, "test_accuracy": test_accuracy}
     results = {
         "dataset": config.dataset,
         "ensemble": config.ensemble,
@@ -609,23 +612,21 @@ def plot_history(histories, path):
 # ------------------------------------------------------------------------------
 def predict(model_dir, texts):
     """`[(probability_positive, text), ...]` from the model(s) saved in `model_dir`."""
-    import glob
-
-    models = sorted(glob.glob(os.path.join(model_dir, "member-*", "model.keras")),
-                    key=lambda path: int(path.split("member-")[-1].split(os.sep)[0]))
-    if not models and os.path.exists(os.path.join(model_dir, "model.keras")):
-        models = [os.path.join(model_dir, "model.keras")]  # a run from before ensembles
-    paths = {name: os.path.join(model_dir, name) for name in ("vocabulary.json", "config.json")}
-    missing = [name for name, path in paths.items() if not os.path.exists(path)]
-    if not models:
-        missing.insert(0, "model.keras (member-K/model.keras)")
+    paths = {name: os.path.join(model_dir, name) for name in ("config.json", "vocabulary.json")}
+    config = {}
+    if os.path.exists(paths["config.json"]):
+        with open(paths["config.json"]) as f:
+            config = json.load(f)
+    # The run's members (config.json says how many), or a run from before ensembles.
+    models = [os.path.join(model_dir, f"member-{k + 1}", "model.keras") for k in range(config.get("ensemble", 1))]
+    if "ensemble" not in config and os.path.exists(os.path.join(model_dir, "model.keras")):
+        models = [os.path.join(model_dir, "model.keras")]
+    missing = [os.path.relpath(path, model_dir) for path in (*paths.values(), *models) if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(
             f"--model {model_dir!r} lacks {', '.join(missing)}: pass the --output folder "
             "of a finished `python -m recipes.sentiment` run."
         )
-    with open(paths["config.json"]) as f:
-        config = json.load(f)
     vectorizer = load_vectorizer(paths["vocabulary.json"])
     ids = encode_texts(vectorizer, list(texts), config["max_length"], truncate=config["truncate"])
     ids = ids[:, : max(1, int((ids != 0).sum(axis=1).max()))]

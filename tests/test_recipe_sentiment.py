@@ -3,6 +3,7 @@ errors, predict mode."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -76,6 +77,7 @@ def test_smoke_learns_and_reports(smoke_run):
     assert saved["ensemble_by_size"]["1"]["test_accuracy"] == members[0]["test_accuracy"]
     assert saved["ensemble_by_size"]["2"]["test_accuracy"] == saved["test_accuracy"]
     assert saved["ensemble_by_size"]["2"]["val_accuracy"] == saved["val_accuracy"]
+    assert saved["ensemble_by_size"]["1"]["val_loss"] > 0
     for name in ("member-1/model.keras", "member-2/model.keras", "member-2/checkpoints/state.json",
                  "vocabulary.json", "config.json", "curves.png"):
         assert os.path.exists(os.path.join(output, name)), name
@@ -117,8 +119,18 @@ def test_predict_classifies_raw_text(smoke_run):
     ]
     assert not np.allclose(members[0], members[1])
     np.testing.assert_allclose([p for p, _ in scored], np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
-    with pytest.raises(SystemExit, match="lacks model.keras"):
+    with pytest.raises(SystemExit, match="lacks config.json, vocabulary.json, member-1/model.keras"):
         sentiment.main(["predict", "--model", os.path.dirname(output), "text"])
+
+
+def test_predict_names_a_missing_member(smoke_run, tmp_path):
+    output, _ = smoke_run
+    for name in ("config.json", "vocabulary.json", "member-1"):
+        (shutil.copytree if name.startswith("member") else shutil.copy)(
+            os.path.join(output, name), tmp_path / name
+        )
+    with pytest.raises(SystemExit, match="lacks member-2/model.keras"):
+        sentiment.main(["predict", "--model", str(tmp_path), "text"])
 
 
 def test_predict_on_another_backend_gives_the_same_probabilities(smoke_run):
