@@ -129,4 +129,6 @@ def zoneout(previous, candidate, keep):
     >>> float(zoneout(1.0, 3.0, 0.25))
     2.5
     """
-    return keep * previous + (1.0 - keep) * candidate
+    # The same mix in three operations (four as written above), and two fewer in
+    # the backward pass: on torch's eager loop every operation counts.
+    return candidate + keep * (previous - candidate)

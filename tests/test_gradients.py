@@ -88,3 +88,24 @@ def test_last_output_from_initial_state(form, hoist, rng, float64):
     x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
     h0 = [nonzero_uniform(rng, (BATCH, UNITS)) for _ in range(n_states(layer))]
     check_gradients(layer, x, rng, initial_state=h0)
+
+
+# Layer norm runs on weights centered per gate block (`center_blocks`) with its shifts
+# folded into the bias; every weight (kernels, gains, shifts, bias) must still get the
+# gradient of the normalized cell. Also with the step recomputed in the backward pass
+# (`remat`, JAX) and the input projection in or out of the loop.
+@pytest.mark.parametrize(
+    "form, hoist, remat",
+    [
+        ("simple_tanh", True, False),
+        ("lstm", True, False),
+        ("lstm", False, True),
+        ("lstm_nobias", False, False),
+        ("gru_after", False, True),
+        ("gru_before", True, False),
+    ],
+)
+def test_layer_norm_every_weight(form, hoist, remat, rng, float64):
+    layer = make(form, rng, layer_norm=True, hoist_inputs=hoist, remat=remat, return_sequences=True)
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
+    check_gradients(layer, x, rng)

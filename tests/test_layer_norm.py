@@ -14,7 +14,8 @@ from extension_utils import (
 )
 
 import kerasrnn
-from kerasrnn.layers.cell import layer_norm
+from kerasrnn.layers.cell import center_blocks, layer_norm, normalize_centered
+from kerasrnn.ops.math import rms_scale
 from kerasrnn.testing import reference as ref
 
 B, T, I, U = 3, 6, 5, 4
@@ -204,3 +205,40 @@ def test_mixed_precision(rng):
 def test_bad_epsilon(epsilon, error):
     with pytest.raises(error, match="layer_norm_epsilon"):
         kerasrnn.LSTM(U, layer_norm=True, layer_norm_epsilon=epsilon)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_centered_weights_give_the_layer_norm_of_the_product(groups, rng):
+    """LN(x W) = normalize_centered(x · center_blocks(W)): what every cell computes."""
+    x = rng.normal(size=(3, 5))
+    w = rng.normal(1.0, 2.0, size=(5, 4 * groups))  # block means far from zero
+    gamma, beta = rng.normal(size=4 * groups), rng.normal(size=4 * groups)
+    centered = to_numpy(center_blocks(w.astype("float32"), groups))
+    assert np.abs(centered.reshape(5, groups, 4).mean(-1)).max() < 1e-6
+    got = to_numpy(normalize_centered((x @ centered).astype("float32"), gamma, beta, 1e-3, groups))
+    z = (x @ w).reshape(3, groups, 4)
+    want = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(got, want.reshape(3, -1) * gamma + beta, rtol=1e-4, atol=1e-5)
+    # The plain path (any mean) computes the same.
+    plain = to_numpy(layer_norm((x @ w).astype("float32"), gamma, beta, 1e-3, groups))
+    np.testing.assert_allclose(plain, want.reshape(3, -1) * gamma + beta, rtol=1e-4, atol=1e-5)
+
+
+def test_rms_scale_values_and_gradient(rng, float64):
+    """`rms_scale` (its own backward pass on TensorFlow) against NumPy and finite differences."""
+    z = rng.normal(size=(2, 3, 6))
+    z = z - z.mean(-1, keepdims=True)
+    want = z / np.sqrt((z**2).mean(-1, keepdims=True) + 1e-2)
+    np.testing.assert_allclose(to_numpy(rms_scale(z.astype(GRAD_DTYPE), 1e-2)), want, rtol=1e-12)
+    weights = rng.normal(size=z.shape)
+    check_gradients(lambda z: weighted_sum(rms_scale(z, 1e-2), [weights]), [z])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_rms_scale_half_precision(dtype, rng):
+    z = rng.normal(size=(4, 8)) * 300.0  # squares overflow float16: statistics in float32
+    z = z - z.mean(-1, keepdims=True)
+    y = rms_scale(keras.ops.convert_to_tensor(z, dtype), 1e-3)
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    want = z / np.sqrt((z**2).mean(-1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(to_numpy(keras.ops.cast(y, "float32")), want, atol=3e-2)

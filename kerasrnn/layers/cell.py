@@ -7,7 +7,7 @@ from keras import activations, constraints, initializers, ops, regularizers
 
 from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks
-from kerasrnn.ops.math import layer_normalization, matmul
+from kerasrnn.ops.math import layer_normalization, matmul, rms_scale
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -197,6 +197,11 @@ class RecurrentCell(keras.layers.Layer):
                     ops.convert_to_tensor(getattr(self, f"{name}_gamma")),
                     ops.convert_to_tensor(getattr(self, f"{name}_beta")),
                 )
+            if "kernel_norm" in constants:
+                # LN_x(x W) only sees x W minus its block means: take them out of W
+                # once here, and the step's normalization needs no mean (see
+                # `center_blocks`).
+                constants["kernel"] = center_blocks(constants["kernel"], self.gates)
         return constants
 
     def _dropout_mask(self, shape, rate):
@@ -238,10 +243,17 @@ class RecurrentCell(keras.layers.Layer):
             zoned.append(new)
         return zoned
 
-    def normalize(self, z, constants, name, groups=1):
-        """Layer normalization of `z` with the gain and shift `constants[name]`."""
+    def normalize(self, z, constants, name, groups=1, centered=False, shift=True):
+        """Layer normalization of `z` with the gain and shift `constants[name]`.
+
+        `centered=True` says each block of `z` already has mean zero (a product with
+        weights that `center_blocks` centered), so only the variance is computed.
+        `shift=False` leaves out `β` (a cell that added it to its bias instead).
+        """
         gamma, beta = constants[name]
-        return layer_norm(z, gamma, beta, self.layer_norm_epsilon, groups)
+        if centered:
+            return normalize_centered(z, gamma, beta if shift else None, self.layer_norm_epsilon, groups)
+        return layer_norm(z, gamma, beta if shift else None, self.layer_norm_epsilon, groups)
 
     def input_bias(self, constants):
         """The part of the bias added to the input projection."""
@@ -256,9 +268,12 @@ class RecurrentCell(keras.layers.Layer):
         if constants is None:
             constants = self.loop_constants(inputs)
         z = matmul(self.drop_inputs(inputs, constants), constants["kernel"])
-        if constants.get("kernel_norm") is not None:
-            z = self.normalize(z, constants, "kernel_norm", groups=self.gates)
         bias = self.input_bias(constants)
+        if constants.get("kernel_norm") is not None:  # `kernel` is centered
+            z = self.normalize(z, constants, "kernel_norm", groups=self.gates, centered=True, shift=False)
+            # LN_x's shift joins the bias: one addition over the sequence, not two.
+            beta = constants["kernel_norm"][1]
+            bias = beta if bias is None else bias + beta
         if bias is not None:
             z = z + bias
         return z
@@ -356,13 +371,67 @@ def layer_norm(z, gamma, beta, epsilon, groups=1):
 
     With `groups > 1` the last axis is split into `groups` equal blocks (the gates of
     a fused projection) and each block gets its own `μ` and `σ²`; `γ` and `β` span the
-    whole axis. `keras.ops.layer_normalization` computes the statistics (in float32
-    for float16/bfloat16; one fused kernel on torch; float64 kept by
-    `kerasrnn.ops.math.layer_normalization`).
+    whole axis. On torch `keras.ops.layer_normalization` (one fused kernel; float64
+    kept by `kerasrnn.ops.math.layer_normalization`); elsewhere `z − μ` then
+    `normalize_centered`, whose backward pass is shorter than autodiff's of the moments.
     """
+    if keras.backend.backend() != "torch":
+        return normalize_centered(center_blocks(z, groups), gamma, beta, epsilon, groups)
     if groups == 1:
+        if beta is None:
+            return layer_normalization(z, epsilon=epsilon) * gamma
         return layer_normalization(z, gamma, beta, epsilon=epsilon)
     shape = ops.shape(z)
     blocks = ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
-    normalized = ops.reshape(layer_normalization(blocks, epsilon=epsilon), shape)
-    return normalized * gamma + beta
+    normalized = ops.reshape(layer_normalization(blocks, epsilon=epsilon), shape) * gamma
+    return normalized if beta is None else normalized + beta
+
+
+def center_blocks(w, groups=1):
+    r"""`w` minus the mean of each of its `groups` blocks along the last axis.
+
+    The mean of a block of `x W` is `x` times the mean column of that block of `W`,
+    so `x W − μ(x W) = x W̃` with `W̃ = center_blocks(W)`: exactly (up to rounding),
+    for any `x`. A cell layer-normalizes `x W` as `normalize_centered(x W̃)`; centering
+    the weights once per sequence replaces the per-step mean, forward and backward.
+    The block means of `W` get zero gradient, as they do through `LN(x W)`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from kerasrnn.layers.cell import center_blocks
+    >>> w = center_blocks(np.array([[1.0, 3.0, 0.0, 4.0]], "float32"), groups=2)
+    >>> keras.ops.convert_to_numpy(w).tolist()
+    [[-1.0, 1.0, -2.0, 2.0]]
+    """
+    w = ops.convert_to_tensor(w)
+    if groups == 1:
+        return w - _mean_last(w)
+    shape = ops.shape(w)
+    blocks = ops.reshape(w, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    return ops.reshape(blocks - _mean_last(blocks), shape)
+
+
+def normalize_centered(z, gamma, beta, epsilon, groups=1):
+    r"""`LN(z; γ, β)` for a `z` whose blocks already have mean zero (see `center_blocks`).
+
+    ```
+    γ ⊗ z / sqrt(mean(z²) + ε) + β
+    ```
+
+    per block, which is `layer_norm` when `μ = 0`: one reduction instead of two, and
+    a shorter backward pass (`kerasrnn.ops.math.rms_scale`).
+    """
+    shape = ops.shape(z)
+    blocks = z if groups == 1 else ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    normalized = rms_scale(blocks, epsilon)
+    if groups != 1:
+        normalized = ops.reshape(normalized, shape)
+    normalized = normalized * gamma
+    return normalized if beta is None else normalized + beta
+
+
+def _mean_last(x):
+    # A sum over the last axis, scaled: `keras.ops.mean` computes float64 in float32
+    # on JAX and torch, and the float64 gradient checks need every digit.
+    return ops.sum(x, axis=-1, keepdims=True) * (1.0 / x.shape[-1])

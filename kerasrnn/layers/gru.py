@@ -6,7 +6,7 @@ import keras
 from keras import activations, ops
 
 from kerasrnn.layers import _checks
-from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
+from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec, permute_gates
 from kerasrnn.ops.math import activate, matmul
@@ -124,6 +124,10 @@ class GRUCell(RecurrentCell):
         constants = super().loop_constants(inputs, training)
         units = self.units
         recurrent = constants["recurrent_kernel"]
+        if self.layer_norm:
+            # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no
+            # mean. Splitting after centering keeps the z, r, g blocks centered.
+            recurrent = constants["recurrent_kernel"] = center_blocks(recurrent, 3)
         if not self.reset_after:
             # Split once, outside the loop: the candidate sees r ⊗ h, not h.
             constants["recurrent_zr"] = recurrent[:, : 2 * units]
@@ -151,7 +155,7 @@ class GRUCell(RecurrentCell):
         if self.reset_after:
             rec = matmul(h_in, constants["recurrent_kernel"])
             if self.layer_norm:
-                rec = self.normalize(rec, constants, "recurrent_norm", groups=3)
+                rec = self.normalize(rec, constants, "recurrent_norm", groups=3, centered=True)
             if constants["recurrent_bias"] is not None:
                 rec = rec + constants["recurrent_bias"]
             rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
@@ -161,13 +165,13 @@ class GRUCell(RecurrentCell):
         else:
             rec_zr = matmul(h_in, constants["recurrent_zr"])
             if self.layer_norm:
-                rec_zr = self.normalize(rec_zr, constants, "recurrent_norm_zr", groups=2)
+                rec_zr = self.normalize(rec_zr, constants, "recurrent_norm_zr", groups=2, centered=True)
             rec_z, rec_r = ops.split(rec_zr, 2, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
             rec_g = matmul(r * h_in, constants["recurrent_g"])
             if self.layer_norm:
-                rec_g = self.normalize(rec_g, constants, "recurrent_norm_g")
+                rec_g = self.normalize(rec_g, constants, "recurrent_norm_g", centered=True)
             g = activate(self.activation, x_g + rec_g)
         h = z * h_prev + (1.0 - z) * g
         self.record(constants, z=z, r=r, g=g)

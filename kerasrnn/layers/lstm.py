@@ -7,7 +7,7 @@ from keras import activations, ops
 
 from kerasrnn.initializers import ForgetGateBias
 from kerasrnn.layers import _checks
-from kerasrnn.layers.cell import RecurrentCell, gated_fused_ok
+from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
 from kerasrnn.ops.math import activate, matmul
@@ -209,7 +209,19 @@ class LSTMCell(RecurrentCell):
             constants["peepholes"] = (peepholes[0], peepholes[1], peepholes[2])
         if self.proj_size:
             constants["projection_kernel"] = ops.convert_to_tensor(self.projection_kernel)
+        if self.layer_norm:
+            # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no mean.
+            constants["recurrent_kernel"] = center_blocks(constants["recurrent_kernel"], 4)
         return constants
+
+    def input_bias(self, constants):
+        """`b`, plus `LN_h`'s shift `β_h` with layer norm: both are added to every
+        step's pre-activations, so the step adds them once, with the input."""
+        bias = constants["bias"]
+        if not self.layer_norm:
+            return bias
+        beta = constants["recurrent_norm"][1]
+        return beta if bias is None else bias + beta
 
     def _bias_initializer(self):
         if self.unit_forget_bias:
@@ -220,7 +232,7 @@ class LSTMCell(RecurrentCell):
         h_prev, c_prev = states
         rec = matmul(self.recurrent_input(h_prev, constants), constants["recurrent_kernel"])
         if self.layer_norm:
-            rec = self.normalize(rec, constants, "recurrent_norm", groups=4)
+            rec = self.normalize(rec, constants, "recurrent_norm", groups=4, centered=True, shift=False)
         z_i, z_f, z_g, z_o = ops.split(projected + rec, 4, axis=-1)
         if self.use_peepholes:
             w_ci, w_cf, w_co = constants["peepholes"]

@@ -5,7 +5,7 @@ from typing import ClassVar
 import keras
 from keras import activations, ops
 
-from kerasrnn.layers.cell import RecurrentCell, common_fused_reason
+from kerasrnn.layers.cell import RecurrentCell, center_blocks, common_fused_reason
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
 from kerasrnn.ops.math import activate, matmul
@@ -93,10 +93,21 @@ class SimpleRNNCell(RecurrentCell):
     def layer_norm_sizes(self):
         return {"norm": self.units}
 
+    def loop_constants(self, inputs, training=False):
+        constants = super().loop_constants(inputs, training)
+        if self.layer_norm:
+            # The mean of a_t = x_t W_x + h_{t-1} W_h + b is linear in the weights:
+            # take it out of them once, and the step's LN needs no mean (see
+            # `center_blocks`).
+            for name in ("kernel", "recurrent_kernel", "bias"):
+                if constants[name] is not None:
+                    constants[name] = center_blocks(constants[name])
+        return constants
+
     def step(self, projected, states, constants):
         a = projected + matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
         if self.layer_norm:
-            a = self.normalize(a, constants, "norm")
+            a = self.normalize(a, constants, "norm", centered=True)
         h = activate(self.activation, a)
         self.record(constants, h=h)
         (h,) = self.apply_zoneout(states, [h], constants)

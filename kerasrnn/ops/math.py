@@ -10,7 +10,7 @@ must compute in float64 throughout, so the cells call these instead.
 import keras
 from keras import activations, ops
 
-__all__ = ["activate", "layer_normalization", "matmul"]
+__all__ = ["activate", "layer_normalization", "matmul", "rms_scale"]
 
 
 def _is_float64(x):
@@ -81,3 +81,66 @@ def layer_normalization(x, gamma=None, beta=None, epsilon=1e-3):
         x = centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=-1, keepdims=True) + epsilon)
         return x if gamma is None else x * gamma + beta
     return ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
+
+
+def rms_scale(x, epsilon):
+    r"""`x / sqrt(mean(x²) + ε)` over the last axis, with a short backward pass.
+
+    ```
+    y = x · s,   s = 1 / sqrt(mean(x²) + ε)
+    ∂L/∂x = s · (∂L/∂y − y · mean(y ⊗ ∂L/∂y))
+    ```
+
+    `x` must have mean zero along the last axis (a cell's product with
+    centered weights, `kerasrnn.layers.cell.center_blocks`). On TensorFlow the
+    gradient above is the whole backward pass (one reduction; autodiff of the forward
+    would store and replay every elementwise step); JAX's compiler gets there from the
+    forward alone; torch runs its fused layer-norm kernel, the same for such an `x`
+    (and faster than anything composed of smaller ops). Statistics in float32 for
+    float16/bfloat16, float64 kept.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from kerasrnn.ops.math import rms_scale
+    >>> y = rms_scale(np.array([[3.0, -3.0]], "float32"), epsilon=0.0)
+    >>> keras.ops.convert_to_numpy(y).tolist()
+    [[1.0, -1.0]]
+    """
+    x = ops.convert_to_tensor(x)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _rms_scale_tf(x, epsilon)
+    if backend == "torch":
+        # torch's fused layer-norm kernel (forward and backward) is faster than any
+        # composition here; for a mean-zero `x` it computes the same.
+        return layer_normalization(x, epsilon=epsilon)
+    return _rms_scale_forward(x, epsilon)[0]
+
+
+def _rms_scale_forward(x, epsilon):
+    half = keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16")
+    stats = ops.cast(x, "float32") if half else x
+    # A sum, scaled: `keras.ops.mean` computes float64 in float32 on JAX and torch.
+    mean_square = ops.sum(ops.square(stats), axis=-1, keepdims=True) * (1.0 / x.shape[-1])
+    scale = ops.rsqrt(mean_square + epsilon)
+    if half:
+        scale = ops.cast(scale, x.dtype)
+    return x * scale, scale
+
+
+def _rms_scale_backward(y, scale, upstream):
+    dot = ops.sum(y * upstream, axis=-1, keepdims=True) * (1.0 / y.shape[-1])
+    return scale * (upstream - y * dot)
+
+
+def _rms_scale_tf(x, epsilon):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def scaled(x):
+        y, scale = _rms_scale_forward(x, epsilon)
+        return y, lambda upstream: _rms_scale_backward(y, scale, upstream)
+
+    return scaled(x)
+
