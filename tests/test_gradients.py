@@ -18,6 +18,9 @@ from _util import (
     random_weights,
 )
 
+import kerasrnn
+from kerasrnn.ops.device import on_accelerator
+
 BATCH, TIME, FEATURES, UNITS = 3, 4, 3, 3
 EPS = 1e-6
 
@@ -109,3 +112,41 @@ def test_layer_norm_every_weight(form, hoist, remat, rng, float64):
     layer = make(form, rng, layer_norm=True, hoist_inputs=hoist, remat=remat, return_sequences=True)
     x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
     check_gradients(layer, x, rng)
+
+
+@pytest.mark.parametrize(
+    "form, options",
+    [("lstm", {}), ("gru_before", {"layer_norm": True}), ("simple_tanh", {"layer_norm": True})],
+)
+def test_remat_changes_nothing_but_the_schedule(form, options, rng, float64):
+    """`remat=True` (recompute each step in the backward pass, JAX) gives the same loss
+    and gradients as storing the steps; on other backends it is ignored."""
+    plain = make(form, rng, return_sequences=True, remat=False, **options)
+    remat = make(form, rng, return_sequences=True, remat=True, **options)
+    remat.set_weights(plain.get_weights())
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
+    weights = [np.asarray(w, "float64") for w in plain.get_weights()]
+    cotangents = [nonzero_uniform(rng, s) for s in output_shapes(plain, x.shape)]
+    want = gradient_fn(plain, cotangents)(weights, x)
+    got = gradient_fn(remat, cotangents)(weights, x)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-14)
+    for g, w in zip(got[2], want[2]):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-14)
+
+
+def test_remat_auto_choice():
+    """`remat="auto"`: on for gated cells on JAX on a CPU (measured, REMAT_DEFAULTS)."""
+    import keras
+
+    from kerasrnn.layers.rnn import REMAT_DEFAULTS
+
+    x = keras.ops.zeros((1, 2, FEATURES))
+    backend = keras.backend.backend()
+    for layer_class, gated in [(kerasrnn.LSTM, True), (kerasrnn.GRU, True), (kerasrnn.SimpleRNN, False)]:
+        layer = layer_class(UNITS)
+        expected = gated and REMAT_DEFAULTS.get((backend, on_accelerator(x)), False)
+        assert layer._remat(x) is expected
+        assert layer_class(UNITS, remat=True)._remat(x) is True
+    if backend == "jax" and not on_accelerator(x):
+        assert kerasrnn.LSTM(UNITS)._remat(x) is True

@@ -62,6 +62,10 @@ class RNN(keras.layers.Layer):
             same function, `True` requires it (error otherwise), `False` never.
         hoist_inputs: `"auto"` (per backend and device, see `HOIST_DEFAULTS`),
             `True` or `False`: project the whole input sequence before the loop.
+        remat: `"auto"` (gated cells on JAX on a CPU, see `REMAT_DEFAULTS`), `True`
+            or `False`: on JAX, recompute each step in the backward pass instead of
+            storing its intermediate values (`kerasrnn.ops.unroll(remat=...)`); the
+            same function and gradients, and ignored on the other backends.
         **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
