@@ -23,9 +23,25 @@ import numpy as np
 SHAPES = {
     "A": {"batch": 64, "time": 100, "features": 32, "units": 128},
     "B": {"batch": 32, "time": 200, "features": 64, "units": 256},
+    "tiny": {"batch": 2, "time": 3, "features": 2, "units": 4},  # the test's smoke run
 }
 KERAS_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "RNN"}
+
+
+def extension_variants(cell, shape, backend):
+    """The options of issue 3 that `cell` has, as `--variants` entries (`--extensions`).
+
+    On torch the plain layer runs torch's fused kernel and the options the `keras.ops`
+    loop, so the loop itself (`fused=False`) is a row too.
+    """
+    rows = ["fused=False"] if backend == "torch" else []
+    rows.append("layer_norm=True")
+    if cell == "lstm":
+        rows += ["use_peepholes=True", f"proj_size={shape['units'] // 2}", "zoneout=0.1;zoneout_cell=0.1"]
+    else:
+        rows.append("zoneout=0.1")
+    return rows
 
 
 def keras_model(layer, shape):
@@ -132,7 +148,12 @@ def main(argv=None):
     parser.add_argument("--scaling", action="store_true", help="also T in {100, 400, 1600} (LSTM, shape A otherwise)")
     parser.add_argument("--inference", action="store_true", help="also time inference")
     parser.add_argument("--json", help="write all timings to this file")
-    parser.add_argument("--baseline", default="keras.layers", help="contender the ratios divide by (e.g. kerasrnn)")
+    parser.add_argument(
+        "--extensions", action="store_true",
+        help="also each option of the cell (layer norm, peepholes, projection, zoneout), "
+        "with ratios to the plain kerasrnn layer unless --baseline says otherwise",
+    )
+    parser.add_argument("--baseline", default=None, help="contender the ratios divide by (default keras.layers; e.g. kerasrnn)")
     parser.add_argument(
         "--keras-max-time", type=int, default=None,
         help="leave keras.layers out above this many steps (on torch its step time grows "
@@ -157,8 +178,9 @@ def main(argv=None):
     if args.scaling:
         runs += [("lstm", f"A-T{t}", dict(SHAPES["A"], time=t)) for t in (100, 400, 1600)]
     for cell, shape_name, shape in runs:
-        fns = contenders(cell, shape, variants)
-        baseline = args.baseline
+        extra = extension_variants(cell, shape, keras.backend.backend()) if args.extensions else []
+        fns = contenders(cell, shape, variants + [v for v in extra if v not in variants])
+        baseline = args.baseline or ("kerasrnn" if args.extensions else "keras.layers")
         if args.keras_max_time is not None and shape["time"] > args.keras_max_time:
             fns.pop("keras.layers", None)
             if baseline == "keras.layers":

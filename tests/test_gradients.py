@@ -136,17 +136,25 @@ def test_remat_changes_nothing_but_the_schedule(form, options, rng, float64):
 
 
 def test_remat_auto_choice():
-    """`remat="auto"`: on for gated cells on JAX on a CPU (measured, REMAT_DEFAULTS)."""
+    """`remat="auto"`: on JAX on a CPU where the step is worth recomputing (measured):
+    LSTM always, GRU with layer norm or zoneout, SimpleRNN with layer norm."""
     import keras
 
     from kerasrnn.layers.rnn import REMAT_DEFAULTS
 
     x = keras.ops.zeros((1, 2, FEATURES))
-    backend = keras.backend.backend()
-    for layer_class, gated in [(kerasrnn.LSTM, True), (kerasrnn.GRU, True), (kerasrnn.SimpleRNN, False)]:
-        layer = layer_class(UNITS)
-        expected = gated and REMAT_DEFAULTS.get((backend, on_accelerator(x)), False)
-        assert layer._remat(x) is expected
-        assert layer_class(UNITS, remat=True)._remat(x) is True
-    if backend == "jax" and not on_accelerator(x):
-        assert kerasrnn.LSTM(UNITS)._remat(x) is True
+    allowed = REMAT_DEFAULTS.get((keras.backend.backend(), on_accelerator(x)), False)
+    cases = [
+        (kerasrnn.LSTM, {}, True),
+        (kerasrnn.GRU, {}, False),
+        (kerasrnn.GRU, {"zoneout": 0.1}, True),
+        (kerasrnn.GRU, {"layer_norm": True}, True),
+        (kerasrnn.SimpleRNN, {}, False),
+        (kerasrnn.SimpleRNN, {"zoneout": 0.1}, False),
+        (kerasrnn.SimpleRNN, {"layer_norm": True}, True),
+    ]
+    for layer_class, options, pays in cases:
+        assert layer_class(UNITS, **options)._remat(x) is (allowed and pays)
+        assert layer_class(UNITS, remat=True, **options)._remat(x) is True
+        assert layer_class(UNITS, remat=False, **options)._remat(x) is False
+    assert allowed is (keras.backend.backend() == "jax" and not on_accelerator(x))

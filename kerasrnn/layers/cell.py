@@ -155,6 +155,16 @@ class RecurrentCell(keras.layers.Layer):
         """Zoneout probability of each state, in the order of `state_size`."""
         return [self.zoneout]
 
+    def remat_pays(self):
+        """Whether recomputing this cell's step in the backward pass (`remat`) beats
+        storing its intermediates, where the backend allows it (JAX on a CPU).
+
+        Measured (`nox -s bench`, docs/performance.md): yes with layer norm, whose
+        statistics and normalized values would be stored at every step; the cells
+        override it for their other configurations.
+        """
+        return self.layer_norm
+
     def _bias_shape(self):
         return (self.gates * self.units,)
 

@@ -54,7 +54,8 @@ class GRUCell(RecurrentCell):
     (for `reset_after=False` the `z, r` blocks of `LN_h` see `h_{t-1} W_hz, W_hr` and
     the candidate block sees `(r_t ⊗ h_{t-1}) W_hg`). Extra weights
     `kernel_norm_{gamma,beta} (3·units,)` and `recurrent_norm_{gamma,beta} (3·units,)`
-    (gains ones, shifts zeros), after `kernel`, `recurrent_kernel`, `bias`. With
+    (gains ones, shifts zeros), after `kernel`, `recurrent_kernel`, `bias`; the step
+    runs on weights centered per gate block, as `LSTMCell` explains. With
     `zoneout=p` (Krueger et al. 2016) each unit of `h_t` keeps its previous value with
     probability `p` during training and is the expectation
     `p h_{t-1} + (1 − p) h̃_t` at inference.
@@ -119,6 +120,10 @@ class GRUCell(RecurrentCell):
 
     def layer_norm_sizes(self):
         return {"kernel_norm": 3 * self.units, "recurrent_norm": 3 * self.units}
+
+    def remat_pays(self):
+        # The plain GRU step is cheaper stored (1.10x recomputed); zoneout tips it.
+        return self.layer_norm or self.zoneout > 0
 
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)

@@ -28,12 +28,10 @@ HOIST_DEFAULTS = {
 }
 
 
-#: Whether `remat="auto"` recomputes the step's intermediates in the backward pass
-#: (`kerasrnn.ops.unroll(remat=True)`) for a gated cell (LSTM, GRU), by (backend, on an
-#: accelerator). Measured with `nox -s bench` on CPU: JAX trains an LSTM 0.82×, a
-#: layer-norm LSTM 0.57× and a layer-norm GRU 0.62× as long with it (shape A); a
-#: SimpleRNN step is one product and a tanh, and recomputing it costs more (1.17×).
-#: Unmeasured on GPUs, so off there. Only JAX implements it.
+#: Whether `remat="auto"` may recompute the step's intermediates in the backward pass
+#: (`kerasrnn.ops.unroll(remat=True)`), by (backend, on an accelerator); where it may,
+#: the cell decides (`RecurrentCell.remat_pays`). Measured with `nox -s bench` on CPU
+#: (docs/performance.md). Unmeasured on GPUs, so off there; only JAX implements it.
 REMAT_DEFAULTS = {("jax", False): True}
 
 
@@ -62,7 +60,8 @@ class RNN(keras.layers.Layer):
             same function, `True` requires it (error otherwise), `False` never.
         hoist_inputs: `"auto"` (per backend and device, see `HOIST_DEFAULTS`),
             `True` or `False`: project the whole input sequence before the loop.
-        remat: `"auto"` (gated cells on JAX on a CPU, see `REMAT_DEFAULTS`), `True`
+        remat: `"auto"` (on JAX on a CPU where the cell's step is worth recomputing,
+            see `REMAT_DEFAULTS` and `RecurrentCell.remat_pays`), `True`
             or `False`: on JAX, recompute each step in the backward pass instead of
             storing its intermediate values (`kerasrnn.ops.unroll(remat=...)`); the
             same function and gradients, and ignored on the other backends.
@@ -293,7 +292,7 @@ class RNN(keras.layers.Layer):
         if self.remat != "auto":
             return self.remat
         default = REMAT_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
-        return default and self.cell.gates > 1
+        return default and self.cell.remat_pays()
 
     def _fused_spec(self, constants, mask, sequences, training):
         """`(FusedSpec, lengths)` when a fused kernel computes this call exactly."""

@@ -36,7 +36,8 @@ class SimpleRNNCell(RecurrentCell):
     ```
 
     with the extra weights `norm_gamma (units,)` (ones) and `norm_beta (units,)`
-    (zeros), after `kernel`, `recurrent_kernel`, `bias`. With `zoneout=p`
+    (zeros), after `kernel`, `recurrent_kernel`, `bias` (the step runs on centered
+    weights and bias: `μ_t` is linear in them, see `LSTMCell`). With `zoneout=p`
     (Krueger et al. 2016) each unit of `h_t` keeps its previous value with
     probability `p` during training, `h_t = d_t ⊗ h_{t-1} + (1 − d_t) ⊗ h̃_t`, and is
     the expectation `p h_{t-1} + (1 − p) h̃_t` at inference (`kerasrnn.regularizers`).

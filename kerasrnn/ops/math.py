@@ -96,8 +96,8 @@ def rms_scale(x, epsilon):
     gradient above is the whole backward pass (one reduction; autodiff of the forward
     would store and replay every elementwise step); JAX's compiler gets there from the
     forward alone; torch runs its fused layer-norm kernel, the same for such an `x`
-    (and faster than anything composed of smaller ops). Statistics in float32 for
-    float16/bfloat16, float64 kept.
+    (and faster than anything composed of smaller ops). float16/bfloat16 inputs are
+    computed in float32 (forward and backward), float64 stays float64.
 
     Example:
 
@@ -108,6 +108,9 @@ def rms_scale(x, epsilon):
     [[1.0, -1.0]]
     """
     x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("float16", "bfloat16"):  # forward and backward in float32
+        return ops.cast(rms_scale(ops.cast(x, "float32"), epsilon), dtype)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _rms_scale_tf(x, epsilon)
@@ -119,13 +122,9 @@ def rms_scale(x, epsilon):
 
 
 def _rms_scale_forward(x, epsilon):
-    half = keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16")
-    stats = ops.cast(x, "float32") if half else x
     # A sum, scaled: `keras.ops.mean` computes float64 in float32 on JAX and torch.
-    mean_square = ops.sum(ops.square(stats), axis=-1, keepdims=True) * (1.0 / x.shape[-1])
+    mean_square = ops.sum(ops.square(x), axis=-1, keepdims=True) * (1.0 / x.shape[-1])
     scale = ops.rsqrt(mean_square + epsilon)
-    if half:
-        scale = ops.cast(scale, x.dtype)
     return x * scale, scale
 
 
