@@ -7,7 +7,7 @@ from keras import activations, constraints, initializers, ops, regularizers
 
 from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks
-from kerasrnn.ops.math import layer_normalization, matmul, rms_scale
+from kerasrnn.ops.math import layer_normalization, matmul, reshape, rms_scale
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -392,8 +392,8 @@ def layer_norm(z, gamma, beta, epsilon, groups=1):
             return layer_normalization(z, epsilon=epsilon) * gamma
         return layer_normalization(z, gamma, beta, epsilon=epsilon)
     shape = ops.shape(z)
-    blocks = ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
-    normalized = ops.reshape(layer_normalization(blocks, epsilon=epsilon), shape) * gamma
+    blocks = reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    normalized = reshape(layer_normalization(blocks, epsilon=epsilon), shape) * gamma
     return normalized if beta is None else normalized + beta
 
 
@@ -418,8 +418,8 @@ def center_blocks(w, groups=1):
     if groups == 1:
         return w - _mean_last(w)
     shape = ops.shape(w)
-    blocks = ops.reshape(w, tuple(shape[:-1]) + (groups, shape[-1] // groups))
-    return ops.reshape(blocks - _mean_last(blocks), shape)
+    blocks = reshape(w, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    return reshape(blocks - _mean_last(blocks), shape)
 
 
 def normalize_centered(z, gamma, beta, epsilon, groups=1):
@@ -433,10 +433,10 @@ def normalize_centered(z, gamma, beta, epsilon, groups=1):
     a shorter backward pass (`kerasrnn.ops.math.rms_scale`).
     """
     shape = ops.shape(z)
-    blocks = z if groups == 1 else ops.reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
+    blocks = z if groups == 1 else reshape(z, tuple(shape[:-1]) + (groups, shape[-1] // groups))
     normalized = rms_scale(blocks, epsilon)
     if groups != 1:
-        normalized = ops.reshape(normalized, shape)
+        normalized = reshape(normalized, shape)
     normalized = normalized * gamma
     return normalized if beta is None else normalized + beta
 

@@ -1,20 +1,38 @@
-"""`keras.ops` that keep float64, for the cells' equations.
+"""`keras.ops` that keep float64 and skip Keras's per-call overhead in the time loop.
 
 Keras narrows some 64-bit results to 32 bits on some backends ("to be aligned with JAX's
 default behaviour"): on torch `keras.ops.matmul` of two float64 tensors returns float32,
 and on JAX `keras.ops.tanh` of a float64 tensor returns float32 even with
 `jax_enable_x64`. A `dtype="float64"` layer (what finite-difference gradient checks use)
 must compute in float64 throughout, so the cells call these instead.
+
+On torch the loop runs eagerly, so the Python around each `keras.ops` call is paid at
+every step: measured per call on a `(64, 512)` tensor, `keras.ops.reshape` 31 µs
+against 0.9 µs for `Tensor.reshape`, `keras.ops.matmul` 18 µs against 5 µs,
+`keras.ops.layer_normalization` 45 µs against 32 µs. For torch tensors of one float
+dtype these call torch directly; everything else goes through `keras.ops`.
 """
 
 import keras
 from keras import activations, ops
 
-__all__ = ["activate", "layer_normalization", "matmul", "rms_scale"]
+__all__ = ["activate", "layer_normalization", "matmul", "reshape", "rms_scale"]
 
 
 def _is_float64(x):
     return str(getattr(x, "dtype", "")).endswith("float64")
+
+
+def _torch_float(*xs):
+    """True for torch tensors of one dtype, float32 or float64 (on the torch backend)."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    if not all(isinstance(x, torch.Tensor) for x in xs):
+        return False
+    dtypes = {x.dtype for x in xs}
+    return dtypes == {torch.float32} or dtypes == {torch.float64}
 
 
 def matmul(a, b):
@@ -28,11 +46,30 @@ def matmul(a, b):
     >>> keras.ops.convert_to_numpy(y).ravel().tolist()
     [6.0, 6.0]
     """
+    if _torch_float(a, b):
+        import torch
+
+        return torch.matmul(a, b)
     if keras.backend.backend() == "torch" and _is_float64(a) and _is_float64(b):
         import torch
 
         return torch.matmul(ops.convert_to_tensor(a), ops.convert_to_tensor(b))
     return ops.matmul(a, b)
+
+
+def reshape(x, shape):
+    """`keras.ops.reshape(x, shape)`, without its per-call cost for torch tensors.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from kerasrnn.ops.math import reshape
+    >>> tuple(reshape(np.zeros((2, 6), "float32"), (2, 3, 2)).shape)
+    (2, 3, 2)
+    """
+    if _torch_float(x):
+        return x.reshape(tuple(shape))
+    return ops.reshape(x, shape)
 
 
 def activate(fn, x):
@@ -68,7 +105,7 @@ def layer_normalization(x, gamma=None, beta=None, epsilon=1e-3):
     [[-1.0, 1.0]]
     """
     backend = keras.backend.backend()
-    if _is_float64(x) and backend == "torch":
+    if backend == "torch" and (_is_float64(x) or _torch_float(x, *[v for v in (gamma, beta) if v is not None])):
         import torch
 
         x = ops.convert_to_tensor(x)
