@@ -278,15 +278,24 @@ class RecurrentCell(keras.layers.Layer):
         if constants is None:
             constants = self.loop_constants(inputs)
         z = matmul(self.drop_inputs(inputs, constants), constants["kernel"])
-        bias = self.input_bias(constants)
         if constants.get("kernel_norm") is not None:  # `kernel` is centered
             z = self.normalize(z, constants, "kernel_norm", groups=self.gates, centered=True, shift=False)
-            # LN_x's shift joins the bias: one addition over the sequence, not two.
-            beta = constants["kernel_norm"][1]
-            bias = beta if bias is None else bias + beta
+            return z + constants["input_shift"]  # see `fold_input_shift`
+        bias = self.input_bias(constants)
         if bias is not None:
             z = z + bias
         return z
+
+    def fold_input_shift(self, constants):
+        """With layer norm, `constants["input_shift"]`: the bias plus `LN_x`'s shift `β_x`
+        (and what else the cell folds into it), the one vector `project_inputs` adds
+        after `LN_x`. Gated cells call it last in `loop_constants`, so the sum is formed
+        once per sequence, never inside the time loop.
+        """
+        bias = self.input_bias(constants)
+        beta = constants["kernel_norm"][1]
+        constants["input_shift"] = beta if bias is None else bias + beta
+        return constants
 
     def drop_inputs(self, inputs, constants):
         """`inputs` times the input dropout mask (one mask for every time step)."""

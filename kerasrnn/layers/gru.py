@@ -148,6 +148,8 @@ class GRUCell(RecurrentCell):
         else:
             constants["input_bias"] = bias
             constants["recurrent_bias"] = None
+        if self.layer_norm:
+            self.fold_input_shift(constants)
         return constants
 
     def input_bias(self, constants):

@@ -220,6 +220,7 @@ class LSTMCell(RecurrentCell):
         if self.layer_norm:
             # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no mean.
             constants["recurrent_kernel"] = center_blocks(constants["recurrent_kernel"], 4)
+            self.fold_input_shift(constants)
         return constants
 
     def input_bias(self, constants):
