@@ -44,18 +44,21 @@ def extension_variants(cell, shape, backend):
     return rows
 
 
-def keras_model(layer, shape):
+def keras_model(layer, shape, jit_compile="auto"):
     import keras
 
     inputs = keras.Input((shape["time"], shape["features"]), batch_size=shape["batch"])
     outputs = keras.layers.Dense(1)(layer(inputs))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", jit_compile=jit_compile)
     return model
 
 
-def contenders(cell, shape, variants):
-    """name -> (train_step, infer_step) closures, each running one batch."""
+def contenders(cell, shape, variants, jit_compile="auto"):
+    """name -> (train_step, infer_step) closures, each running one batch.
+
+    `jit_compile` goes to every Keras model's `compile` ("auto": Keras's default, which
+    is XLA on TensorFlow only with a GPU; JAX always compiles, torch never)."""
     import keras
 
     import kerasrnn
@@ -67,7 +70,7 @@ def contenders(cell, shape, variants):
     out = {}
 
     def add_keras(name, layer):
-        model = keras_model(layer, shape)
+        model = keras_model(layer, shape, jit_compile)
         model.train_on_batch(x, y)  # compile outside the timing
         model.predict_on_batch(x)
         out[name] = (lambda: model.train_on_batch(x, y), lambda: model.predict_on_batch(x))
@@ -164,13 +167,19 @@ def main(argv=None):
         help="wall time, or CPU time of this process (all its threads): steadier on an "
         "oversubscribed machine, but it counts parallel work instead of latency",
     )
+    parser.add_argument(
+        "--jit-compile", choices=("auto", "true", "false"), default="auto",
+        help="`jit_compile` of the Keras models (TensorFlow: 'true' runs the training "
+        "step under XLA, which Keras's 'auto' does only with a GPU)",
+    )
     args = parser.parse_args(argv)
+    jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
     import keras
 
     print(
         f"backend={keras.backend.backend()} keras={keras.__version__} "
-        f"python={sys.version.split()[0]} clock={args.clock}"
+        f"python={sys.version.split()[0]} clock={args.clock} jit_compile={args.jit_compile}"
     )
     variants = [v for v in args.variants.split(",") if v]
     results = {}
@@ -179,7 +188,7 @@ def main(argv=None):
         runs += [("lstm", f"A-T{t}", dict(SHAPES["A"], time=t)) for t in (100, 400, 1600)]
     for cell, shape_name, shape in runs:
         extra = extension_variants(cell, shape, keras.backend.backend()) if args.extensions else []
-        fns = contenders(cell, shape, variants + [v for v in extra if v not in variants])
+        fns = contenders(cell, shape, variants + [v for v in extra if v not in variants], jit_compile)
         baseline = args.baseline or ("kerasrnn" if args.extensions else "keras.layers")
         if args.keras_max_time is not None and shape["time"] > args.keras_max_time:
             fns.pop("keras.layers", None)
