@@ -286,7 +286,7 @@ def to_keras(layer, **overrides):
 
     A `keras.layers.Bidirectional` of ours gives one of Keras's. Layers with an
     option `keras.layers` lacks (layer norm, peepholes, projection, zoneout) raise a
-    `ValueError` naming it; kerasrnn's `fused`/`hoist_inputs`/`remat` are dropped.
+    `ValueError` naming it; kerasrnn's `fused`/`hoist_inputs`/`remat`/`xla` are dropped.
     """
     if isinstance(layer, keras.layers.Bidirectional):
         return _convert_bidirectional(layer, to_keras, overrides)

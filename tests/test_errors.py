@@ -103,7 +103,7 @@ def test_activation_not_callable():
     assert kerasrnn.SimpleRNN(4, activation=None).activation is keras.activations.linear
 
 
-@pytest.mark.parametrize("argument", ["fused", "hoist_inputs", "remat"])
+@pytest.mark.parametrize("argument", ["fused", "hoist_inputs", "remat", "xla"])
 @pytest.mark.parametrize("value", ["yes", "always", 1.5, None])
 def test_fused_and_hoist_inputs(argument, value):
     with pytest.raises(ValueError, match=rf"`{argument}` must be one of \('auto', True, False\)"):

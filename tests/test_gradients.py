@@ -9,6 +9,7 @@ directional derivative that central differences measure:
 import numpy as np
 import pytest
 from _util import (
+    BACKEND,
     CELL_FORMS,
     gradient_fn,
     n_states,
@@ -158,3 +159,105 @@ def test_remat_auto_choice():
         assert layer_class(UNITS, remat=True, **options)._remat(x) is True
         assert layer_class(UNITS, remat=False, **options)._remat(x) is False
     assert allowed is (keras.backend.backend() == "jax" and not on_accelerator(x))
+
+
+def _graph_gradients(layer, x, cotangents, **call_kwargs):
+    """Loss and gradients (inputs, weights) computed inside a `tf.function`, where the
+    XLA-compiled loop runs (`xla=True`), and the traced graph."""
+    import tensorflow as tf
+
+    weights = [tf.constant(w) for w in layer.get_weights()]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    @tf.function
+    def grads(weights, x):
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            tape.watch(x)
+            out, _ = layer.stateless_call(weights, non_trainable, x, **call_kwargs)
+            out = out if isinstance(out, (list, tuple)) else [out]
+            loss = sum(tf.reduce_sum(o * c) for o, c in zip(out, cotangents))
+        return loss, tape.gradient(loss, [x, *weights])
+
+    x = tf.constant(x)
+    loss, gradients = grads(weights, x)
+    graph = grads.get_concrete_function(weights, x).graph.as_graph_def()
+    return float(loss), [g.numpy() for g in gradients], graph
+
+
+def _compiled_functions(graph_def):
+    return [
+        f.signature.name for f in graph_def.library.function
+        if f.attr["_XlaMustCompile"].b
+    ]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the XLA-compiled loop is TensorFlow's")
+@pytest.mark.parametrize(
+    "form, options, masked",
+    [
+        ("simple_tanh", {}, True),
+        ("lstm", {}, True),
+        ("lstm", {"layer_norm": True, "use_peepholes": True}, False),
+        ("lstm", {"proj_size": 2, "zoneout": 0.3, "zoneout_cell": 0.2}, True),
+        ("gru_before", {"layer_norm": True, "hoist_inputs": True}, False),
+        ("gru_after_nobias", {"zoneout": 0.2}, True),
+        ("simple_relu", {"layer_norm": True}, False),
+    ],
+)
+def test_xla_loop_matches_the_graph_loop(form, options, masked, rng, float64):
+    """`xla=True` (TensorFlow: the loop compiled by XLA, its backward pass a compiled
+    recomputation) gives the loss and every gradient of the graph-mode loop, with
+    masks, `go_backwards` and final states; and it is what runs."""
+    plain = make(form, rng, return_sequences=True, return_state=True, go_backwards=True, xla=False, **options)
+    compiled = make(form, rng, return_sequences=True, return_state=True, go_backwards=True, xla=True, **options)
+    compiled.set_weights(plain.get_weights())
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES))
+    cotangents = [nonzero_uniform(rng, s) for s in output_shapes(plain, x.shape)]
+    kwargs = {"mask": random_mask(rng, BATCH, TIME, "arbitrary")} if masked else {}
+    want_loss, want, plain_graph = _graph_gradients(plain, x, cotangents, **kwargs)
+    got_loss, got, graph = _graph_gradients(compiled, x, cotangents, **kwargs)
+    assert _compiled_functions(graph), "the loop did not run compiled"
+    assert not _compiled_functions(plain_graph)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the XLA-compiled loop is TensorFlow's")
+def test_xla_loop_inside_a_compiled_training_step(rng):
+    """Under Keras's `jit_compile=True` the loop is not compiled a second time, and
+    training with zoneout (random masks) gives the same step either way."""
+    import keras
+
+    x = nonzero_uniform(rng, (4, 5, 3)).astype("float32")
+    y = nonzero_uniform(rng, (4, 1)).astype("float32")
+    updates = []
+    for xla, jit in [(False, False), (True, False), (True, True)]:
+        inputs = keras.Input((5, 3))
+        layer = kerasrnn.LSTM(4, layer_norm=True, xla=xla, seed=7)
+        model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
+        model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
+        model.set_weights([0.1 + 0.01 * np.arange(w.size, dtype="float32").reshape(w.shape) % 0.3 for w in model.get_weights()])
+        before = [w.copy() for w in model.get_weights()]
+        model.train_on_batch(x, y)
+        updates.append([a - b for a, b in zip(model.get_weights(), before)])
+    for other in updates[1:]:
+        for got, want in zip(other, updates[0]):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_xla_auto_choice():
+    """`xla="auto"`: on TensorFlow on a CPU (where Keras's training step is not
+    compiled by XLA), for every cell."""
+    import keras
+
+    from kerasrnn.layers.rnn import XLA_DEFAULTS
+
+    x = keras.ops.zeros((1, 2, FEATURES))
+    allowed = XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(x)), False)
+    assert allowed is (keras.backend.backend() == "tensorflow" and not on_accelerator(x))
+    for layer_class in (kerasrnn.LSTM, kerasrnn.GRU, kerasrnn.SimpleRNN):
+        assert layer_class(UNITS)._xla(x) is allowed
+        assert layer_class(UNITS, xla=True)._xla(x) is True
+        assert layer_class(UNITS, xla=False)._xla(x) is False

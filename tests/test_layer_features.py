@@ -245,7 +245,7 @@ NON_DEFAULT = {
     "recurrent_constraint": "max_norm", "bias_constraint": "unit_norm", "dropout": 0.25,
     "recurrent_dropout": 0.125, "seed": 42,
     "return_sequences": True, "return_state": True, "go_backwards": True, "stateful": True,
-    "zero_output_for_mask": True, "fused": False, "hoist_inputs": True, "remat": True,
+    "zero_output_for_mask": True, "fused": False, "hoist_inputs": True, "remat": True, "xla": False,
     "name": "custom_name",
 }
 #: Options of the cell extensions (layer norm, zoneout, peepholes, projection), used for

@@ -189,9 +189,9 @@ class RecurrentCell(keras.layers.Layer):
             training: whether dropout is active.
         """
         constants = {
-            "kernel": ops.convert_to_tensor(self.kernel),
-            "recurrent_kernel": ops.convert_to_tensor(self.recurrent_kernel),
-            "bias": ops.convert_to_tensor(self.bias) if self.use_bias else None,
+            "kernel": read(self.kernel),
+            "recurrent_kernel": read(self.recurrent_kernel),
+            "bias": read(self.bias) if self.use_bias else None,
             "input_mask": None,
             "recurrent_mask": None,
         }
@@ -204,8 +204,8 @@ class RecurrentCell(keras.layers.Layer):
         if self.layer_norm:
             for name in self.layer_norm_sizes():
                 constants[name] = (
-                    ops.convert_to_tensor(getattr(self, f"{name}_gamma")),
-                    ops.convert_to_tensor(getattr(self, f"{name}_beta")),
+                    read(getattr(self, f"{name}_gamma")),
+                    read(getattr(self, f"{name}_beta")),
                 )
             if "kernel_norm" in constants:
                 # LN_x(x W) only sees x W minus its block means: take them out of W
@@ -379,6 +379,22 @@ def common_fused_reason(cell, constants):
     if any(rate > 0 for rate in cell.state_zoneout()):
         return "zoneout is active (no backend kernel computes it, in training or inference)"
     return None
+
+
+def read(variable):
+    """A weight's value as a tensor, read once (for `loop_constants`).
+
+    On TensorFlow `keras.ops.convert_to_tensor` returns the variable itself: a time
+    loop using it reads it again at every step, and the XLA-compiled loop
+    (`kerasrnn.ops.unroll(xla=True)`) needs the value, not the variable.
+    """
+    value = ops.convert_to_tensor(variable)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not isinstance(value, tf.Tensor):
+            value = tf.convert_to_tensor(value)
+    return value
 
 
 def layer_norm(z, gamma, beta, epsilon, groups=1):

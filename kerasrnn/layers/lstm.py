@@ -7,7 +7,7 @@ from keras import activations, ops
 
 from kerasrnn.initializers import ForgetGateBias
 from kerasrnn.layers import _checks
-from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok
+from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok, read
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec
 from kerasrnn.ops.math import activate, matmul
@@ -213,10 +213,10 @@ class LSTMCell(RecurrentCell):
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         if self.use_peepholes:
-            peepholes = ops.convert_to_tensor(self.peephole_kernel)
+            peepholes = read(self.peephole_kernel)
             constants["peepholes"] = (peepholes[0], peepholes[1], peepholes[2])
         if self.proj_size:
-            constants["projection_kernel"] = ops.convert_to_tensor(self.projection_kernel)
+            constants["projection_kernel"] = read(self.projection_kernel)
         if self.layer_norm:
             # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no mean.
             constants["recurrent_kernel"] = center_blocks(constants["recurrent_kernel"], 4)

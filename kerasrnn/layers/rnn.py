@@ -34,6 +34,13 @@ HOIST_DEFAULTS = {
 #: (docs/performance.md). Unmeasured on GPUs, so off there; only JAX implements it.
 REMAT_DEFAULTS = {("jax", False): True}
 
+#: Whether `xla="auto"` compiles the time loop with XLA (`kerasrnn.ops.unroll(xla=True)`)
+#: by (backend, on an accelerator). TensorFlow on a CPU: Keras compiles the training step
+#: with XLA only on a GPU, and the graph-mode loop costs more than the compiled one with
+#: its recomputed forward pass, for every cell (docs/performance.md). On a GPU Keras's
+#: own `jit_compile` covers the loop.
+XLA_DEFAULTS = {("tensorflow", False): True}
+
 
 @_register
 class RNN(keras.layers.Layer):
@@ -65,6 +72,13 @@ class RNN(keras.layers.Layer):
             or `False`: on JAX, recompute each step in the backward pass instead of
             storing its intermediate values (`kerasrnn.ops.unroll(remat=...)`); the
             same function and gradients, and ignored on the other backends.
+        xla: `"auto"` (on TensorFlow on a CPU, see `XLA_DEFAULTS`), `True` or `False`:
+            on TensorFlow, inside a `tf.function` that XLA does not already compile
+            (Keras's training step without `jit_compile=True`), run the time loop as
+            an XLA-compiled function, whose backward pass recomputes the loop
+            (`kerasrnn.ops.unroll(xla=...)`). The same function; gradients agree to
+            rounding. Costs a compilation per input shape (about 0.3–2 s on a CPU).
+            Gradients of gradients need `xla=False`. Ignored on the other backends.
         **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -96,6 +110,7 @@ class RNN(keras.layers.Layer):
         fused="auto",
         hoist_inputs="auto",
         remat="auto",
+        xla="auto",
         **kwargs,
     ):
         if not isinstance(cell, RecurrentCell):
@@ -116,6 +131,7 @@ class RNN(keras.layers.Layer):
         self.fused = _checks.choice("fused", fused, ("auto", True, False))
         self.hoist_inputs = _checks.choice("hoist_inputs", hoist_inputs, ("auto", True, False))
         self.remat = _checks.choice("remat", remat, ("auto", True, False))
+        self.xla = _checks.choice("xla", xla, ("auto", True, False))
         self.supports_masking = True
         self.states = None
         self.last_path = None
@@ -240,6 +256,7 @@ class RNN(keras.layers.Layer):
                 zero_output_for_mask=self.zero_output_for_mask,
                 output_size=cell.output_size,
                 remat=self._remat(sequences),
+                xla=self._xla(sequences),
             )
 
         if self.stateful:
@@ -294,6 +311,11 @@ class RNN(keras.layers.Layer):
         default = REMAT_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
         return default and self.cell.remat_pays()
 
+    def _xla(self, sequences):
+        if self.xla != "auto":
+            return self.xla
+        return XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
+
     def _fused_spec(self, constants, mask, sequences, training):
         """`(FusedSpec, lengths)` when a fused kernel computes this call exactly."""
         spec, reason, lengths = None, None, None
@@ -330,6 +352,7 @@ class RNN(keras.layers.Layer):
             "fused": self.fused,
             "hoist_inputs": self.hoist_inputs,
             "remat": self.remat,
+            "xla": self.xla,
             "cell": keras.saving.serialize_keras_object(self.cell),
         }
         return {**super().get_config(), **config}

@@ -36,6 +36,7 @@ def unroll(
     zero_output_for_mask=False,
     output_size=None,
     remat=False,
+    xla=False,
 ):
     """Scans `step_fn` over the time axis (axis 1) of `sequences`.
 
@@ -62,6 +63,12 @@ def unroll(
             on CPUs it is faster for bodies with many elementwise operations (layer
             norm, zoneout, LSTM), because storing and reloading `time` stacks of
             intermediates costs more than recomputing them. Ignored on other backends.
+        xla: on TensorFlow, inside a `tf.function` that XLA does not compile (Keras's
+            training step on a CPU), compile the loop with XLA: the forward pass, and a
+            backward pass that recomputes the loop (a second forward, inside the same
+            compiled function) and differentiates it. Outside a `tf.function`, or when
+            a step reads a variable, the loop runs as it is. Gradients of gradients
+            through it are not supported. Ignored on other backends.
 
     Returns:
         `(last_output, outputs, final_states)`, with `outputs` of shape
@@ -101,7 +108,7 @@ def unroll(
     backend = keras.backend.backend()
     impl = {
         "jax": _unroll_jax,
-        "tensorflow": _unroll_tensorflow,
+        "tensorflow": _unroll_tensorflow_xla if xla else _unroll_tensorflow,
         "torch": _unroll_torch,
     }.get(backend, _unroll_generic)
     if remat and backend == "jax":
@@ -245,6 +252,76 @@ def _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out
     if return_sequences:
         outputs = tf.transpose(out_ta.stack(), [1, 0] + list(range(2, len(first_out.shape) + 1)))
     return last, outputs, list(states)
+
+
+def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+    """`_unroll_tensorflow`, compiled by XLA, with a backward pass that recomputes it.
+
+    XLA cannot hand TensorFlow the per-step values a graph-mode gradient of its while
+    loop would read back (they are `TensorList`s, which do not cross the boundary of a
+    compiled function), so the gradient is a second compiled function: it runs the
+    loop again under a `GradientTape` and differentiates it, all inside XLA. The
+    tensors the step closes over (the cell's weights and masks, which
+    `loop_constants` made) are found by tracing the loop once, and become inputs of
+    the gradient.
+    """
+    import tensorflow as tf
+
+    if not tf.inside_function() or _in_xla_context():
+        return _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0)
+    n_seqs, n_states = len(seqs), len(states)
+
+    def run(seqs, states):
+        last, outputs, final = _unroll_tensorflow(
+            call_step, list(seqs), list(states), mask, return_sequences, zero_out, out0
+        )
+        return [last] + ([outputs] if return_sequences else []) + list(final)
+
+    forward = tf.function(run, jit_compile=True, autograph=False).get_concrete_function(seqs, states)
+    captured = forward.captured_inputs
+    if any(c.dtype == tf.resource for c in captured):
+        # A variable read inside the step would need its own gradient path.
+        return _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0)
+    captured = [c for c in captured if c.dtype.is_floating]
+
+    def gradient(seqs, states, upstream):
+        graph = tf.compat.v1.get_default_graph()
+        inner = [graph.capture(c) for c in captured]  # what the step sees in here
+        sources = list(seqs) + list(states) + inner
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            results = run(seqs, states)
+        return tape.gradient(
+            results, sources, output_gradients=upstream,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+
+    backward = tf.function(gradient, jit_compile=True, autograph=False)
+
+    @tf.custom_gradient
+    def loop(*flat):
+        seqs_, states_ = list(flat[:n_seqs]), list(flat[n_seqs : n_seqs + n_states])
+        results = forward(seqs_, states_)
+
+        def grad(*upstream):
+            upstream = [tf.zeros_like(r) if u is None else u for u, r in zip(upstream, results)]
+            return backward(seqs_, states_, upstream)
+
+        return results, grad
+
+    results = loop(*seqs, *states, *captured)
+    outputs = results[1] if return_sequences else None
+    return results[0], outputs, list(results[2 if return_sequences else 1 :])
+
+
+def _in_xla_context():
+    """Whether the graph being built is already compiled by XLA (`jit_compile=True`)."""
+    try:
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - a TensorFlow without the helper
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 # ------------------------------------------------------------------------- generic
