@@ -249,7 +249,7 @@ def test_xla_loop_inside_a_compiled_training_step(rng):
 
 def test_xla_auto_choice():
     """`xla="auto"`: on TensorFlow on a CPU (where Keras's training step is not
-    compiled by XLA), for every cell."""
+    compiled by XLA), for every cell but the plain LSTM (measured)."""
     import keras
 
     from kerasrnn.layers.rnn import XLA_DEFAULTS
@@ -257,7 +257,16 @@ def test_xla_auto_choice():
     x = keras.ops.zeros((1, 2, FEATURES))
     allowed = XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(x)), False)
     assert allowed is (keras.backend.backend() == "tensorflow" and not on_accelerator(x))
-    for layer_class in (kerasrnn.LSTM, kerasrnn.GRU, kerasrnn.SimpleRNN):
-        assert layer_class(UNITS)._xla(x) is allowed
-        assert layer_class(UNITS, xla=True)._xla(x) is True
-        assert layer_class(UNITS, xla=False)._xla(x) is False
+    cases = [
+        (kerasrnn.LSTM, {}, False),
+        (kerasrnn.LSTM, {"layer_norm": True}, True),
+        (kerasrnn.LSTM, {"use_peepholes": True}, True),
+        (kerasrnn.LSTM, {"proj_size": 2}, True),
+        (kerasrnn.LSTM, {"zoneout_cell": 0.1}, True),
+        (kerasrnn.GRU, {}, True),
+        (kerasrnn.SimpleRNN, {}, True),
+    ]
+    for layer_class, options, pays in cases:
+        assert layer_class(UNITS, **options)._xla(x) is (allowed and pays)
+        assert layer_class(UNITS, xla=True, **options)._xla(x) is True
+        assert layer_class(UNITS, xla=False, **options)._xla(x) is False

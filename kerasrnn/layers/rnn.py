@@ -36,9 +36,10 @@ REMAT_DEFAULTS = {("jax", False): True}
 
 #: Whether `xla="auto"` compiles the time loop with XLA (`kerasrnn.ops.unroll(xla=True)`)
 #: by (backend, on an accelerator). TensorFlow on a CPU: Keras compiles the training step
-#: with XLA only on a GPU, and the graph-mode loop costs more than the compiled one with
-#: its recomputed forward pass, for every cell (docs/performance.md). On a GPU Keras's
-#: own `jit_compile` covers the loop.
+#: with XLA only on a GPU, and there the graph-mode loop costs more than the compiled one
+#: with its recomputed forward pass, but for the plain LSTM, where they are even (the
+#: cell decides: `RecurrentCell.xla_pays`; docs/performance.md). On a GPU Keras's own
+#: `jit_compile` covers the loop.
 XLA_DEFAULTS = {("tensorflow", False): True}
 
 
@@ -72,7 +73,8 @@ class RNN(keras.layers.Layer):
             or `False`: on JAX, recompute each step in the backward pass instead of
             storing its intermediate values (`kerasrnn.ops.unroll(remat=...)`); the
             same function and gradients, and ignored on the other backends.
-        xla: `"auto"` (on TensorFlow on a CPU, see `XLA_DEFAULTS`), `True` or `False`:
+        xla: `"auto"` (on TensorFlow on a CPU where the cell gains from it, see
+            `XLA_DEFAULTS` and `RecurrentCell.xla_pays`), `True` or `False`:
             on TensorFlow, inside a `tf.function` that XLA does not already compile
             (Keras's training step without `jit_compile=True`), run the time loop as
             an XLA-compiled function, whose backward pass recomputes the loop
@@ -314,7 +316,8 @@ class RNN(keras.layers.Layer):
     def _xla(self, sequences):
         if self.xla != "auto":
             return self.xla
-        return XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
+        default = XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
+        return default and self.cell.xla_pays()
 
     def _fused_spec(self, constants, mask, sequences, training):
         """`(FusedSpec, lengths)` when a fused kernel computes this call exactly."""
