@@ -219,6 +219,8 @@ def test_xla_loop_matches_the_graph_loop(form, options, masked, rng, float64):
     got_loss, got, graph = _graph_gradients(compiled, x, cotangents, **kwargs)
     assert _compiled_functions(graph), "the loop did not run compiled"
     assert not _compiled_functions(plain_graph)
+    assert compiled.last_path == "kerasrnn.ops.unroll:xla"
+    assert plain.last_path == "kerasrnn.ops.unroll"
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-13)
@@ -242,6 +244,13 @@ def test_xla_loop_inside_a_compiled_training_step(rng):
         before = [w.copy() for w in model.get_weights()]
         model.train_on_batch(x, y)
         updates.append([a - b for a, b in zip(model.get_weights(), before)])
+        if xla and jit:
+            assert layer.last_path == "kerasrnn.ops.unroll"
+            assert "already compiled by XLA" in layer.last_path_reason
+        elif xla:
+            assert layer.last_path == "kerasrnn.ops.unroll:xla"
+    layer(x)  # eagerly: the loop as it is
+    assert "called eagerly" in layer.last_path_reason
     for other in updates[1:]:
         for got, want in zip(other, updates[0]):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)

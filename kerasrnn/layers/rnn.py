@@ -90,8 +90,10 @@ class RNN(keras.layers.Layer):
             output repeats the last valid output (zeros before any).
         training: whether dropout is active.
 
-    After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"` or
-    `"kerasrnn.ops.unroll"`) and `last_path_reason` why the fused one was not taken.
+    After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"`,
+    `"kerasrnn.ops.unroll"`, or `"kerasrnn.ops.unroll:xla"` for the loop compiled by
+    XLA) and `last_path_reason` why the fused one was not taken (or, with `xla`, why
+    the loop was not compiled). Inside a `tf.function` they describe the last trace.
 
     Example:
 
@@ -251,6 +253,7 @@ class RNN(keras.layers.Layer):
                     x_t, *slices = inputs_t
                     return plain_step(x_t, states, {**constants, **dict(zip(names, slices))})
 
+            report = {}
             last, outputs, states = unroll(
                 step_fn, inputs, states, mask=mask,
                 go_backwards=self.go_backwards,
@@ -259,7 +262,12 @@ class RNN(keras.layers.Layer):
                 output_size=cell.output_size,
                 remat=self._remat(sequences),
                 xla=self._xla(sequences),
+                report=report,
             )
+            if report.get("xla"):
+                self.last_path = "kerasrnn.ops.unroll:xla"
+            elif report.get("xla_reason"):
+                self.last_path_reason = f"{self.last_path_reason}; not compiled by XLA: {report['xla_reason']}"
 
         if self.stateful:
             for variable, state in zip(self.states, states):

@@ -37,6 +37,7 @@ def unroll(
     output_size=None,
     remat=False,
     xla=False,
+    report=None,
 ):
     """Scans `step_fn` over the time axis (axis 1) of `sequences`.
 
@@ -69,6 +70,9 @@ def unroll(
             compiled function) and differentiates it. Outside a `tf.function`, or when
             a step reads a variable, the loop runs as it is. Gradients of gradients
             through it are not supported. Ignored on other backends.
+        report: optional dict; with `xla=True` on TensorFlow, `report["xla"]` is set
+            to whether the loop was built compiled (at trace time), and
+            `report["xla_reason"]` to why not.
 
     Returns:
         `(last_output, outputs, final_states)`, with `outputs` of shape
@@ -108,7 +112,7 @@ def unroll(
     backend = keras.backend.backend()
     impl = {
         "jax": _unroll_jax,
-        "tensorflow": _unroll_tensorflow_xla if xla else _unroll_tensorflow,
+        "tensorflow": _unroll_tensorflow,
         "torch": _unroll_torch,
     }.get(backend, _unroll_generic)
     if remat and backend == "jax":
@@ -116,6 +120,11 @@ def unroll(
 
         call_step = jax.checkpoint(
             call_step, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable
+        )
+    if xla and backend == "tensorflow":
+        report = {} if report is None else report
+        return _unroll_tensorflow_xla(
+            call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0, report
         )
     return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0)
 
@@ -254,7 +263,7 @@ def _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out
     return last, outputs, list(states)
 
 
-def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero_out, out0, report):
     """`_unroll_tensorflow`, compiled by XLA, with a backward pass that recomputes it.
 
     XLA cannot hand TensorFlow the per-step values a graph-mode gradient of its while
@@ -267,7 +276,12 @@ def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero
     """
     import tensorflow as tf
 
-    if not tf.inside_function() or _in_xla_context():
+    report["xla"], report["xla_reason"] = False, None
+    if not tf.inside_function():
+        report["xla_reason"] = "called eagerly (outside a tf.function)"
+    elif _in_xla_context():
+        report["xla_reason"] = "the surrounding function is already compiled by XLA"
+    if report["xla_reason"]:
         return _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0)
     n_seqs, n_states = len(seqs), len(states)
 
@@ -281,7 +295,9 @@ def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero
     captured = forward.captured_inputs
     if any(c.dtype == tf.resource for c in captured):
         # A variable read inside the step would need its own gradient path.
+        report["xla_reason"] = "the step reads a variable"
         return _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0)
+    report["xla"] = True
     captured = [c for c in captured if c.dtype.is_floating]
 
     def gradient(seqs, states, upstream):
