@@ -155,7 +155,7 @@ def _uniform(shape, seed, dtype=None):
         # Keras's reading of an int seed: the bits of a uint32 as an int32, then [seed, 0].
         seed = tf.constant([(seed & 0xFFFFFFFF ^ 0x80000000) - 0x80000000, 0], tf.int32)
     else:
-        raise TypeError(
+        raise ValueError(  # noqa: TRY004 - the error Keras raises on the other backends
             f"`seed` must be an int or a keras.random.SeedGenerator, got {seed!r} "
             f"(of type {type(seed).__name__})."
         )

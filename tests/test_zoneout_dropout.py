@@ -230,3 +230,9 @@ def test_masks_are_keras_numbers_outside_xla():
     ours = kerasrnn.regularizers.zoneout_mask((16, 7), 0.3, seed=11)
     theirs = keras.ops.cast(keras.random.uniform((16, 7), seed=11) < 0.3, "float32")
     np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
+
+
+@pytest.mark.parametrize("draw", ["zoneout_mask", "dropout_mask"])
+def test_bad_seed_is_the_same_error_on_every_backend(draw):
+    with pytest.raises(ValueError, match="seed"):
+        getattr(kerasrnn.regularizers, draw)((2, 3), 0.5, seed="not a seed")
