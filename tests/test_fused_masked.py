@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kerasrnn
-from tests.conftest import BACKEND, to_numpy
+from tests.conftest import BACKEND, fused_tolerance, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="fused kernels are torch's")
 
@@ -52,15 +52,16 @@ def test_right_padded_mask_runs_fused_and_matches_loop(layer_cls, kwargs, go_bac
     outs_l = loop(xl, mask=mask, initial_state=init)
     assert loop.last_path == "kerasrnn.ops.unroll"
     for a, b in zip(outs_f, outs_l):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-6)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), **fused_tolerance("outputs", atol=1e-6))
 
     # Gradients w.r.t. the inputs and every weight agree too.
-    probe = torch.tensor(rng.standard_normal(outs_f[0].shape).astype("float32"))
+    probe = torch.tensor(rng.standard_normal(outs_f[0].shape).astype("float32"), device=outs_f[0].device)
     (outs_f[0] * probe).sum().backward()
     (outs_l[0] * probe).sum().backward()
-    np.testing.assert_allclose(xt.grad.numpy(), xl.grad.numpy(), atol=1e-5)
+    grad_tol = fused_tolerance("gradients", atol=1e-5)
+    np.testing.assert_allclose(to_numpy(xt.grad), to_numpy(xl.grad), **grad_tol)
     for wf, wl in zip(fused.trainable_weights, loop.trainable_weights):
-        np.testing.assert_allclose(wf.value.grad.numpy(), wl.value.grad.numpy(), atol=1e-5)
+        np.testing.assert_allclose(to_numpy(wf.value.grad), to_numpy(wl.value.grad), **grad_tol)
 
 
 def test_left_padded_or_empty_masks_fall_back_to_the_loop(rng):

@@ -1,5 +1,12 @@
 """Parity with `keras.layers.SimpleRNN/LSTM/GRU` after `ours.set_weights(theirs.get_weights())`.
 
+Keras bug (JAX backend on a GPU): `keras.layers.LSTM(go_backwards=True,
+return_sequences=True)` takes cuDNN (`jax.experimental.rnn`) there and returns the
+sequence in input order, where it returns it in processing order on a CPU and on the
+other backends (and Keras documents processing order). The NumPy reference agrees with
+processing order, and kerasrnn with it on every device; the tests check both sides
+against the reference there (docs/migrating.md has a reproduction).
+
 Keras quirk (JAX backend only): where `keras.layers.RNN` masks a step it outputs
 `states[0]`, so before the first valid step of a row the output is the initial state
 `h0`, not zeros as on TensorFlow and torch (and in kerasrnn, on every backend). With a
@@ -20,10 +27,12 @@ from _util import (
     nonzero_uniform,
     random_mask,
     random_weights,
+    reference_step,
 )
-from conftest import BACKEND, to_numpy
+from conftest import BACKEND, ON_GPU, to_numpy
 
 import kerasrnn
+from kerasrnn.testing import reference
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -66,6 +75,23 @@ def inputs(rng, batch=BATCH, time=TIME):
     return nonzero_uniform(rng, (batch, time, FEATURES)).astype("float32")
 
 
+def keras_reverses_its_sequence(name, go_backwards, return_sequences, mask=None):
+    """Whether Keras's cuDNN LSTM on a JAX GPU returns this sequence in input order."""
+    return (BACKEND == "jax" and ON_GPU and name == "lstm" and go_backwards
+            and return_sequences and mask is None)
+
+
+def assert_both_against_reference(ours, got, want, x, initial_state=None):
+    """The bug in the module docstring: ours follows the NumPy reference (processing
+    order); Keras's sequence is the reference reversed in time; the states agree."""
+    weights = [to_numpy(w) for w in ours.get_weights()]
+    states = initial_state or [np.zeros((x.shape[0], UNITS))] * n_states(ours)
+    expected, _ = reference.run_sequence(reference_step(ours, weights), x, states, go_backwards=True)
+    np.testing.assert_allclose(to_numpy(got[0]), expected, **TOL)
+    np.testing.assert_allclose(to_numpy(want[0]), expected[:, ::-1], **TOL)
+    assert_same(got[1:], want[1:])
+
+
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "sequences"])
 @both_directions
 @pytest.mark.parametrize("name", PAIRS)
@@ -75,7 +101,10 @@ def test_outputs_and_states(name, go_backwards, return_sequences, rng):
         go_backwards=go_backwards,
     )
     x = inputs(rng)
-    assert_same(ours(x), theirs(x))
+    if keras_reverses_its_sequence(name, go_backwards, return_sequences):
+        assert_both_against_reference(ours, ours(x), theirs(x), x)
+    else:
+        assert_same(ours(x), theirs(x))
 
 
 @pytest.mark.parametrize("kind", ["right", "arbitrary"])
@@ -152,6 +181,8 @@ def test_initial_state(name, go_backwards, masked, rng):
         np.testing.assert_allclose(got_out[defined], want_out[defined], **TOL)
         np.testing.assert_allclose(got_out[~defined], 0.0)
         assert_same(got[1:], want[1:])
+    elif keras_reverses_its_sequence(name, go_backwards, True, mask):
+        assert_both_against_reference(ours, got, want, x, h0)
     else:
         assert_same(got, want)
 

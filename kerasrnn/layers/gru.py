@@ -8,7 +8,7 @@ from keras import activations, ops
 from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok
 from kerasrnn.layers.rnn import CellLayer
-from kerasrnn.ops.fused import FusedSpec, permute_gates
+from kerasrnn.ops.fused import FusedSpec, Slot
 from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
@@ -192,16 +192,15 @@ class GRUCell(RecurrentCell):
         if self.unfused_reason:
             return None
 
-        def torch_order(w):  # Keras z, r, h -> torch r, z, n
-            return permute_gates(w, self.torch_gate_order, self.units)
-
-        params = [
-            ops.transpose(torch_order(constants["kernel"])),
-            ops.transpose(torch_order(constants["recurrent_kernel"])),
+        # Keras z, r, h -> torch r, z, n: torch's weights are reordered variables.
+        order = {"gate_order": self.torch_gate_order, "units": self.units}
+        slots = [
+            Slot(self.kernel, constants["kernel"], transpose=True, **order),
+            Slot(self.recurrent_kernel, constants["recurrent_kernel"], transpose=True, **order),
         ]
-        if self.use_bias:
-            params += [torch_order(constants["input_bias"]), torch_order(constants["recurrent_bias"])]
-        return FusedSpec("GRU", params, self.use_bias)
+        if self.use_bias:  # `bias` is (2, 3·units): the input bias, then the recurrent one
+            slots += [Slot(self.bias, constants["bias"], row=row, **order) for row in (0, 1)]
+        return FusedSpec("GRU", slots, self.use_bias, owner=self)
 
     def get_config(self):
         config = {

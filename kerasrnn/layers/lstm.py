@@ -9,7 +9,7 @@ from kerasrnn.initializers import ForgetGateBias
 from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok, read
 from kerasrnn.layers.rnn import CellLayer
-from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.fused import FusedSpec, Slot
 from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
@@ -273,12 +273,16 @@ class LSTMCell(RecurrentCell):
             self.unfused_reason = "use_peepholes=True (no backend kernel has peepholes)"
         if self.unfused_reason:
             return None
-        params = [ops.transpose(constants["kernel"]), ops.transpose(constants["recurrent_kernel"])]
+        # torch's LSTM has Keras's gate order: its weights are the transposed variables.
+        slots = [
+            Slot(self.kernel, constants["kernel"], transpose=True),
+            Slot(self.recurrent_kernel, constants["recurrent_kernel"], transpose=True),
+        ]
         if self.use_bias:
-            params += [constants["bias"], ops.zeros_like(constants["bias"])]
+            slots += [Slot(self.bias, constants["bias"]), Slot.zeros((4 * self.units,))]
         if self.proj_size:  # torch's `weight_hr`, last in each layer's parameters
-            params.append(ops.transpose(constants["projection_kernel"]))
-        return FusedSpec("LSTM", params, self.use_bias)
+            slots.append(Slot(self.projection_kernel, constants["projection_kernel"], transpose=True))
+        return FusedSpec("LSTM", slots, self.use_bias, owner=self)
 
     def get_config(self):
         config = {

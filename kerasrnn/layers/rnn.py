@@ -9,7 +9,7 @@ from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.ops import unroll
 from kerasrnn.ops.device import on_accelerator
-from kerasrnn.ops.fused import right_padded_lengths, run_fused
+from kerasrnn.ops.fused import jax_unfused_reason, right_padded_lengths, run_fused
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -206,6 +206,8 @@ class RNN(keras.layers.Layer):
 
     # --------------------------------------------------------------------- call
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        # On the device Keras computes on (a torch tensor may arrive from the CPU).
+        sequences = ops.convert_to_tensor(sequences)
         _check_rank(self, tuple(sequences.shape))
         if sequences.shape[-1] != self.cell.input_dim:
             raise ValueError(
@@ -333,6 +335,13 @@ class RNN(keras.layers.Layer):
         backend = keras.backend.backend()
         if self.fused is False:
             reason = "fused=False"
+        elif backend == "jax":
+            reason = jax_unfused_reason(sequences, mask)
+            if reason is None:
+                spec = self.cell.fused_spec(constants, training)
+                reason = getattr(self.cell, "unfused_reason", None) if spec is None else None
+                reason = reason or jax_unfused_reason(sequences, mask, spec)
+                spec = None if reason else spec
         elif backend != "torch":
             reason = f"no fused kernel is used on the {backend} backend"
         elif mask is not None and (lengths := right_padded_lengths(mask)) is None:

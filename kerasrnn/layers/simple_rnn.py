@@ -3,11 +3,11 @@
 from typing import ClassVar
 
 import keras
-from keras import activations, ops
+from keras import activations
 
 from kerasrnn.layers.cell import RecurrentCell, center_blocks, common_fused_reason
 from kerasrnn.layers.rnn import CellLayer
-from kerasrnn.ops.fused import FusedSpec
+from kerasrnn.ops.fused import FusedSpec, Slot
 from kerasrnn.ops.math import activate, matmul
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
@@ -121,10 +121,13 @@ class SimpleRNNCell(RecurrentCell):
             self.unfused_reason = "activation is neither tanh nor relu"
         if self.unfused_reason:
             return None
-        params = [ops.transpose(constants["kernel"]), ops.transpose(constants["recurrent_kernel"])]
+        slots = [
+            Slot(self.kernel, constants["kernel"], transpose=True),
+            Slot(self.recurrent_kernel, constants["recurrent_kernel"], transpose=True),
+        ]
         if self.use_bias:
-            params += [constants["bias"], ops.zeros_like(constants["bias"])]
-        return FusedSpec(modes[self.activation], params, self.use_bias)
+            slots += [Slot(self.bias, constants["bias"]), Slot.zeros((self.units,))]
+        return FusedSpec(modes[self.activation], slots, self.use_bias, owner=self)
 
 
 @_register

@@ -232,8 +232,11 @@ class DeepRNN(keras.layers.Layer):
 
     # ----------------------------------------------------------------------- call
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        sequences = ops.convert_to_tensor(sequences)  # on the device Keras computes on
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        if mask is not None:
+            mask = ops.convert_to_tensor(mask)
         per_layer_states = self._split_initial_state(initial_state)
         spec, lengths = self._fused_stack(sequences, mask, training)
         if spec is not None:
@@ -306,7 +309,7 @@ class DeepRNN(keras.layers.Layer):
                 if reason:
                     break
             if reason is None:
-                spec, reason = stack_fused_specs(specs, self.bidirectional[0])
+                spec, reason = stack_fused_specs(specs, self.bidirectional[0], owner=self)
         if spec is None and self.fused is True:
             raise ValueError(
                 f"{self.name}: fused=True, but torch's multi-layer kernel does not compute "

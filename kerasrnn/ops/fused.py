@@ -1,73 +1,168 @@
 """Dispatch to backend kernels that compute a cell's equations exactly.
 
 A fused kernel is used only where it computes the same function as the `keras.ops`
-reference loop (`kerasrnn.ops.unroll`) — same equations, same weight values. The cells
-decide that (`RecurrentCell.fused_spec`); this module only calls the kernel.
+reference loop (`kerasrnn.ops.unroll`): same equations, same weight values. The cells
+say which kernel and how its parameters are read from their Keras variables
+(`RecurrentCell.fused_spec`); this module runs the kernel.
 
 torch: `torch._VF.lstm / gru / rnn_tanh / rnn_relu`, the kernels behind `torch.nn.LSTM`
-and friends (native on CPU, cuDNN on CUDA). They are differentiable with torch's autograd,
-so the Keras trainer needs nothing special.
-"""
+and friends (native on a CPU, cuDNN on CUDA). They are differentiable with torch's
+autograd, so the Keras trainer needs nothing special.
 
-import warnings
+JAX: `jax.experimental.rnn.lstm`, cuDNN's LSTM (what `keras.layers.LSTM` runs on a JAX
+GPU), differentiable through its own cuDNN backward pass. It exists on CUDA GPUs only
+and takes float32, unmasked sequences (it pads with zeros, not Keras's masking).
+
+The kernel's weights, like `torch.nn.LSTM`'s after `flatten_parameters()`, are views of
+one flat buffer laid out as cuDNN reads it, with no copy per call: the Keras variables
+themselves are moved into that buffer (their values and their Keras shapes unchanged,
+now strided views of it), so training, `set_weights`, saving and interop all still
+work on the variables, and the kernel receives `kernel.T` etc., contiguous slices of
+the buffer. Where torch's layout is not a view of Keras's (the GRU orders its gates
+`r, z, n`, Keras `z, r, h`) the buffer is a mirror of the variables, refreshed only
+when a variable changed (torch's version counter); and where the values are not the
+variables' own tensors (mixed precision casts them, `stateless_call` substitutes
+them) they are packed into the buffer's layout with one differentiable concatenation
+per call, which is what torch does under autocast.
+"""
 
 import keras
 
-__all__ = ["FusedSpec", "fused_backends", "permute_gates", "run_fused", "stack_fused_specs"]
+__all__ = ["FusedSpec", "Lengths", "Slot", "permute_gates", "run_fused", "stack_fused_specs"]
 
-#: Kernels each backend offers, by mode.
+#: The kernels kerasrnn can call, by torch's mode name.
 _TORCH_MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
+class Slot:
+    """How one parameter of the kernel (torch layout) is read from a Keras variable.
+
+    `torch_value = transpose?(permute_gates(value[row]?))`: `value` is the variable's
+    value as the cell read it this call, `row` picks a row of it (the GRU's input or
+    recurrent bias), `gate_order` reorders its gate blocks (block `j` of the result is
+    block `gate_order[j]` of the value), `transpose` turns Keras's `(in, G·units)` into
+    torch's `(G·units, in)`. A slot without a variable is zeros of `shape` (the second
+    bias of an LSTM or a SimpleRNN, which Keras folds into the first).
+    """
+
+    def __init__(self, variable=None, value=None, *, row=None, gate_order=None, units=None,
+                 transpose=False, shape=None):
+        self.variable = variable
+        self.value = value
+        self.row = row
+        self.gate_order = None
+        if gate_order is not None and tuple(gate_order) != tuple(range(len(gate_order))):
+            self.gate_order = tuple(gate_order)
+        self.units = units
+        self.transpose = bool(transpose)
+        if variable is None:
+            self.shape = tuple(shape)
+        else:
+            shape = tuple(value.shape)[1:] if row is not None else tuple(value.shape)
+            self.shape = shape[::-1] if transpose else shape
+
+    @classmethod
+    def zeros(cls, shape):
+        return cls(shape=shape)
+
+    @property
+    def is_view(self):
+        """Whether the torch parameter is a view of the variable (a transpose at most)."""
+        return self.variable is not None and self.row is None and self.gate_order is None
+
+    def keras_value(self, dtype="float32"):
+        """The torch-layout value with `keras.ops` (any backend); zeros of `dtype`."""
+        if self.variable is None:
+            return keras.ops.zeros(self.shape, dtype=dtype)
+        value = self.value if self.row is None else self.value[self.row]
+        if self.gate_order is not None:
+            value = permute_gates(value, self.gate_order, self.units)
+        return keras.ops.transpose(value) if self.transpose else value
+
+
 class FusedSpec:
-    """What a fused kernel needs: its mode and torch-layout parameters.
+    """What a fused kernel needs: its mode and where each of its parameters comes from.
 
     Args:
         mode: one of `"LSTM"`, `"GRU"`, `"RNN_TANH"`, `"RNN_RELU"`.
-        params: `[w_ih, w_hh, b_ih, b_hh]` (or `[w_ih, w_hh]` without bias), then
-            `w_hr` for an LSTM with projection, in `torch.nn` layout:
-            `w_ih (G*units, input_dim)`, gate order of torch. For several layers or
-            directions, the lists of each layer (forward, then backward) one after
-            the other, as `torch.nn.LSTM._flat_weights`.
-        num_layers: number of stacked layers the params describe.
+        slots: one `Slot` per parameter, in `torch.nn`'s order: `w_ih, w_hh, b_ih, b_hh`
+            (or `w_ih, w_hh` without bias), then `w_hr` for an LSTM with projection. For
+            several layers or directions, each layer's slots (forward, then backward)
+            one after the other, as `torch.nn.LSTM._flat_weights`.
+        has_biases: whether each layer has `b_ih, b_hh`.
+        num_layers: number of stacked layers the slots describe.
         bidirectional: whether each layer has a backward direction.
+        owner: the layer or cell whose flat weight buffer the kernel uses (one buffer
+            per owner; a cell run alone and a stack of it each keep their own).
     """
 
-    def __init__(self, mode, params, has_biases, num_layers=1, bidirectional=False):
+    def __init__(self, mode, slots, has_biases, num_layers=1, bidirectional=False, owner=None):
         if mode not in _TORCH_MODES:
             raise ValueError(f"Unknown fused mode {mode!r}; expected one of {_TORCH_MODES}.")
         self.mode = mode
-        self.params = list(params)
+        self.slots = list(slots)
         self.has_biases = bool(has_biases)
         self.num_layers = int(num_layers)
         self.bidirectional = bool(bidirectional)
+        self.owner = owner
+        directions = 2 if self.bidirectional else 1
+        self.per_layer = len(self.slots) // (self.num_layers * directions)
+        self.proj_size = 0
+        if self.per_layer in (3, 5):  # w_hr (proj_size, units) closes each layer
+            self.proj_size = int(self.slots[self.per_layer - 1].shape[0])
 
     @property
     def kernel_name(self):
-        """`torch._VF.<name>`, with the stack's shape when it has several layers."""
-        name = f"torch._VF.{self.mode.lower()}"
+        """`torch._VF.<name>` (`jax.experimental.rnn.lstm` on JAX), with the stack's
+        shape when it has several layers."""
+        if keras.backend.backend() == "jax":
+            name = "jax.experimental.rnn.lstm"
+        else:
+            name = f"torch._VF.{self.mode.lower()}"
         if self.num_layers > 1 or self.bidirectional:
             name += f"(num_layers={self.num_layers}, bidirectional={self.bidirectional})"
         return name
 
+    @property
+    def params(self):
+        """The parameters in `torch.nn` layout, computed with `keras.ops` (any backend)."""
+        dtype = next(s.value.dtype for s in self.slots if s.variable is not None)
+        return [slot.keras_value(keras.backend.standardize_dtype(dtype)) for slot in self.slots]
 
-def stack_fused_specs(specs, bidirectional=False):
+    def slot_names(self):
+        """`w_ih`, `w_hh`, `b_ih`, `b_hh`, `w_hr` for each slot."""
+        names = ["w_ih", "w_hh"] + (["b_ih", "b_hh"] if self.has_biases else [])
+        names += ["w_hr"] if self.proj_size else []
+        return names * (len(self.slots) // len(names))
+
+    @property
+    def input_size(self):
+        return int(self.slots[0].shape[1])
+
+    @property
+    def hidden_size(self):
+        return int(self.slots[1].shape[0]) // {"LSTM": 4, "GRU": 3}.get(self.mode, 1)
+
+
+def stack_fused_specs(specs, bidirectional=False, owner=None):
     """One `FusedSpec` for a stack: `specs` per layer (and direction, forward first).
 
-    Returns `None` with a reason when torch's multi-layer kernel cannot run them all:
-    `(spec, reason)`.
+    Returns `(spec, None)`, or `(None, reason)` when torch's multi-layer kernel cannot
+    run them all.
     """
     modes = {s.mode for s in specs}
     biases = {s.has_biases for s in specs}
-    counts = {len(s.params) for s in specs}
-    recurrent_shapes = {tuple(s.params[1].shape) for s in specs}  # (G*units, h size)
+    counts = {len(s.slots) for s in specs}
+    recurrent_shapes = {s.slots[1].shape for s in specs}  # (G*units, h size)
     if len(modes) != 1 or len(biases) != 1 or len(counts) != 1:
         return None, "the layers are not all the same kind of cell (mode, bias, projection)"
     if len(recurrent_shapes) != 1:
         return None, "the layers do not all have the same units (and proj_size)"
     directions = 2 if bidirectional else 1
-    params = [p for s in specs for p in s.params]
-    spec = FusedSpec(specs[0].mode, params, specs[0].has_biases, len(specs) // directions, bidirectional)
+    slots = [slot for s in specs for slot in s.slots]
+    spec = FusedSpec(
+        specs[0].mode, slots, specs[0].has_biases, len(specs) // directions, bidirectional, owner
+    )
     return spec, None
 
 
@@ -81,21 +176,27 @@ def permute_gates(w, order, units):
     return keras.ops.concatenate(blocks, axis=-1)
 
 
-def fused_backends():
-    """Backends (for the current device) with a fused kernel kerasrnn can call."""
-    return ("torch",)
+class Lengths:
+    """The lengths of right-padded sequences: on the inputs' device (for the index
+    arithmetic around the kernel) and on the host (what packing a sequence takes)."""
+
+    def __init__(self, device, host):
+        self.device = device
+        self.host = host
 
 
 def right_padded_lengths(mask):
-    """Sequence lengths if `mask (batch, time)` is right-padded with every length > 0
+    """`Lengths` if `mask (batch, time)` is right-padded with every length > 0
     (`[1, 1, 0, 0]`), else `None`. Reads the mask on the host (torch only)."""
     import torch
 
+    if mask.device.type == "meta":  # a symbolic call: the values are unknown
+        return None
     mask = mask.to(torch.bool)
     lengths = mask.sum(dim=1)
     steps = torch.arange(mask.shape[1], device=mask.device)
     if bool((lengths > 0).all()) and bool((mask == (steps[None, :] < lengths[:, None])).all()):
-        return lengths
+        return Lengths(lengths, lengths.cpu())
     return None
 
 
@@ -121,8 +222,14 @@ def run_fused(
     (`[h, c]` or `[h]` each), and the last output of a bidirectional stack is the
     forward direction's last step next to the backward direction's (time 0), as
     `keras.layers.Bidirectional` returns it.
+
+    Every tensor it makes is on the device of `sequences`; the states must be there too.
     """
     backend = keras.backend.backend()
+    if backend == "jax":
+        if lengths is not None:
+            raise NotImplementedError("JAX's cuDNN LSTM runs unmasked sequences only.")
+        return _run_jax(spec, sequences, initial_states, go_backwards, return_sequences)
     if backend != "torch":
         raise NotImplementedError(f"No fused kernel for backend {backend!r}.")
     return _run_torch(
@@ -131,8 +238,290 @@ def run_fused(
     )
 
 
+# ----------------------------------------------------------------- torch: weights
+class _Layout:
+    """Where each parameter of a kernel lies in its flat buffer (in elements)."""
+
+    def __init__(self, offsets, size):
+        self.offsets = list(offsets)
+        self.size = int(size)
+
+
+_LAYOUTS = {}
+
+
+def _layout(spec, dtype, device):
+    """The flat buffer's layout (cached): cuDNN's own on CUDA (asked of torch, as
+    `flatten_parameters()` does), elsewhere the same order (every layer's matrices,
+    then every layer's biases), packed."""
+    shapes = tuple(slot.shape for slot in spec.slots)
+    key = (spec.mode, shapes, spec.num_layers, spec.bidirectional, dtype, device)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = _new_layout(spec, shapes, dtype, device)
+    return _LAYOUTS[key]
+
+
+def _new_layout(spec, shapes, dtype, device):
+    import torch
+
+    if device.type == "cuda" and torch._use_cudnn_rnn_flatten_weight():
+        probe = [torch.zeros(shape, dtype=dtype, device=device) for shape in shapes]
+        if torch.backends.cudnn.is_acceptable(probe[0]):
+            import torch.backends.cudnn.rnn as cudnn_rnn
+
+            with torch.no_grad(), torch.cuda.device_of(probe[0]):
+                buffer = torch._cudnn_rnn_flatten_weight(
+                    probe, spec.per_layer, spec.input_size, cudnn_rnn.get_cudnn_mode(spec.mode),
+                    spec.hidden_size, spec.proj_size, spec.num_layers, True, spec.bidirectional,
+                )
+            return _Layout([p.storage_offset() for p in probe], buffer.numel())
+    names = spec.slot_names()
+    order = [i for i, n in enumerate(names) if n.startswith("w")]
+    order += [i for i, n in enumerate(names) if n.startswith("b")]
+    offsets, position = [0] * len(shapes), 0
+    for i in order:
+        offsets[i] = position
+        position += _numel(shapes[i])
+    return _Layout(offsets, position)
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _own_tensor(slot):
+    """The variable's own torch tensor, if `slot.value` is it (not a cast or a
+    substitute from a stateless call), else `None`."""
+    if slot.variable is None:
+        return None
+    own = getattr(slot.variable, "_value", None)
+    return own if own is not None and slot.value is own else None
+
+
+class _FlatWeights:
+    """The flat weight buffers of one owner (a cell or a stack), by layout."""
+
+    def __init__(self):
+        self.buffers = {}  # layout -> the buffer the variables live in (or the mirror)
+        self.mirror_versions = {}
+
+
+def _flat_weights(owner):
+    weights = getattr(owner, "_kerasrnn_flat_weights", None)
+    if weights is None:
+        weights = _FlatWeights()
+        owner._kerasrnn_flat_weights = weights
+    return weights
+
+
+def kernel_params(spec):
+    """The kernel's parameters (torch layout), as views of one flat buffer.
+
+    See the module's docstring for the three ways they are formed: the variables
+    themselves moved into the buffer, a mirror refreshed when a variable changes, or
+    one concatenation per call.
+    """
+    import torch
+
+    owned = [_own_tensor(slot) for slot in spec.slots]
+    variable_slots = [i for i, slot in enumerate(spec.slots) if slot.variable is not None]
+    first = owned[variable_slots[0]] if variable_slots else None
+    if (
+        spec.owner is None
+        or any(owned[i] is None for i in variable_slots)
+        or first.device.type == "meta"
+        or getattr(torch.compiler, "is_compiling", lambda: False)()  # no storage tricks in a trace
+        or len({o.dtype for o in owned if o is not None}) != 1
+    ):
+        return _packed(spec)
+    weights = _flat_weights(spec.owner)
+    layout = key = _layout(spec, first.dtype, first.device)
+    unique = len({id(owned[i]) for i in variable_slots}) == len(variable_slots)
+    if unique and all(spec.slots[i].is_view for i in variable_slots):
+        buffer = _home(weights, key, layout, spec, owned)
+        return [
+            (own.t() if slot.transpose else own) if own is not None
+            else _region(buffer, layout.offsets[i], slot.shape)
+            for i, (slot, own) in enumerate(zip(spec.slots, owned))
+        ]
+    sources = list({id(o): o for o in owned if o is not None}.values())
+    return list(_mirror(weights, key, layout, spec, owned, *sources))
+
+
+def _region(buffer, offset, shape):
+    return buffer.narrow(0, offset, _numel(shape)).view(shape)
+
+
+def _homed(buffer, layout, spec, owned):
+    """Whether every variable is still the view of `buffer` it was made."""
+    if buffer is None:
+        return False
+    base = buffer.untyped_storage().data_ptr()
+    for offset, slot, own in zip(layout.offsets, spec.slots, owned):
+        if own is None:
+            continue
+        if own.untyped_storage().data_ptr() != base or own.storage_offset() != offset:
+            return False
+        if own.dtype != buffer.dtype or own.device != buffer.device:
+            return False
+    return True
+
+
+def _home(weights, key, layout, spec, owned):
+    """Moves the variables' tensors into the flat buffer of `key` (once; again only if
+    something moved them out, e.g. the same cell run alone after a stack of it)."""
+    import torch
+
+    buffer = weights.buffers.get(key)
+    if _homed(buffer, layout, spec, owned):
+        return buffer
+    first = next(o for o in owned if o is not None)
+    buffer = torch.zeros(layout.size, dtype=first.dtype, device=first.device)
+    storage = buffer.untyped_storage()
+    with torch.no_grad():
+        for offset, slot, own in zip(layout.offsets, spec.slots, owned):
+            if own is None:
+                continue
+            region = _region(buffer, offset, slot.shape)
+            region.copy_(own.t() if slot.transpose else own)
+            keras_view = region.t() if slot.transpose else region
+            own.set_(storage, offset, keras_view.shape, keras_view.stride())
+    weights.buffers[key] = buffer
+    return buffer
+
+
+def _torch_value(slot, value):
+    """`slot`'s torch-layout tensor from the variable's `value` (differentiable)."""
+    import torch
+
+    if slot.row is not None:
+        value = value[slot.row]
+    if slot.gate_order is not None:
+        u = slot.units
+        value = torch.cat([value[..., k * u : (k + 1) * u] for k in slot.gate_order], dim=-1)
+    return value.t() if slot.transpose else value
+
+
+def _write_torch_value(slot, value, region):
+    """`region.copy_(_torch_value(slot, value))`, block by block, without a temporary."""
+    if slot.row is not None:
+        value = value[slot.row]
+    if slot.gate_order is None:
+        region.copy_(value.t() if slot.transpose else value)
+        return
+    u = slot.units
+    for j, k in enumerate(slot.gate_order):
+        block = value[..., k * u : (k + 1) * u]
+        if slot.transpose:
+            region[j * u : (j + 1) * u].copy_(block.t())
+        else:
+            region[..., j * u : (j + 1) * u].copy_(block)
+
+
+def _keras_gradient(slot, grad, source):
+    """The inverse of `_torch_value` for a gradient: torch layout -> the variable's."""
+    import torch
+
+    if slot.transpose:
+        grad = grad.t()
+    if slot.gate_order is not None:
+        u, inverse = slot.units, [slot.gate_order.index(k) for k in range(len(slot.gate_order))]
+        grad = torch.cat([grad[..., k * u : (k + 1) * u] for k in inverse], dim=-1)
+    if slot.row is not None:
+        full = torch.zeros_like(source)
+        full[slot.row] = grad
+        grad = full
+    return grad
+
+
+def _mirror_class():
+    import torch
+
+    class Mirror(torch.autograd.Function):
+        """The kernel's parameters as views of a buffer that mirrors the variables.
+
+        Forward refreshes the buffer only when a variable changed since the last
+        refresh (torch's version counter), so the weights are reordered once per
+        update, not once per call; backward maps each parameter's gradient back to
+        its variable's layout.
+        """
+
+        @staticmethod
+        def forward(ctx, weights, key, layout, spec, owned, *sources):
+            ctx.spec, ctx.owned, ctx.sources = spec, owned, sources
+            versions = tuple((s.data_ptr(), s._version) for s in sources)
+            buffer = weights.buffers.get(key)
+            if buffer is None or weights.mirror_versions.get(key) != versions:
+                if buffer is None:
+                    buffer = torch.zeros(layout.size, dtype=sources[0].dtype, device=sources[0].device)
+                for offset, slot, own in zip(layout.offsets, spec.slots, owned):
+                    if own is not None:
+                        _write_torch_value(slot, own, _region(buffer, offset, slot.shape))
+                weights.buffers[key] = buffer
+                weights.mirror_versions[key] = versions
+            return tuple(_region(buffer, o, s.shape) for o, s in zip(layout.offsets, spec.slots))
+
+        @staticmethod
+        def backward(ctx, *grads):
+            totals = {id(s): None for s in ctx.sources}
+            for slot, own, grad in zip(ctx.spec.slots, ctx.owned, grads):
+                if own is None or grad is None:
+                    continue
+                g = _keras_gradient(slot, grad, own)
+                totals[id(own)] = g if totals[id(own)] is None else totals[id(own)] + g
+            return (None, None, None, None, None, *[totals[id(s)] for s in ctx.sources])
+
+    return Mirror
+
+
+_MIRROR = []  # the autograd.Function, made on first use (torch imported only then)
+
+
+def _mirror(*args):
+    if not _MIRROR:
+        _MIRROR.append(_mirror_class())
+    return _MIRROR[0].apply(*args)
+
+
+def _packed(spec):
+    """The parameters packed into the buffer's layout by one concatenation (the values
+    are not the variables' own tensors: a cast, a substitute, a symbolic placeholder)."""
+    import torch
+
+    values = [
+        _torch_value(slot, torch.as_tensor(slot.value)) if slot.variable is not None else None
+        for slot in spec.slots
+    ]
+    reference = next(v for v in values if v is not None)
+    dtype, device = reference.dtype, reference.device
+    for i, slot in enumerate(spec.slots):
+        if values[i] is None:
+            values[i] = torch.zeros(slot.shape, dtype=dtype, device=device)
+        elif values[i].dtype != dtype:
+            values[i] = values[i].to(dtype)
+    if device.type == "meta":
+        return values
+    layout = _layout(spec, dtype, device)
+    pieces, position = [], 0
+    for offset, i in sorted((o, i) for i, o in enumerate(layout.offsets)):
+        if offset > position:
+            pieces.append(torch.zeros(offset - position, dtype=dtype, device=device))
+        pieces.append(values[i].reshape(-1))
+        position = offset + values[i].numel()
+    if layout.size > position:
+        pieces.append(torch.zeros(layout.size - position, dtype=dtype, device=device))
+    buffer = torch.cat(pieces)
+    return [_region(buffer, o, s.shape) for o, s in zip(layout.offsets, spec.slots)]
+
+
+# ------------------------------------------------------------------ torch: kernel
 def _torch_kernel(spec, x, states, batch_sizes=None):
     """One call of the torch kernel on a padded (`batch_first`) or packed input."""
+    import warnings
+
     import torch
 
     # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
@@ -142,17 +531,14 @@ def _torch_kernel(spec, x, states, batch_sizes=None):
     lstm = spec.mode == "LSTM"
     # torch stacks the states of every layer and direction: (layers·directions, batch, size).
     hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
-    args = (spec.params, spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
+    args = (kernel_params(spec), spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
     kernel = {
         "LSTM": torch._VF.lstm,
         "GRU": torch._VF.gru,
         "RNN_TANH": torch._VF.rnn_tanh,
         "RNN_RELU": torch._VF.rnn_relu,
     }[spec.mode]
-    # Keras variables are torch Parameters; the transposed and permuted views are not
-    # one flat buffer, which cuDNN warns about before copying them.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
         # torch.nn.LSTM(proj_size=...) says the same once: oneDNN has no projection.
         warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         if batch_sizes is None:
@@ -175,11 +561,7 @@ def _top_output(spec, new_states):
 
 def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_output):
     import torch
-    from torch.nn.utils.rnn import (
-        PackedSequence,
-        pack_padded_sequence,
-        pad_packed_sequence,
-    )
+    from torch.nn.utils.rnn import pack_padded_sequence
 
     if lengths is None:
         if go_backwards:
@@ -194,19 +576,20 @@ def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_ou
 
     steps = x.shape[1]
     time = torch.arange(steps, device=x.device)[None, :]
-    lengths_ = lengths[:, None]
+    lengths_ = lengths.device.to(x.device)[:, None]
     if go_backwards:  # reverse each sequence within its own length
         index = torch.where(time < lengths_, lengths_ - 1 - time, time)
         x = torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    packed = pack_padded_sequence(x, lengths.host, batch_first=True, enforce_sorted=False)
     # Permute the states into the packed (length-sorted) order and back.
     order, unorder = packed.sorted_indices, packed.unsorted_indices
     out_packed, new_states = _torch_kernel(
         spec, packed.data, [s[order] for s in states], packed.batch_sizes
     )
     new_states = [s[unorder] for s in new_states]
-    out_packed = PackedSequence(out_packed, packed.batch_sizes, order, unorder)
-    out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=steps)
+    # `pad_packed_sequence` without its host copy of the indices (a device sync).
+    out, _ = torch._VF._pad_packed_sequence(out_packed, packed.batch_sizes, True, 0.0, steps)
+    out = out.index_select(0, unorder)
     last = _top_output(spec, new_states)  # h at the last valid step is the output there
     if go_backwards:
         # Keras meets the padding first: zeros, then the reversed run.
@@ -222,3 +605,82 @@ def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_ou
         if zero_output:
             last = torch.where(lengths_ < steps, torch.zeros_like(last), last)
     return last, (out if return_sequences else None), new_states
+
+
+# ---------------------------------------------------------------------------- jax
+def jax_unfused_reason(sequences, mask, spec=None):
+    """Why JAX's cuDNN LSTM cannot run this call (`None` if it can); `spec` is the
+    cell's (or stack's) `FusedSpec`, checked when given."""
+    if not _jax_cudnn_ready(sequences):
+        return "no fused kernel is used on the jax backend without a GPU (cuDNN's LSTM)"
+    if mask is not None:
+        return "a mask (JAX's cuDNN LSTM pads with zeros instead of Keras's masking)"
+    if keras.backend.standardize_dtype(sequences.dtype) != "float32":
+        return f"{keras.backend.standardize_dtype(sequences.dtype)} inputs (JAX's cuDNN LSTM takes float32)"
+    if spec is not None and spec.mode != "LSTM":
+        return "JAX has a cuDNN kernel for the LSTM only (jax.experimental.rnn)"
+    if spec is not None and spec.proj_size:
+        return "proj_size > 0 (JAX's cuDNN LSTM has no projection)"
+    return None
+
+
+def _jax_cudnn_ready(x):
+    """Whether `x` lives on a GPU and this jaxlib has cuDNN's (or MIOpen's) RNN."""
+    try:
+        from jax.experimental import rnn
+    except ImportError:
+        return False
+    if getattr(rnn, "gpu_rnn", None) is None:
+        return False
+    try:
+        devices = x.devices() if callable(getattr(x, "devices", None)) else None
+    except Exception:  # noqa: BLE001 (a tracer has no placement: the default device)
+        devices = None
+    import jax
+
+    platforms = {d.platform for d in devices} if devices else {jax.devices()[0].platform}
+    return platforms == {"gpu"}
+
+
+def _jax_lstm():
+    from jax.experimental import rnn
+
+    return rnn.lstm
+
+
+def jax_lstm_weights(spec):
+    """The flat weight vector of `jax.experimental.rnn.lstm`: every pseudo-layer's
+    `w_ih, w_hh`, then every pseudo-layer's `b_ih, b_hh` (zeros without bias)."""
+    import jax.numpy as jnp
+
+    params = [jnp.asarray(p) for p in spec.params]
+    per_layer = spec.per_layer
+    layers = [params[i : i + per_layer] for i in range(0, len(params), per_layer)]
+    dtype = params[0].dtype
+    matrices = [w.ravel() for layer in layers for w in layer[:2]]
+    if spec.has_biases:
+        biases = [b.ravel() for layer in layers for b in layer[2:4]]
+    else:
+        biases = [jnp.zeros((4 * spec.hidden_size,), dtype)] * (2 * len(layers))
+    return jnp.concatenate(matrices + biases)
+
+
+def _run_jax(spec, x, states, go_backwards, return_sequences):
+    import jax.numpy as jnp
+
+    if go_backwards:
+        x = jnp.flip(x, axis=1)
+    h0, c0 = jnp.stack(states[0::2]), jnp.stack(states[1::2])
+    batch, steps = x.shape[0], x.shape[1]
+    y, h_n, c_n = _jax_lstm()(
+        x, h0, c0, jax_lstm_weights(spec), jnp.full((batch,), steps, jnp.int32),
+        input_size=spec.input_size, hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers, dropout=0.0, bidirectional=spec.bidirectional,
+    )
+    if spec.bidirectional:
+        half = y.shape[-1] // 2
+        last = jnp.concatenate([y[:, -1, :half], y[:, 0, half:]], axis=-1)
+    else:
+        last = y[:, -1]
+    new_states = [s for pair in zip(list(h_n), list(c_n)) for s in pair]
+    return last, (y if return_sequences else None), new_states

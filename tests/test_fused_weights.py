@@ -1,0 +1,300 @@
+"""How torch's fused kernels get their weights and where their tensors live (CPU guards
+for what cuDNN needs on a GPU).
+
+cuDNN reads an RNN's weights from one flat buffer. Weights that are views of the Keras
+variables in another layout make it fail ("view size is not compatible with input
+tensor's size and stride"); weights in several chunks make it copy them at every call
+("not part of single contiguous chunk of memory"). torch's CPU kernel accepts both, so
+these tests check on the CPU what the GPU needs: one buffer, in the layout's order, no
+copy of the weights per call, and no tensor made on another device than the inputs'.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import kerasrnn
+from kerasrnn.ops import fused
+from tests.conftest import BACKEND, to_numpy
+
+pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch's fused kernels")
+
+B, T, I, U = 3, 6, 5, 4
+
+MAKERS = {
+    "lstm": lambda **kw: kerasrnn.LSTM(U, **kw),
+    "lstm_nobias": lambda **kw: kerasrnn.LSTM(U, use_bias=False, **kw),
+    "lstm_proj": lambda **kw: kerasrnn.LSTM(U, proj_size=2, **kw),
+    "gru": lambda **kw: kerasrnn.GRU(U, **kw),
+    "gru_nobias": lambda **kw: kerasrnn.GRU(U, use_bias=False, **kw),
+    "simple_tanh": lambda **kw: kerasrnn.SimpleRNN(U, **kw),
+    "irnn": lambda **kw: kerasrnn.IRNN(U, **kw),
+    "deep_bidirectional": lambda **kw: kerasrnn.DeepRNN.repeat(
+        kerasrnn.LSTM(U), 2, bidirectional=True, **kw
+    ),
+    "deep_gru": lambda **kw: kerasrnn.DeepRNN.repeat(kerasrnn.GRU(U), 3, **kw),
+}
+#: Whose kernel weights are the variables themselves (torch's gate order is Keras's).
+ZERO_COPY = {"lstm", "lstm_nobias", "lstm_proj", "simple_tanh", "irnn", "deep_bidirectional"}
+
+
+def _params_of(args):
+    # padded: (input, hx, params, ...); packed: (data, batch_sizes, hx, params, ...)
+    return args[2] if not _is_batch_sizes(args[1]) else args[3]
+
+
+def _is_batch_sizes(x):
+    import torch
+
+    return isinstance(x, torch.Tensor) and x.dim() == 1 and x.dtype == torch.int64
+
+
+def _spy(monkeypatch):
+    import torch
+
+    calls, state = [], {"inside": False}
+    for name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        kernel = getattr(torch._VF, name)
+
+        def spy(*args, _kernel=kernel):
+            calls.append(list(_params_of(args)))
+            state["inside"] = True
+            try:
+                return _kernel(*args)
+            finally:
+                state["inside"] = False
+
+        monkeypatch.setattr(torch._VF, name, spy)
+    return calls, state
+
+
+def _x(rng):
+    return (rng.random((B, T, I)) + 0.1).astype("float32")
+
+
+def _cells(layer):
+    if isinstance(layer, kerasrnn.DeepRNN):
+        out = []
+        for i in range(len(layer.rnn_layers)):
+            sub = layer.rnn_layers[i]
+            out += [sub.forward_layer.cell, sub.backward_layer.cell] if layer.bidirectional[i] else [sub.cell]
+        return out
+    return [layer.cell]
+
+
+def _storage(t):
+    return t.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "right-padded"])
+@pytest.mark.parametrize("name", MAKERS)
+def test_kernel_gets_one_flat_buffer_and_no_copy_per_call(name, masked, rng, monkeypatch):
+    import torch
+
+    layer = MAKERS[name]()
+    x = _x(rng)
+    mask = np.arange(T)[None, :] < np.array([T, 2, 4])[:, None] if masked else None
+    layer(x, mask=mask)  # builds, and puts the weights in place
+    calls, _ = _spy(monkeypatch)
+    outputs = [to_numpy(layer(x, mask=mask)) for _ in range(2)]
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    assert len(calls) == 2
+    for params in calls:
+        # One storage, each parameter contiguous, at the layout's offset.
+        assert len({_storage(p) for p in params}) == 1
+        assert all(p.is_contiguous() for p in params)
+        spec_owner = layer if isinstance(layer, kerasrnn.DeepRNN) else layer.cell
+        buffers = spec_owner._kerasrnn_flat_weights.buffers
+        (layout, buffer), = buffers.items()
+        assert _storage(params[0]) == _storage(buffer)
+        assert [p.storage_offset() for p in params] == layout.offsets
+        assert buffer.numel() == layout.size
+    # The same buffer on both calls: nothing was copied or re-laid out in between.
+    assert [p.data_ptr() for p in calls[0]] == [p.data_ptr() for p in calls[1]]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    variables = [v.value for cell in _cells(layer) for v in cell.trainable_variables]
+    if name in ZERO_COPY:  # the variables are the buffer
+        assert all(_storage(v) == _storage(buffer) for v in variables)
+    else:  # a mirror of them
+        assert not any(_storage(v) == _storage(buffer) for v in variables)
+    # The variables keep their Keras shapes and values.
+    reference = MAKERS[name](fused=False)
+    reference(x, mask=mask)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_allclose(outputs[0], to_numpy(reference(x, mask=mask)), atol=1e-6)
+    assert torch.is_tensor(buffer)
+
+
+def _count_weight_copies(fn, state, layer):
+    """Copies that read or write the weights (the variables or a flat buffer), made by
+    `fn` outside the kernels."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    owners = [layer, *_cells(layer)]
+    storages = {_storage(v.value) for v in layer.weights}
+    storages |= {
+        _storage(b) for o in owners for b in getattr(o, "_kerasrnn_flat_weights", fused._FlatWeights()).buffers.values()
+    }
+    copying = {"aten.copy_.default", "aten.clone.default", "aten.cat.default", "aten._to_copy.default"}
+
+    def touches(args):
+        for a in args:
+            if isinstance(a, (list, tuple)) and touches(a):
+                return True
+            if isinstance(a, torch.Tensor) and _storage(a) in storages:
+                return True
+        return False
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.copies = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not state["inside"] and str(func) in copying and touches(args):
+                self.copies.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Count() as counter:
+        fn()
+    return counter.copies
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "simple_tanh", "deep_bidirectional", "deep_gru"])
+def test_training_steps_copy_weights_only_when_they_changed(name, rng, monkeypatch):
+    import torch
+
+    layer = MAKERS[name]()
+    xt = torch.tensor(_x(rng))
+    layer(xt)
+    _, state = _spy(monkeypatch)
+
+    outputs = []
+
+    def forward():
+        outputs.append(layer(xt))
+
+    def update():  # backward, then an optimizer's in-place update
+        (outputs[-1] ** 2).sum().backward()
+        with torch.no_grad():
+            for v in layer.trainable_variables:
+                v.value.sub_(0.01 * v.value.grad)
+                v.value.grad = None
+
+    assert _count_weight_copies(forward, state, layer) == []  # unchanged weights: no copy
+    update()
+    copies = _count_weight_copies(forward, state, layer)
+    if name in ZERO_COPY:
+        assert copies == []  # the kernel reads the updated variables in place
+    else:  # the mirror is refreshed after the update only: one copy per gate block
+        assert set(copies) == {"aten.copy_.default"}
+        assert len(copies) == 3 * 4 * len(_cells(layer))
+        assert _count_weight_copies(forward, state, layer) == []
+    # The updated weights are the ones computed with.
+    reference = MAKERS[name](fused=False)
+    reference(xt)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(outputs[-1]), to_numpy(reference(xt)), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "simple_tanh", "deep_bidirectional"])
+def test_variables_stay_the_source_of_truth(name, rng, tmp_path):
+    """set_weights, assign and save/load act on what the kernel reads."""
+    x = _x(rng)
+    layer = MAKERS[name]()
+    first = to_numpy(layer(x))
+    weights = layer.get_weights()
+    layer.set_weights([w * 0.5 for w in weights])
+    halved = to_numpy(layer(x))
+    assert not np.allclose(first, halved)
+    reference = MAKERS[name](fused=False)
+    reference(x)
+    reference.set_weights([w * 0.5 for w in weights])
+    np.testing.assert_allclose(halved, to_numpy(reference(x)), atol=1e-6)
+    layer.set_weights(weights)
+    np.testing.assert_allclose(to_numpy(layer(x)), first, atol=1e-7)
+
+    model = keras.Sequential([keras.Input((T, I)), layer])
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(to_numpy(loaded(x)), first, atol=1e-7)
+
+
+def test_a_cell_alone_and_in_a_stack_each_get_their_buffer(rng):
+    x = _x(rng)
+    deep = kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, return_sequences=True)
+    stacked = to_numpy(deep(x))
+    assert "num_layers=2" in deep.last_path
+    first = deep.rnn_layers[0]
+    alone = to_numpy(first(x)[0])  # the first layer by itself: its own buffer
+    assert first.last_path == "fused:torch._VF.lstm"
+    np.testing.assert_allclose(to_numpy(deep(x)), stacked, atol=1e-7)  # and back
+    reference = kerasrnn.LSTM(U, return_sequences=True, fused=False)
+    reference(x)
+    reference.set_weights(first.get_weights())
+    np.testing.assert_allclose(alone, to_numpy(reference(x)), atol=1e-6)
+
+
+def test_stateless_call_packs_the_substituted_weights(rng):
+    """Values that are not the variables (a stateless call) run on the kernel too."""
+    x = _x(rng)
+    layer = kerasrnn.GRU(U)
+    layer(x)
+    halved = [v * 0.5 for v in layer.trainable_variables]
+    out, _ = layer.stateless_call(
+        [keras.ops.convert_to_tensor(h) for h in halved], layer.non_trainable_variables, x
+    )
+    assert layer.last_path == "fused:torch._VF.gru"
+    reference = kerasrnn.GRU(U, fused=False)
+    reference(x)
+    reference.set_weights([to_numpy(h) for h in halved])
+    np.testing.assert_allclose(to_numpy(out), to_numpy(reference(x)), atol=1e-6)
+
+
+# ------------------------------------------------------------------------- devices
+@pytest.mark.parametrize("name", MAKERS)
+def test_everything_lives_on_the_device_keras_computes_on(name, rng):
+    """CPU input tensors under Keras's `meta` device: every tensor of the call must be
+    made on that device (a CPU tensor among meta ones raises), as on a GPU."""
+    import torch
+
+    layer = MAKERS[name](return_sequences=True)
+    x = torch.tensor(_x(rng))
+    layer(x)
+    with keras.device("meta"):
+        out = layer(x, initial_state=None)
+    assert out.device.type == "meta"
+    assert layer.last_path.startswith("fused:")
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("zero_output", [False, True])
+@pytest.mark.parametrize("name", ["lstm", "gru", "simple_tanh", "deep_bidirectional"])
+def test_packed_path_makes_its_tensors_on_the_inputs_device(name, go_backwards, zero_output, rng):
+    """`run_fused` on right-padded sequences with every tensor on `meta`: the lengths the
+    packing reads are the only host tensor."""
+    import torch
+
+    layer = MAKERS[name]()
+    layer(_x(rng))
+    if isinstance(layer, kerasrnn.DeepRNN):
+        specs = [c.fused_spec(c.loop_constants(_x(rng)), False) for c in _cells(layer)]
+        spec, _ = fused.stack_fused_specs(specs, True, owner=layer)
+        states = [torch.zeros(B, U, device="meta") for _ in range(8)]
+    else:
+        cell = layer.cell
+        spec = cell.fused_spec(cell.loop_constants(_x(rng)), False)
+        states = [torch.zeros(B, s, device="meta") for s in layer.state_size]
+    for slot in spec.slots:  # values a symbolic call sees
+        if slot.variable is not None:
+            slot.value = torch.empty(tuple(slot.value.shape), device="meta")
+    x = torch.empty(B, T, I, device="meta")
+    lengths = torch.tensor([T, 2, 4])
+    last, out, final = fused.run_fused(
+        spec, x, states, lengths=fused.Lengths(lengths.to("meta"), lengths),
+        go_backwards=go_backwards, zero_output_for_mask=zero_output,
+    )
+    assert {t.device.type for t in [last, out, *final]} == {"meta"}
+

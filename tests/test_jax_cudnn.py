@@ -1,0 +1,95 @@
+"""JAX's cuDNN LSTM (`jax.experimental.rnn.lstm`, what `keras.layers.LSTM` runs on a JAX
+GPU): where kerasrnn dispatches to it, and that the call around it (weights packed in
+cuDNN's layout, states, `go_backwards`, gradients) computes what the loop computes. The
+kernel needs a CUDA GPU; on a CPU its reference implementation stands in for it.
+"""
+
+import numpy as np
+import pytest
+from _util import loss_and_grads, nonzero_uniform, random_weights
+
+import kerasrnn
+from kerasrnn.ops import fused
+from tests.conftest import BACKEND, to_numpy
+
+pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM")
+
+B, T, I, U = 3, 6, 5, 4
+
+
+def _x(rng):
+    return (rng.random((B, T, I)) + 0.1).astype("float32")
+
+
+@pytest.fixture
+def jax_cudnn_on_cpu(monkeypatch):
+    """JAX's cuDNN LSTM stood in for by `jax.experimental.rnn.lstm_ref` (its reference,
+    same arguments but unpacked weights), and the device check answered yes: the
+    dispatch, the weight packing and the conventions around the kernel run on a CPU."""
+    from jax.experimental import rnn
+
+    def lstm(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers,
+             dropout, bidirectional):
+        unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
+        return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
+                            num_layers, dropout, bidirectional)
+
+    monkeypatch.setattr(fused, "_jax_cudnn_ready", lambda x: True)
+    monkeypatch.setattr(fused, "_jax_lstm", lambda: lstm)
+
+
+@pytest.mark.parametrize("initial_state", [False, True], ids=["zero_h0", "given_h0"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "nobias"])
+def test_jax_cudnn_lstm_matches_the_loop(use_bias, go_backwards, initial_state, rng, jax_cudnn_on_cpu):
+    layers = []
+    for fused_option in ("auto", False):
+        layer = kerasrnn.LSTM(U, use_bias=use_bias, go_backwards=go_backwards, fused=fused_option,
+                              return_sequences=True, return_state=True)
+        layer.build((None, T, I))
+        layers.append(layer)
+    random_weights(layers[0], rng)
+    layers[1].set_weights(layers[0].get_weights())
+    x = _x(rng)
+    kwargs = {}
+    if initial_state:
+        kwargs["initial_state"] = [nonzero_uniform(rng, (B, U)).astype("float32") for _ in range(2)]
+    got, want = layers[0](x, **kwargs), layers[1](x, **kwargs)
+    assert layers[0].last_path == "fused:jax.experimental.rnn.lstm", layers[0].last_path_reason
+    assert layers[1].last_path == "kerasrnn.ops.unroll"
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-6)
+    cotangents = [nonzero_uniform(rng, tuple(o.shape)) for o in want]
+    loss_f, dx_f, dw_f = loss_and_grads(layers[0], x, cotangents, **kwargs)
+    loss_r, dx_r, dw_r = loss_and_grads(layers[1], x, cotangents, **kwargs)
+    np.testing.assert_allclose(loss_f, loss_r, rtol=1e-5)
+    np.testing.assert_allclose(dx_f, dx_r, rtol=1e-4, atol=1e-5)
+    for g_f, g_r in zip(dw_f, dw_r):
+        np.testing.assert_allclose(g_f, g_r, rtol=1e-4, atol=1e-5)
+
+
+def test_jax_cudnn_lstm_is_used_only_where_exact(rng, jax_cudnn_on_cpu):
+    x = _x(rng)
+    cases = [
+        (kerasrnn.LSTM(U), {"mask": np.ones((B, T), bool)}, "mask"),
+        (kerasrnn.LSTM(U, proj_size=2), {}, "projection"),
+        (kerasrnn.LSTM(U, use_peepholes=True), {}, "peepholes"),
+        (kerasrnn.LSTM(U, recurrent_dropout=0.2), {"training": True}, "recurrent dropout"),
+        (kerasrnn.GRU(U), {}, "LSTM only"),
+        (kerasrnn.SimpleRNN(U), {}, "LSTM only"),
+    ]
+    for layer, call, reason in cases:
+        layer(x, **call)
+        assert layer.last_path == "kerasrnn.ops.unroll" and reason in layer.last_path_reason
+    layer = kerasrnn.LSTM(U, dropout=0.3)  # input dropout goes on before the kernel
+    layer(x, training=True)
+    assert layer.last_path == "fused:jax.experimental.rnn.lstm"
+
+
+def test_jax_without_a_gpu_runs_the_loop(rng):
+    layer = kerasrnn.LSTM(U)
+    layer(_x(rng))
+    assert layer.last_path == "kerasrnn.ops.unroll"
+    assert "GPU" in layer.last_path_reason
+    with pytest.raises(ValueError, match="fused=True"):
+        kerasrnn.LSTM(U, fused=True)(_x(rng))
