@@ -5,6 +5,7 @@
     nox -s bench -- --cells lstm      # benchmark (not part of the tests)
     nox -s docs                       # build the site strictly, check it in a browser
     nox --no-venv -s "gpu(backend='torch')"   # in an existing environment with a GPU
+    nox --no-venv -s "gpu(backend='jax')" -- --part 1/2   # half of the suite
 """
 
 import os
@@ -52,7 +53,10 @@ def gpu(session, backend):
 
     Run with `nox --no-venv -s "gpu(backend='torch')"` (or `--force-venv-backend none`)
     where the backend and keras are already installed and a GPU is visible; it fails,
-    rather than skips, when the backend sees no GPU.
+    rather than skips, when the backend sees no GPU. Arguments after `--` go to pytest:
+    `-- --part 1/3` runs a third of the suite (whole files), `-- -n 8` spreads it over
+    pytest-xdist workers. `benchmarks/gpu_check.sh` runs both backends and the benchmark
+    on a machine lent for a few minutes.
     """
     env = {
         "KERAS_BACKEND": backend,

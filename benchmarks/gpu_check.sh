@@ -1,20 +1,66 @@
 #!/usr/bin/env bash
-# One-shot check on a lent GPU machine (Python 3.12 with torch and jax, no keras, no network).
-# Prepare here: `bash ../shared/tools/gpu-wheels.sh` plus nox's wheels into .whl/, then run
-# this from the repository root there with .whl carried. Logs go to $OUT (or /tmp/gpu-out).
+# The GPU check in one lease: the whole test suite on torch and on JAX (the `gpu` nox
+# sessions, both at once, each over several pytest-xdist workers), then the benchmark
+# (one backend at a time, nothing else on the GPU). Made for a GPU machine without network
+# access whose Python has torch and jax (and pytest, pytest-xdist, matplotlib, ...) but
+# not keras or nox.
+#
+# Prepare here, in the repository root: `bash ../shared/tools/gpu-wheels.sh` (keras, its
+# needs, nox and pytest into .whl/). Then run there from the repository root with .whl
+# carried: `bash benchmarks/gpu_check.sh`. Everything lands in $OUT (default /tmp/gpu-out):
+#   tests_{torch,jax}.log     the two nox sessions' output
+#   report_{torch,jax}.json   float32 deviations measured by tests/test_gpu.py
+#   bench_{torch,jax}.log     the benchmark's tables (ratios of medians, same process)
+#   bench_{torch,jax}.json    every timing
+# Knobs (environment): STEPS="tests bench" (either or both), PART=K/N (a part of the suite
+# per lease, e.g. 1/2 then 2/2), WORKERS (xdist workers per backend, default 6),
+# T_TESTS, T_BENCH_TORCH, T_BENCH_JAX (seconds). The defaults fit a 10-minute command.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+STEPS=${STEPS:-"tests bench"}; WORKERS=${WORKERS:-6}; T_TESTS=${T_TESTS:-300}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch, jax, keras; print('torch', torch.__version__, torch.cuda.is_available(), 'jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
-step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"; tail -n 25 "$OUT/$name.log"; }
-# The GPU-only tests and the parity suites (the whole suite does not fit a short lease).
-FILES=${T_FILES:-"tests/test_gpu.py tests/test_golden.py tests/test_torch_parity.py tests/test_keras_parity.py tests/test_fused_masked.py tests/test_layer_norm.py tests/test_deep_rnn.py"}
-step tests_torch "${T_TESTS:-150}" python3 -m nox --no-venv -s "gpu(backend='torch')" -- -q -p no:cacheprovider $FILES
-step tests_jax "${T_TESTS:-150}" python3 -m nox --no-venv -s "gpu(backend='jax')" -- -q -p no:cacheprovider $FILES
-step bench_torch "${T_BENCH:-80}" env KERAS_BACKEND=torch python3 benchmarks/rnn_bench.py \
-  --cells lstm,gru --shapes A,B --rounds 5 --steps 5 --variants "fused=False,fused=False;hoist_inputs=False"
-step bench_jax "${T_BENCH:-80}" env KERAS_BACKEND=jax python3 benchmarks/rnn_bench.py \
-  --cells lstm,gru --shapes A,B --rounds 5 --steps 5 --variants "hoist_inputs=False"
+python3 -c "import torch, jax, keras; print('torch', torch.__version__, torch.cuda.is_available(), torch.backends.cudnn.version(), '| jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
+start=$(date +%s)
+elapsed() { echo "[$(( $(date +%s) - start )) s]"; }
+
+if [[ " $STEPS " == *" tests "* ]]; then
+  xdist=(); python3 -c "import xdist" 2>/dev/null && xdist=(-n "$WORKERS")
+  part=(); [ -n "${PART:-}" ] && part=(--part "$PART")
+  for backend in torch jax; do
+    mkdir -p "/tmp/report_$backend"
+    KERASRNN_GPU_REPORT="/tmp/report_$backend/report.json" timeout "$T_TESTS" \
+      python3 -m nox --no-venv -s "gpu(backend='$backend')" -- -q -p no:cacheprovider -rfE \
+      "${xdist[@]}" "${part[@]}" > "$OUT/tests_$backend.log" 2>&1 &
+  done
+  wait
+  for backend in torch jax; do
+    echo "== tests $backend $(elapsed)"; tail -n 25 "$OUT/tests_$backend.log"
+    python3 - "$backend" "$OUT/report_$backend.json" <<'EOF'
+import glob, json, sys
+merged = {}
+for path in glob.glob(f"/tmp/report_{sys.argv[1]}/*.json"):
+    for name, values in json.load(open(path))["measured"].items():
+        merged.setdefault(name, {}).update(values)
+json.dump({"backend": sys.argv[1], "measured": merged}, open(sys.argv[2], "w"), indent=1, sort_keys=True)
+print(json.dumps(merged, sort_keys=True))
+EOF
+  done
+fi
+
+if [[ " $STEPS " == *" bench "* ]]; then
+  bench() {  # backend, seconds, then the benchmark's arguments
+    local backend=$1 limit=$2; shift 2
+    echo "== bench $backend $* $(elapsed)"
+    env KERAS_BACKEND="$backend" timeout "$limit" python3 benchmarks/rnn_bench.py \
+      --rounds 7 --steps 5 "$@" 2>&1 | grep -v -e "^W0" -e "^I0" | tee -a "$OUT/bench_$backend.log"
+  }
+  # torch: kerasrnn (cuDNN), keras.layers, torch.nn; and the keras.ops loop of each cell.
+  bench torch "${T_BENCH_TORCH:-90}" --cells lstm,gru,simple_rnn --shapes GPU,A --variants "fused=False" --json "$OUT/bench_torch.json"
+  # JAX: the cuDNN LSTM against the loop, and the loop's hoisting and remat choices.
+  bench jax "${T_BENCH_JAX:-150}" --cells lstm,gru,simple_rnn --shapes GPU,A --variants "fused=False,remat=True,hoist_inputs=False" \
+    --json "$OUT/bench_jax.json"
+fi
+echo "done $(elapsed)"

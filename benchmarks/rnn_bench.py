@@ -23,6 +23,7 @@ import numpy as np
 SHAPES = {
     "A": {"batch": 64, "time": 100, "features": 32, "units": 128},
     "B": {"batch": 32, "time": 200, "features": 64, "units": 256},
+    "GPU": {"batch": 128, "time": 200, "features": 256, "units": 512},  # the GPU table's
     "tiny": {"batch": 2, "time": 3, "features": 2, "units": 4},  # the test's smoke run
 }
 KERAS_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
@@ -54,11 +55,18 @@ def keras_model(layer, shape, jit_compile="auto"):
     return model
 
 
-def contenders(cell, shape, variants, jit_compile="auto"):
+def contenders(cell, shape, variants, jit_compile="auto", hand_written=True):
     """name -> (train_step, infer_step) closures, each running one batch.
 
     `jit_compile` goes to every Keras model's `compile` ("auto": Keras's default, which
-    is XLA on TensorFlow only with a GPU; JAX always compiles, torch never)."""
+    is XLA on TensorFlow only with a GPU; JAX always compiles, torch never). Every
+    contender's inputs are put on the device before timing (`keras.ops.convert_to_tensor`
+    places them where Keras computes), so no row pays a host-to-device copy. With
+    `hand_written`, the backend's own recurrent code runs beside Keras's: `torch.nn` on
+    torch; on JAX a hand-written `lax.scan` (input projection hoisted) and kerasrnn's
+    layer in that same hand-written training step (`kerasrnn (same step)`), which
+    separates the layer's cost from the Keras trainer's.
+    """
     import keras
 
     import kerasrnn
@@ -68,6 +76,8 @@ def contenders(cell, shape, variants, jit_compile="auto"):
     y = rng.standard_normal((shape["batch"], 1)).astype("float32")
     units = shape["units"]
     out = {}
+    if keras.backend.backend() != "tensorflow":  # TF's trainer takes host arrays (tf.data)
+        x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
 
     def add_keras(name, layer):
         model = keras_model(layer, shape, jit_compile)
@@ -83,17 +93,19 @@ def contenders(cell, shape, variants, jit_compile="auto"):
         settings = {k: _literal(v) for k, v in settings.items()}
         add_keras(f"kerasrnn[{variant}]", ours(units, **settings))
 
-    if keras.backend.backend() == "torch":
+    if hand_written and keras.backend.backend() == "jax":
+        out.update(jax_contenders(cell, shape, x, y, ours(units)))
+    if hand_written and keras.backend.backend() == "torch":
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"  # where Keras puts tensors
+        device = x.device  # where Keras puts tensors
         module = getattr(torch.nn, TORCH_NAMES[cell])(shape["features"], units, batch_first=True)
         head = torch.nn.Linear(units, 1)
-        module.to(device)
+        module.to(device)  # torch.nn flattens its weights into one buffer on CUDA
         head.to(device)
         params = list(module.parameters()) + list(head.parameters())
         opt = torch.optim.Adam(params, lr=1e-3)
-        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        xt, yt = x, y
 
         def torch_train():
             opt.zero_grad()
@@ -110,6 +122,142 @@ def contenders(cell, shape, variants, jit_compile="auto"):
 
         out["torch.nn"] = (torch_train, torch_infer)
     return out
+
+
+def hand_written_layer(cell, units):
+    """`f(params, x) -> h_T`: the recurrent layer as one writes it by hand for speed, with
+    Keras's weights (`kernel`, `recurrent`, `bias` of shape `(1 or 2, G·units)`), gate
+    order and GRU reset-after form: the input projection of the whole sequence as one
+    matrix product, then `lax.scan` over time of the recurrent product and the gates."""
+    import jax
+    import jax.numpy as jnp
+
+    def layer(p, x):
+        z = jnp.einsum("bti,ig->tbg", x, p["kernel"]) + p["bias"][0]  # hoisted, time-major
+        h0 = jnp.zeros((x.shape[0], units), x.dtype)
+
+        def step(carry, z_t):
+            if cell == "lstm":
+                h, c = carry
+                i, f, g, o = jnp.split(z_t + h @ p["recurrent"], 4, axis=-1)
+                c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+                h = jax.nn.sigmoid(o) * jnp.tanh(c)
+                return (h, c), None
+            h = carry[0]
+            if cell == "gru":
+                r_z, r_r, r_h = jnp.split(h @ p["recurrent"] + p["bias"][1], 3, axis=-1)
+                x_z, x_r, x_h = jnp.split(z_t, 3, axis=-1)
+                zg, rg = jax.nn.sigmoid(x_z + r_z), jax.nn.sigmoid(x_r + r_r)
+                h = zg * h + (1 - zg) * jnp.tanh(x_h + rg * r_h)
+                return (h,), None
+            return (jnp.tanh(z_t + h @ p["recurrent"]),), None
+
+        carry = (h0, h0) if cell == "lstm" else (h0,)
+        (h, *_), _ = jax.lax.scan(step, carry, z)
+        return h
+
+    return layer
+
+
+def jax_contenders(cell, shape, x, y, layer):
+    """A hand-written JAX recurrent layer and kerasrnn's, in one hand-written training
+    step: Dense(1) head, MSE, Adam, `jax.jit`, inputs already on the device.
+
+    The hand-written layer is what one writes for speed: the input projection of the
+    whole sequence as one matrix product, then `lax.scan` over time of the recurrent
+    product and the gates (Keras's gate order and GRU reset-after form).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    units, features = shape["units"], shape["features"]
+    gates = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
+    rng = np.random.default_rng(1)
+
+    def init(*dims):
+        return jnp.asarray(rng.standard_normal(dims).astype("float32") / np.sqrt(dims[0]))
+
+    hand = {
+        "kernel": init(features, gates * units),
+        "recurrent": init(units, gates * units),
+        "bias": jnp.zeros((2 if cell == "gru" else 1, gates * units), "float32"),
+    }
+
+    layer.build((None, shape["time"], features))
+    ours_trainable = [v.value for v in layer.trainable_variables]
+    ours_fixed = [v.value for v in layer.non_trainable_variables]
+
+    def ours_layer(p, x):
+        return layer.stateless_call(p["layer"], ours_fixed, x)[0]
+
+    def make(apply, params):
+        params = {"layer": params, "w": init(units, 1), "b": jnp.zeros((1,), "float32")}
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        state = [params, zeros, zeros, jnp.zeros((), "float32")]
+
+        def loss_fn(p, x, y):
+            return jnp.mean((apply(p, x) @ p["w"] + p["b"] - y) ** 2)
+
+        @jax.jit
+        def train(params, m, v, t, x, y):  # one Adam step
+            loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+            t = t + 1
+            m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+            v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+            scale = 1e-3 * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+            params = jax.tree_util.tree_map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + 1e-7), params, m, v)
+            return params, m, v, t, loss
+
+        infer = jax.jit(lambda p, x: apply(p, x) @ p["w"] + p["b"])
+
+        def train_step():
+            *state[:], loss = train(*state, x, y)  # the new parameters and Adam moments
+            return float(loss)  # waits for the device, as train_on_batch does
+
+        def infer_step():
+            return np.asarray(infer(state[0], x))
+
+        train_step()
+        infer_step()
+        return train_step, infer_step
+
+    hand_layer = hand_written_layer(cell, units)
+
+    def apply_hand(p, x):
+        return hand_layer(p["layer"], x)
+
+    def apply_ours(p, x):
+        return ours_layer(p, x)
+
+    return {
+        "jax lax.scan (hand-written)": make(apply_hand, hand),
+        "kerasrnn (same step)": make(apply_ours, ours_trainable),
+    }
+
+
+def device_name():
+    """The accelerator the backend computes on, or "cpu"."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return device.device_kind if device.platform != "cpu" else "cpu"
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu"
+    except Exception:  # noqa: BLE001 (a name is only informative)
+        return "unknown"
+    return "cpu"
 
 
 def _literal(text):
@@ -152,6 +300,10 @@ def main(argv=None):
     parser.add_argument("--inference", action="store_true", help="also time inference")
     parser.add_argument("--json", help="write all timings to this file")
     parser.add_argument(
+        "--no-hand-written", action="store_true",
+        help="leave out torch.nn (torch) and the hand-written lax.scan (JAX)",
+    )
+    parser.add_argument(
         "--extensions", action="store_true",
         help="also each option of the cell (layer norm, peepholes, projection, zoneout), "
         "with ratios to the plain kerasrnn layer unless --baseline says otherwise",
@@ -178,7 +330,7 @@ def main(argv=None):
     import keras
 
     print(
-        f"backend={keras.backend.backend()} keras={keras.__version__} "
+        f"backend={keras.backend.backend()} keras={keras.__version__} device={device_name()} "
         f"python={sys.version.split()[0]} clock={args.clock} jit_compile={args.jit_compile}"
     )
     variants = [v for v in args.variants.split(",") if v]
@@ -188,7 +340,8 @@ def main(argv=None):
         runs += [("lstm", f"A-T{t}", dict(SHAPES["A"], time=t)) for t in (100, 400, 1600)]
     for cell, shape_name, shape in runs:
         extra = extension_variants(cell, shape, keras.backend.backend()) if args.extensions else []
-        fns = contenders(cell, shape, variants + [v for v in extra if v not in variants], jit_compile)
+        fns = contenders(cell, shape, variants + [v for v in extra if v not in variants], jit_compile,
+                         hand_written=not args.no_hand_written)
         baseline = args.baseline or ("kerasrnn" if args.extensions else "keras.layers")
         if args.keras_max_time is not None and shape["time"] > args.keras_max_time:
             fns.pop("keras.layers", None)
@@ -208,7 +361,7 @@ def main(argv=None):
             results[f"infer/{cell}/{shape_name}"] = infer
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": keras.backend.backend(), "results": results}, f, indent=1)
+            json.dump({"backend": keras.backend.backend(), "device": device_name(), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,39 @@ def fused_tolerance(kind, **cpu):
     return cpu
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--part", default=None, metavar="K/N",
+        help="run part K of N of the collected tests (whole files, balanced by count), "
+        "e.g. `nox --no-venv -s \"gpu(backend='jax')\" -- --part 1/3` on a machine lent for "
+        "a few minutes at a time",
+    )
+
+
+def _select_part(config, items):
+    part = config.getoption("--part")
+    if not part:
+        return
+    try:
+        k, n = (int(v) for v in part.split("/"))
+        assert 1 <= k <= n
+    except (ValueError, AssertionError):
+        raise pytest.UsageError(f"--part takes K/N with 1 <= K <= N; received {part!r}.") from None
+    counts = {}
+    for item in items:
+        counts[item.fspath.strpath] = counts.get(item.fspath.strpath, 0) + 1
+    loads, owner = [0] * n, {}
+    for path in sorted(counts, key=lambda p: (-counts[p], p)):  # largest files first
+        lightest = loads.index(min(loads))
+        owner[path] = lightest
+        loads[lightest] += counts[path]
+    kept = [item for item in items if owner[item.fspath.strpath] == k - 1]
+    config.hook.pytest_deselected(items=[item for item in items if owner[item.fspath.strpath] != k - 1])
+    items[:] = kept
+
+
 def pytest_collection_modifyitems(config, items):
+    _select_part(config, items)
     gpu = ON_GPU
     required = os.environ.get("KERASRNN_REQUIRE_GPU") == "1"
     if required and not gpu:

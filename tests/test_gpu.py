@@ -3,7 +3,8 @@ exactness, mixed precision, and the measured float32 bounds.
 
 Skipped without a GPU (see conftest); `nox -s gpu` makes a missing GPU an error instead.
 With `KERASRNN_GPU_REPORT=path.json` the float32 deviations measured here are written
-to that file, so the tolerances in conftest.CUDNN_FLOAT32 can be set from them.
+next to that path (`path-<worker>.json`, one per pytest-xdist worker), so the
+tolerances in conftest.CUDNN_FLOAT32 can be set from them.
 """
 
 import json
@@ -42,7 +43,8 @@ def _x(rng, batch=8, time=12, features=5):
 def _record(name, **values):
     _REPORT.setdefault(name, {}).update({k: float(v) for k, v in values.items()})
     path = os.environ.get("KERASRNN_GPU_REPORT")
-    if path:
+    if path:  # one file per pytest-xdist worker
+        path = path.replace(".json", f"-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.json")
         with open(path, "w") as f:
             json.dump({"backend": BACKEND, "measured": _REPORT}, f, indent=1)
 
