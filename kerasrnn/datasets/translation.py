@@ -362,7 +362,7 @@ class TranslationBatches(keras.utils.PyDataset):
         shuffle: reshuffle the batches (and the chunks) every epoch.
         bos_id, pad_id: special ids.
         multiple: length rounding.
-        seed: the shuffling seed.
+        seed: the shuffling seed; `set_epoch(e)` gives epoch `e`'s batches.
 
     Example:
 
@@ -379,8 +379,21 @@ class TranslationBatches(keras.utils.PyDataset):
         self.source_ids, self.target_ids = source_ids, target_ids
         self.batch_size, self.shuffle = int(batch_size), bool(shuffle)
         self.bos_id, self.pad_id, self.multiple = bos_id, pad_id, multiple
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._make_batches()
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """The batches of epoch `epoch` (0-based): a function of `(seed, epoch)` only, the
+        same that `on_epoch_end` reaches after `epoch` epochs, so that a resumed run sees
+        what an uninterrupted one saw."""
+        if epoch == self.epoch:
+            return
+        self.rng = np.random.default_rng(self.seed)
+        for _ in range(epoch + 1):
+            self._make_batches()
+        self.epoch = epoch
 
     def _make_batches(self):
         n = len(self.source_ids)
@@ -408,3 +421,4 @@ class TranslationBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self._make_batches()
+            self.epoch += 1
