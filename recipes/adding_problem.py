@@ -118,6 +118,12 @@ SMOKE = dict(seq_len=12, units=4, batch_size=8, epochs=2, val_size=16, test_size
              **{f"{m}_steps": 4 for m in MODELS})
 
 
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.adding_problem",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
+
+
+
 # ------------------------------------------------------------------------------
 # ## Data
 # ------------------------------------------------------------------------------
@@ -315,16 +321,6 @@ def table(results):
 # ------------------------------------------------------------------------------
 # ## Main: config → data → models → train → evaluate → report
 # ------------------------------------------------------------------------------
-def parse_config(argv=None):
-    return common.parse_config(Config, argv, prog="python -m recipes.adding_problem",
-                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
-
-
-def main(argv=None):
-    with common.user_errors():
-        return run_recipe(parse_config(argv))
-
-
 def run_recipe(config):
     run = common.start("adding_problem", config)
     validation = adding_problem(config.val_size, config.seq_len, (config.seed, VALIDATION))
@@ -352,6 +348,11 @@ def run_recipe(config):
     print(table(results))
     print(f"\nWall time {report['seconds']:.0f} s. Results and plots in {config.output}/")
     return report
+
+
+def main(argv=None):
+    with common.user_errors():
+        return run_recipe(parse_config(argv))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,12 @@ DECODERS = {"gru": kerasrnn.GRU, "lstm": kerasrnn.LSTM, "simple_rnn": kerasrnn.S
 # --smoke: 300 images, 1 epoch, 16 units: seconds (for the tests).
 SMOKE = {"epochs": 1, "units": 16}
 
+
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.captioning",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
+
+
 """## Data: images and names as character ids
 
 Id 0 pads, 1 starts a name (`<s>`), 2 ends it (`</s>`), then the letters. The decoder's
@@ -183,16 +189,6 @@ def plot_captions(split, predicted, path):
 """## Main: config → data → model → train → evaluate → report"""
 
 
-def parse_config(argv=None):
-    return common.parse_config(Config, argv, prog="python -m recipes.captioning",
-                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
-
-
-def main(argv=None):
-    with common.user_errors():
-        return run_recipe(parse_config(argv))
-
-
 def run_recipe(config):
     run = common.start("captioning", config)
     splits = load_splits(config)
@@ -231,6 +227,11 @@ def run_recipe(config):
     print(f"test errors: {', '.join(wrong[:20]) or 'none'}")
     print(f"{config.backend}, {results['seconds']} s → {run.path('results.json')}")
     return results
+
+
+def main(argv=None):
+    with common.user_errors():
+        return run_recipe(parse_config(argv))
 
 
 if __name__ == "__main__":

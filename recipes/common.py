@@ -414,6 +414,7 @@ def plot_history(history, path, metrics=("loss",), title=None):
     plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
+        drawn = []
         for i, (name, records) in enumerate(history.items()):
             epochs = [r["epoch"] for r in records]
             label = f"{name} " if len(history) > 1 else ""
@@ -422,7 +423,11 @@ def plot_history(history, path, metrics=("loss",), title=None):
                 if any(v is not None for v in values):
                     kind = "validation" if key.startswith("val_") else "training"
                     ax.plot(epochs, values, style, color=f"C{i}", label=f"{label}{kind}", markersize=3)
+                    drawn += [v for v in values if v is not None]
+        if drawn and min(drawn) > 0 and max(drawn) > 20 * min(drawn):
+            ax.set_yscale("log")  # a loss falling by orders of magnitude
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")

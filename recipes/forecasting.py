@@ -85,6 +85,13 @@ SMOKE = {"n_steps": 20, "window": 12, "units": 4, "epochs": 1, "real_epochs": 2}
 ALIASES = {"task": "tasks", "model": "models", "layers": "library"}
 
 
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.forecasting",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE,
+                               aliases=ALIASES)
+
+
+
 TASKS = timeseries.TASKS
 MODELS = ("naive", "linear_lstsq", "linear", "simple_rnn", "deep_rnn", "lstm", "gru", "ln_rnn")
 TRAINED = ("linear", "simple_rnn", "deep_rnn", "lstm", "gru", "ln_rnn")
@@ -369,17 +376,6 @@ def plot_forecasts(label, task, data, info, predictions, path):
 """## Main: config → data → models → train → evaluate → report"""
 
 
-def parse_config(argv=None):
-    return common.parse_config(Config, argv, prog="python -m recipes.forecasting",
-                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE,
-                               aliases=ALIASES)
-
-
-def main(argv=None):
-    with common.user_errors():
-        return run_recipe(parse_config(argv))
-
-
 def run_recipe(config):
     run = common.start("forecasting", config)
     tasks = common.split_list(config.tasks, TASKS, "tasks")
@@ -413,6 +409,11 @@ def run_recipe(config):
     table = print_table(rows)
     print(f"\n{len(rows)} rows on {config.backend} in {results['seconds']} s → {run.path('results.json')}")
     return {**results, "table": table}
+
+
+def main(argv=None):
+    with common.user_errors():
+        return run_recipe(parse_config(argv))
 
 
 if __name__ == "__main__":

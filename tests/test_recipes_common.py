@@ -224,3 +224,21 @@ def test_results_schema_is_the_same_for_every_recipe(tmp_path):
     with open(tmp_path / "results.json") as f:
         assert json.load(f) == written
     assert set(written) == SCHEMA and written["recipe"] == "captioning"
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_recipe_reads_top_to_bottom(name):
+    """Short functions, and Keras imported at the top, never in the middle of the file."""
+    import ast
+
+    path = os.path.join(ROOT, "recipes", f"{name}.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 60]
+    assert not long, long
+    first_definition = min(node.lineno for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef)))
+    keras_imports = [node.lineno for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                     and any(a.name.split(".")[0] in ("keras", "kerasrnn") for a in node.names)
+                     or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("keras", "kerasrnn")]
+    assert keras_imports and max(keras_imports) < first_definition, keras_imports
