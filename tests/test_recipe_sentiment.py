@@ -97,9 +97,14 @@ def test_interrupted_run_resumes_where_an_uninterrupted_run_ends(smoke_run, tmp_
     for member, finished in (("member-1", 3), ("member-2", 1)):  # finished epochs, not the interrupted one
         models = [n for n in os.listdir(os.path.join(output, "checkpoints", member)) if n.endswith(".keras")]
         assert max(models) == f"epoch-{finished:03d}.keras"
-    resumed = sentiment.run(sentiment.parse_config(["--resume", "--output", output]))["metrics"]
+    results = sentiment.run(sentiment.parse_config(["--resume", "--output", output]))
+    resumed = results["metrics"]
     assert resumed["resumed"] and resumed["epochs"] == 3
     assert [m["resumed"] for m in resumed["members"]] == [True, True]
+    for member, records in expected["history"].items():
+        for key in ("loss", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose([r[key] for r in results["history"][member]], [r[key] for r in records],
+                                       rtol=1e-5, atol=1e-6)
     for got, want in zip(resumed["members"], expected["metrics"]["members"], strict=True):
         assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=1 / 256)
     assert resumed["test_accuracy"] == pytest.approx(expected["metrics"]["test_accuracy"], abs=1 / 256)
