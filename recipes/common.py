@@ -412,7 +412,7 @@ def plot_history(history, path, metrics=("loss",), title=None):
     """Training curves: one panel per metric, training (solid) and validation (dashed)
     for every model of `history` (`{name: [{"epoch", metric, "val_" + metric}, ...]}`)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 5 * len(metrics)), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         drawn = []
         for i, (name, records) in enumerate(history.items()):

@@ -373,6 +373,17 @@ def plot_forecasts(label, task, data, info, predictions, path):
     common.save_figure(fig, path)
 
 
+def plot_training_curves(histories, folder):
+    """`<dataset>_<task>_curves.png`: the loss of every model trained for that task."""
+    groups = {}
+    for key, records in histories.items():
+        dataset_task, name = key.rsplit("-", 1)
+        groups.setdefault(dataset_task, {})[name] = records
+    return [common.plot_history(group, os.path.join(folder, f"{dataset_task.replace('-', '_')}_curves.png"),
+                                title=f"{dataset_task}: mean squared error")
+            for dataset_task, group in groups.items()]
+
+
 """## Main: config → data → models → train → evaluate → report"""
 
 
@@ -404,8 +415,8 @@ def run_recipe(config):
                 plot_forecasts(label, task, data, info, predictions, run.path("plots", f"{fits.dataset_key}_{task}.png"))
 
     results = run.write_results({"rows": rows}, histories)
-    if config.plots and histories:
-        common.plot_history(histories, run.path("plots", "training_curves.png"))
+    if config.plots:
+        plot_training_curves(histories, run.path("plots"))
     table = print_table(rows)
     print(f"\n{len(rows)} rows on {config.backend} in {results['seconds']} s → {run.path('results.json')}")
     return {**results, "table": table}
