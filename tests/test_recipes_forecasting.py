@@ -50,7 +50,7 @@ def test_smoke_geron_all_tasks(tmp_path):
     checkpoints = os.listdir(os.path.join(out, "checkpoints"))
     assert "geron-one_step-gru" in checkpoints and "geron-one_step-gru" in results["history"]
     assert not any("iterative" in name for name in checkpoints)
-    assert os.path.exists(os.path.join(out, "plots", "training_curves.png"))
+    assert os.path.exists(os.path.join(out, "plots", "geron_seq2seq_curves.png"))
 
 
 def test_resume_reuses_finished_rows_and_models(tmp_path):
