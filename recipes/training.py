@@ -266,6 +266,8 @@ def fit(run, name, build, data, *, epochs, seed=None, monitor=None, patience=Non
     checkpoints = Checkpoints(os.path.join(run.config.output, "checkpoints", name))
     model, state, best = checkpoints.load_latest() if run.config.resume else (None, None, None)
     if model is None:
+        if run.config.resume:
+            print(f"[{name}] no checkpoint in {checkpoints.directory}: training from the start", flush=True)
         checkpoints.clear()
         keras.utils.set_random_seed(run.config.seed if seed is None else seed)
         model = build()
