@@ -102,9 +102,12 @@ class Checkpoints:
 
     def states(self):
         """Paths of the checkpoint JSON files, newest first."""
-        found = glob.glob(self._file("epoch-*.json"))
-        found = [p for p in found if re.fullmatch(r"epoch-\d+\.json", os.path.basename(p))]
-        return sorted(found, reverse=True)
+        numbered = []
+        for path in glob.glob(self._file("epoch-*.json")):
+            match = re.fullmatch(r"epoch-(\d+)\.json", os.path.basename(path))
+            if match:
+                numbered.append((int(match.group(1)), path))
+        return [path for _, path in sorted(numbered, reverse=True)]
 
     def clear(self):
         """Removes every checkpoint (a fresh run in a used folder)."""
