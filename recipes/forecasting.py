@@ -14,7 +14,7 @@ scored on the last step), `iterative` (the one-step model fed its own forecasts)
 Models: `naive` (last value), `linear_lstsq` (least squares, closed form), `linear`
 (Dense on the flattened window, trained), `simple_rnn` (one SimpleRNN unit), `deep_rnn`
 (2 × SimpleRNN(20) + Dense), `lstm`, `gru`, `ln_rnn` (2 × SimpleRNN(20, layer_norm=True)).
-Every recurrent layer is kerasrnn's (`--layers keras` builds the same models on
+Every recurrent layer is kerasrnn's (`--library keras` builds the same models on
 `keras.layers`, for comparison); training is the book's: Adam, MSE, batch 32, 20 epochs.
 
     python -m recipes.forecasting --backend jax --output runs/forecasting
@@ -171,9 +171,10 @@ def make_datasets(name, tasks, config):
 
 All recurrent layers are kerasrnn's. The deep models are the book's: two recurrent
 layers of 20 units, then a Dense head on the last output (or on every output for
-`seq2seq`). On the short real series (~200 training windows) the gated models overfit
-the training cycles, so there they get `real_dropout` (Gal & Ghahramani's per-sequence
-masks) and early stopping on the validation years. `ln_rnn` needs
+`seq2seq`). On the short real series (~200 training windows) they overfit the training
+cycles, so there every two-layer model (deep_rnn, lstm, gru, ln_rnn) gets `real_dropout`
+(Gal & Ghahramani's per-sequence masks), and all trained models stop early on the
+validation years. `ln_rnn` needs
 `kerasrnn.SimpleRNN(..., layer_norm=True)`; where the installed kerasrnn lacks that option
 the row is skipped with a note, never replaced by another cell.
 """
