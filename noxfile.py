@@ -1,8 +1,9 @@
-"""Sessions: tests per backend (CPU), gpu per backend, bench, recipes, docs, lint.
+"""Sessions: tests per backend (CPU), gpu per backend, bench, hub, docs, lint.
 
     nox -s tests                      # all three backends on the CPU
     nox -s "tests(backend='jax')"     # one backend
     nox -s bench -- --cells lstm      # benchmark (not part of the tests)
+    nox -s hub                        # keras-hub's samplers driving kerasrnn (installs keras-hub)
     nox -s docs                       # build the site strictly, check it in a browser
     nox --no-venv -s "gpu(backend='torch')"   # in an existing environment with a GPU
     nox --no-venv -s "gpu(backend='jax')" -- --part 1/2   # half of the suite
@@ -78,6 +79,21 @@ def bench(session, backend):
     session.install(*CPU_BACKEND_PACKAGES)
     session.install("-e", ".")
     session.run("python", "benchmarks/rnn_bench.py", *session.posargs, env=_env(backend))
+
+
+@nox.session(default=False)
+def hub(session):
+    """keras-hub's samplers driving a kerasrnn decoder, on every backend.
+
+    keras-hub comes from PyPI with what it requires (TensorFlow and tensorflow-text, on
+    every backend), which is why it is an optional extra and this session is not part of
+    `nox -s tests`. One environment; the test file runs once per backend.
+    """
+    session.install("jax", "torch==2.13.0", "pytest>=8", "numpy")
+    session.install("-e", ".[hub]")
+    for backend in BACKENDS:
+        session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/test_keras_hub.py",
+                    "kerasrnn/seq2seq/hub.py", *session.posargs, env=_env(backend))
 
 
 @nox.session(default=False)

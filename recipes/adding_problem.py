@@ -31,17 +31,28 @@ folder gets `config.json`, `results.json`, the PNGs, the diagnostics CSVs and a
 checkpoint per model (saved after every epoch; `--resume` continues from it).
 """
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
-import time
 
+from recipes import common
+
+if __name__ == "__main__":
+    common.select_backend(sys.argv[1:], prefer=("jax", "tensorflow", "torch"))  # before Keras
+
+import keras
 import numpy as np
 
+import kerasrnn
+from kerasrnn.diagnostics import (
+    RecurrentDiagnostics,
+    plot_gradient_heatmap,
+    plot_gradient_norms,
+    read_csv,
+)
+from recipes import training
+
 MODELS = ("tanh", "irnn", "lstm", "gru")
-BACKENDS = ("jax", "tensorflow", "torch")
 
 
 # ------------------------------------------------------------------------------
@@ -50,10 +61,10 @@ BACKENDS = ("jax", "tensorflow", "torch")
 # set); docs/recipes/adding_problem.md has the measurements.
 # ------------------------------------------------------------------------------
 @dataclasses.dataclass
-class Config:
+class Config(common.RunConfig):
+    output: str = "runs/adding_problem"
     seq_len: int = 150  # T, the length of every sequence
     models: str = ",".join(MODELS)  # comma list, a subset of tanh,irnn,lstm,gru
-    backend: str = ""  # "" = $KERAS_BACKEND, else jax (the fastest measured on CPU)
     units: int = 64  # recurrent units of every model
     batch_size: int = 64  # every update sees a fresh batch
     epochs: int = 10  # each model's updates are split into this many epochs
@@ -79,42 +90,22 @@ class Config:
     test_size: int = 10000  # test sequences, evaluated once at the end
     diag_size: int = 100  # validation sequences used for the gradient diagnostics
     seed: int = 0  # data and initialization
-    output: str = "runs/adding_problem"
-    resume: bool = False  # continue from the checkpoints in --output
-    smoke: bool = False  # a few seconds of everything, for tests
-    verbose: int = 0  # Keras fit verbosity
 
     def __post_init__(self):
-        if self.smoke:  # every size capped: seconds per model
-            caps = dict(seq_len=12, units=4, batch_size=8, epochs=2, val_size=16, test_size=64,
-                        diag_size=4, **{f"{m}_steps": 4 for m in MODELS})
-            for name, cap in caps.items():
-                setattr(self, name, min(getattr(self, name), cap))
-        sizes = ["seq_len", "units", "batch_size", "epochs", "val_size", "test_size", "diag_size"]
-        sizes += [f"{m}_steps" for m in MODELS]
-        for name in sizes:
-            value = getattr(self, name)
-            if isinstance(value, bool) or value < 1:
-                raise ValueError(f"--{_flag(name)} must be a positive integer; received {value!r}.")
+        common.check_positive(self, "seq_len", "units", "batch_size", "epochs", "val_size", "test_size",
+                              "diag_size", *(f"{m}_steps" for m in MODELS))
         if self.seq_len < 2:
-            raise ValueError(f"--seq-len must be at least 2 (two markers); received {self.seq_len}.")
+            raise common.UsageError(f"--seq-len must be at least 2 (two markers); received {self.seq_len}.")
         if self.irnn_input_stddev <= 0:
-            raise ValueError(f"--irnn-input-stddev must be > 0; received {self.irnn_input_stddev}.")
+            raise common.UsageError(f"--irnn-input-stddev must be > 0; received {self.irnn_input_stddev}.")
         if self.clipnorm < 0:
-            raise ValueError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
-        for name in (f"{m}_schedule" for m in MODELS):
-            if getattr(self, name) not in ("cosine", "constant"):
-                raise ValueError(f"--{_flag(name)} must be 'cosine' or 'constant'; received {getattr(self, name)!r}.")
-        if self.backend and self.backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {BACKENDS}; received {self.backend!r}.")
+            raise common.UsageError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
+        for model in MODELS:
+            common.check_choice(self, f"{model}_schedule", ("cosine", "constant"))
         self.model_list()
 
     def model_list(self):
-        names = [m.strip() for m in self.models.split(",") if m.strip()]
-        unknown = [m for m in names if m not in MODELS]
-        if unknown or not names:
-            raise ValueError(f"--models takes a comma list of {list(MODELS)}; received {self.models!r}.")
-        return names
+        return common.split_list(self.models, MODELS, "models")
 
     def steps_per_epoch(self, name):
         """`{name}_steps · max(1, T/150)` updates, split into `epochs` (rounded up)."""
@@ -122,19 +113,15 @@ class Config:
         return -(-round(steps) // self.epochs)
 
 
-def _flag(name):
-    return name.replace("_", "-")
+# --smoke: every size tiny, seconds per model (flags given still win).
+SMOKE = dict(seq_len=12, units=4, batch_size=8, epochs=2, val_size=16, test_size=64, diag_size=4,
+             **{f"{m}_steps": 4 for m in MODELS})
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0].lstrip("# "))
-    for field in dataclasses.fields(Config):
-        flag = "--" + _flag(field.name)
-        if field.type is bool or isinstance(field.default, bool):
-            parser.add_argument(flag, dest=field.name, action="store_true")
-        else:
-            parser.add_argument(flag, dest=field.name, type=type(field.default), default=field.default)
-    return Config(**vars(parser.parse_args(argv)))
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.adding_problem",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
+
 
 
 # ------------------------------------------------------------------------------
@@ -163,24 +150,31 @@ def adding_problem(n, seq_len, seed):
 TRAIN, VALIDATION, TEST = 0, 1, 2  # seed streams: the splits never share a sequence
 
 
-def training_batches(config, steps_per_epoch, first_epoch):
-    """Fresh batches for epochs `first_epoch … epochs-1`, each epoch seeded on its own
-    (so a resumed run sees the same data as an uninterrupted one)."""
-    size = config.batch_size * steps_per_epoch
-    for epoch in range(first_epoch, config.epochs):
-        x, y = adding_problem(size, config.seq_len, (config.seed, TRAIN, epoch))
-        for i in range(0, size, config.batch_size):
-            yield x[i : i + config.batch_size], y[i : i + config.batch_size]
+class FreshBatches(keras.utils.PyDataset):
+    """`steps` fresh batches per epoch, drawn from the seed `(seed, TRAIN, epoch)`, so a
+    resumed run sees the data an uninterrupted one sees."""
+
+    def __init__(self, config, steps):
+        super().__init__()
+        self.config, self.steps = config, steps
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        config = self.config
+        self.x, self.y = adding_problem(config.batch_size * self.steps, config.seq_len, (config.seed, TRAIN, epoch))
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        rows = slice(index * self.config.batch_size, (index + 1) * self.config.batch_size)
+        return self.x[rows], self.y[rows]
 
 
 # ------------------------------------------------------------------------------
 # ## Models
 # ------------------------------------------------------------------------------
 def build_model(name, config):
-    import keras
-
-    import kerasrnn
-
     units = config.units
     recurrent = {
         # Glorot & Bengio (2010) for both matrices: the textbook tanh RNN.
@@ -210,78 +204,44 @@ def build_model(name, config):
 
 # ------------------------------------------------------------------------------
 # ## Training, with a checkpoint after every epoch
+# `training.fit` saves each model (with its optimizer) and the run's state after every
+# epoch; the diagnostics CSV gets one row per epoch, and on --resume the rows of an
+# epoch that was not checkpointed are dropped before that epoch is trained again.
 # ------------------------------------------------------------------------------
-def make_checkpoint(path, state):
-    import keras
+def train(run, name, validation, diag_batch):
+    config = run.config
+    csv_path = run.path(f"{name}_diagnostics.csv")
 
-    class Checkpoint(keras.callbacks.Callback):
-        """Saves the model (with its optimizer) and the run's state after every epoch."""
+    def diagnostics(state):
+        keep_diagnostics_rows(csv_path, state["epoch"])
+        log_dir = run.tensorboard_dir(name, "diagnostics")
+        return [RecurrentDiagnostics(*diag_batch, csv_path=csv_path, log_dir=log_dir, layers=["rnn"],
+                                     record_initial=state["epoch"] == 0, initial_epoch=state["epoch"])]
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            state["seconds"] += time.perf_counter() - self.started
-            state["history"].append({
-                "epoch": epoch + 1,
-                "steps": (epoch + 1) * self.params["steps"],
-                "loss": float(logs["loss"]),
-                "val_mse": float(logs["val_loss"]),
-                "seconds": state["seconds"],
-            })
-            state["epoch"] = epoch + 1
-            self.model.save(os.path.join(path, "model.keras"))
-            write_json(os.path.join(path, "state.json"), state)
-            print(f"[{self.model.name}] epoch {epoch + 1}/{self.params['epochs']}: "
-                  f"val MSE {logs['val_loss']:.4f} ({state['seconds']:.0f} s)", flush=True)
-
-    return Checkpoint()
-
-
-def train(name, config, validation, diag_batch):
-    import keras
-
-    from kerasrnn.diagnostics import RecurrentDiagnostics
-
-    path = os.path.join(config.output, "checkpoints", name)
-    os.makedirs(path, exist_ok=True)
-    state_path = os.path.join(path, "state.json")
-    csv_path = os.path.join(config.output, f"{name}_diagnostics.csv")
-    state = read_json(state_path) if config.resume else None
-    if state and os.path.exists(os.path.join(path, "model.keras")):
-        model = keras.models.load_model(os.path.join(path, "model.keras"))
-        print(f"[{name}] resuming after epoch {state['epoch']} ({state['seconds']:.0f} s so far)")
-    else:
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(name, config)
-        state = {"epoch": 0, "seconds": 0.0, "history": []}
-        if os.path.exists(csv_path):
-            os.remove(csv_path)
-    if state["epoch"] < config.epochs:
-        diagnostics = RecurrentDiagnostics(
-            *diag_batch, csv_path=csv_path, layers=["rnn"],
-            record_initial=state["epoch"] == 0, initial_epoch=state["epoch"],
-        )
-        steps_per_epoch = config.steps_per_epoch(name)
-        model.fit(
-            training_batches(config, steps_per_epoch, state["epoch"]),
-            steps_per_epoch=steps_per_epoch,
-            epochs=config.epochs,
-            initial_epoch=state["epoch"],
-            validation_data=validation,
-            callbacks=[diagnostics, make_checkpoint(path, state)],
-            shuffle=False,  # fresh batches already
-            verbose=config.verbose,
-        )
+    model, state = training.fit(
+        run, name, lambda: build_model(name, config), FreshBatches(config, config.steps_per_epoch(name)),
+        epochs=config.epochs, validation_data=validation, callbacks=diagnostics,
+    )
     return model, state, csv_path
+
+
+def keep_diagnostics_rows(path, last_epoch):
+    """Keeps the CSV rows of epochs 0…`last_epoch` (all of it is gone when 0)."""
+    if last_epoch == 0 or not os.path.exists(path):
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= last_epoch]
+    with common.atomic_path(path) as partial, open(partial, "w", encoding="utf-8") as f:
+        f.writelines(kept)
 
 
 # ------------------------------------------------------------------------------
 # ## Evaluation and report
 # ------------------------------------------------------------------------------
 def evaluate(name, model, state, csv_path, config, test):
-    from kerasrnn.diagnostics import read_csv
-
     x_test, y_test = test
     rows = [r for r in read_csv(csv_path) if r["layer"] == "rnn"]
     first, last = rows[0], rows[-1]
@@ -290,7 +250,7 @@ def evaluate(name, model, state, csv_path, config, test):
         "baseline_mse": float(np.mean((y_test - 1.0) ** 2)),
         "steps": state["epoch"] * config.steps_per_epoch(name),
         "epochs": state["epoch"],
-        "seconds": round(state["seconds"], 1),
+        "seconds": round(sum(h["seconds"] for h in state["history"]), 1),  # training, all runs
         "units": config.units,
         "learning_rate": getattr(config, f"{name}_lr"),
         "schedule": getattr(config, f"{name}_schedule"),
@@ -300,7 +260,6 @@ def evaluate(name, model, state, csv_path, config, test):
         "grad_log10_ratio_final": last["grad_log10_ratio"],
         "spectral_radius_final": _columns(last, "_spectral_radius"),
         "saturation_final": _columns(last, "_saturation"),
-        "history": state["history"],
         "grad_norms": {"initial": first["grad_norms"].tolist(), "final": last["grad_norms"].tolist()},
     }
 
@@ -310,23 +269,12 @@ def _columns(row, suffix):
     return {k[: -len(suffix)]: v for k, v in row.items() if k.endswith(suffix) and v is not None}
 
 
-def plot(results, config):
-    import matplotlib
-
-    from kerasrnn.diagnostics import (
-        plot_gradient_heatmap,
-        plot_gradient_norms,
-        read_csv,
-    )
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
+def plot_learning_curves(results, history, config, path):
+    plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, r in results.items():
-        steps = [h["steps"] for h in r["history"]]
-        ax.semilogy(steps, [h["val_mse"] for h in r["history"]], marker="o", label=name)
+    for name, records in history.items():
+        steps = [r["epoch"] * config.steps_per_epoch(name) for r in records]
+        ax.semilogy(steps, [r["val_loss"] for r in records], marker="o", label=name)
     baseline = next(iter(results.values()))["baseline_mse"]
     ax.axhline(baseline, color="gray", linestyle="--", label=f"predict 1 ({baseline:.3f})")
     ax.axhline(0.01, color="gray", linestyle=":", label="0.01")
@@ -334,32 +282,26 @@ def plot(results, config):
     ax.set_ylabel("validation MSE")
     ax.set_title(f"Adding problem, T = {config.seq_len}")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    paths.append(os.path.join(config.output, "learning_curves.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    return common.save_figure(fig, path)
 
+
+def plot_gradients(run, results):
+    """‖∂L/∂h_t‖ through time: all models at init and trained, then each model per epoch."""
+    config, paths = run.config, []
     profiles, styles = {}, {}
     for i, (name, r) in enumerate(results.items()):
         for phase, linestyle in (("initial", "--"), ("final", "-")):
             label = f"{name} ({'at init' if phase == 'initial' else 'trained'})"
             profiles[label] = np.array(r["grad_norms"][phase])
             styles[label] = {"color": f"C{i}", "linestyle": linestyle}
-    paths.append(plot_gradient_norms(
-        profiles, os.path.join(config.output, "gradient_norms.png"),
-        title=f"‖∂L/∂h_t‖ through time, T = {config.seq_len}", styles=styles,
-    ))
+    paths.append(plot_gradient_norms(profiles, run.path("gradient_norms.png"), styles=styles,
+                                     title=f"‖∂L/∂h_t‖ through time, T = {config.seq_len}"))
     for name in results:
-        rows = read_csv(os.path.join(config.output, f"{name}_diagnostics.csv"))
-        by_epoch = {f"epoch {r['epoch']}": r["grad_norms"] for r in rows}
-        paths.append(plot_gradient_norms(
-            by_epoch, os.path.join(config.output, f"{name}_gradient_norms.png"),
-            title=f"{name}: ‖∂L/∂h_t‖ per epoch, T = {config.seq_len}",
-        ))
-        paths.append(plot_gradient_heatmap(
-            by_epoch, os.path.join(config.output, f"{name}_gradient_heatmap.png"),
-            title=f"{name}: log10 ‖∂L/∂h_t‖ (rows: epochs)",
-        ))
+        by_epoch = {f"epoch {r['epoch']}": r["grad_norms"] for r in read_csv(run.path(f"{name}_diagnostics.csv"))}
+        paths.append(plot_gradient_norms(by_epoch, run.path(f"{name}_gradient_norms.png"),
+                                         title=f"{name}: ‖∂L/∂h_t‖ per epoch, T = {config.seq_len}"))
+        paths.append(plot_gradient_heatmap(by_epoch, run.path(f"{name}_gradient_heatmap.png"),
+                                           title=f"{name}: log10 ‖∂L/∂h_t‖ (rows: epochs)"))
     return paths
 
 
@@ -376,83 +318,41 @@ def table(results):
     return "\n".join(lines)
 
 
-def device_name():
-    import keras
-
-    from kerasrnn.ops.device import on_accelerator
-
-    if on_accelerator(keras.ops.zeros((1,))):
-        return "accelerator (GPU/TPU)"
-    return f"CPU, {os.cpu_count()} cores"
-
-
-def write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)  # a run killed mid-write never leaves half a file
-
-
-def read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 # ------------------------------------------------------------------------------
-# ## Main
+# ## Main: config → data → models → train → evaluate → report
 # ------------------------------------------------------------------------------
-def main(argv=None):
-    started = time.perf_counter()
-    config = parse_args(argv)
-    if "keras" not in sys.modules:  # the backend is fixed when Keras is imported
-        os.environ["KERAS_BACKEND"] = config.backend or os.environ.get("KERAS_BACKEND", "jax")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-
-    backend = keras.backend.backend()
-    if config.backend and config.backend != backend:
-        raise ValueError(
-            f"--backend {config.backend}: Keras was already imported with the {backend!r} "
-            "backend; run `python -m recipes.adding_problem` in a fresh process."
-        )
-    config.backend = backend
-    os.makedirs(config.output, exist_ok=True)
-    print("Config:\n" + "\n".join(f"  {k} = {v!r}" for k, v in dataclasses.asdict(config).items()))
-    write_json(os.path.join(config.output, "config.json"), dataclasses.asdict(config))
-
+def run_recipe(config):
+    run = common.start("adding_problem", config)
     validation = adding_problem(config.val_size, config.seq_len, (config.seed, VALIDATION))
     test = adding_problem(config.test_size, config.seq_len, (config.seed, TEST))
     diag_batch = (validation[0][: config.diag_size], validation[1][: config.diag_size])
 
-    results = {}
+    results, history = {}, {}
     for name in config.model_list():
-        model, state, csv_path = train(name, config, validation, diag_batch)
+        model, state, csv_path = train(run, name, validation, diag_batch)
         results[name] = evaluate(name, model, state, csv_path, config, test)
+        history[name] = state["history"]
         print(f"[{name}] test MSE {results[name]['test_mse']:.5f} after "
-              f"{results[name]['steps']} updates, {results[name]['seconds']:.0f} s")
+              f"{results[name]['steps']} updates, {results[name]['seconds']:.0f} s", flush=True)
 
-    report = {
+    metrics = {
         "task": "adding problem (Le, Jaitly & Hinton 2015; generator of Bai, Kolter & Koltun 2018)",
         "seq_len": config.seq_len,
-        "backend": backend,
-        "device": device_name(),
         "models": results,
-        "config": dataclasses.asdict(config),
     }
-    write_json(os.path.join(config.output, "results.json"), report)
-    try:
-        report["plots"] = plot(results, config)
-    except ImportError:
-        print("matplotlib is not installed: no plots (pip install 'kerasrnn[recipes]').")
-    report["wall_seconds"] = round(time.perf_counter() - started, 1)  # this process, all models
-    write_json(os.path.join(config.output, "results.json"), report)
-    print(f"\nAdding problem, T = {config.seq_len}, backend {backend} "
+    report = run.write_results(metrics, history)
+    plot_learning_curves(results, history, config, run.path("learning_curves.png"))
+    plot_gradients(run, results)
+    print(f"\nAdding problem, T = {config.seq_len}, backend {config.backend} "
           f"(predicting 1 gives MSE ≈ 0.167; solved means < 0.01):")
     print(table(results))
-    print(f"\nWall time {report['wall_seconds']:.0f} s. Results and plots in {config.output}/")
+    print(f"\nWall time {report['seconds']:.0f} s. Results and plots in {config.output}/")
     return report
+
+
+def main(argv=None):
+    with common.user_errors():
+        return run_recipe(parse_config(argv))
 
 
 if __name__ == "__main__":

@@ -14,31 +14,32 @@ from `<s>` and scores the exact match of the whole name on a held-out test split
     python -m recipes.captioning --decoder lstm
     python -m recipes.captioning --smoke --output /tmp/cap            # seconds
 
-Writes `DIR/results.json` (`{"rows": [{"split", "exact_match", "char_accuracy"}], ...}`),
-`DIR/plots/test_captions.png`, `DIR/config.json` and `DIR/checkpoints/`.
+Writes `DIR/results.json` (`metrics.rows`: `[{"split", "exact_match", "char_accuracy"}]`),
+`DIR/plots/test_captions.png` and `DIR/plots/training_curves.png`, `DIR/config.json` and
+`DIR/checkpoints/`.
 """
 
 import dataclasses
-import os
 import sys
-import time
 
 from recipes import common
 
 if __name__ == "__main__":
-    common.select_backend(sys.argv[1:])
+    common.select_backend(sys.argv[1:], prefer=("jax", "tensorflow", "torch"))  # before Keras
 
 import keras
 import numpy as np
 
 import kerasrnn
 from kerasrnn.datasets import digits
+from recipes import training
 
 """## Configuration"""
 
 
 @dataclasses.dataclass
-class Config:
+class Config(common.RunConfig):
+    output: str = "runs/captioning"  # DIR for results.json, plots/, checkpoints/
     decoder: str = "gru"  # gru | lstm | simple_rnn (all kerasrnn layers)
     units: int = 128  # decoder state size
     embedding_dim: int = 16  # character embedding size
@@ -47,16 +48,26 @@ class Config:
     learning_rate: float = 3e-3  # Adam
     test_fraction: float = 0.2  # held-out test images (never seen in training)
     valid_fraction: float = 0.1  # validation images (for the training curve)
-    seed: int = 42  # the split and the weights
-    output: str = "runs/captioning"  # DIR for results.json, plots/, checkpoints/
-    backend: str = ""  # tensorflow | jax | torch; "" keeps KERAS_BACKEND
-    smoke: bool = False  # seconds: 300 images, 1 epoch, 16 units (for the tests)
-    resume: bool = False  # continue the fit from DIR/checkpoints/
-    plots: bool = True  # write DIR/plots/test_captions.png
-    verbose: int = 2  # Keras fit verbosity
+    seed: int = 42  # the split, the weights and the batch order
+    plots: bool = True  # write DIR/plots/*.png
+
+    def __post_init__(self):
+        common.check_choice(self, "decoder", tuple(DECODERS))
+        common.check_positive(self, "units", "embedding_dim", "epochs", "batch_size")
+        if not (0 < self.test_fraction < 1 and 0 < self.valid_fraction < 1 - self.test_fraction):
+            raise common.UsageError("--test-fraction and --valid-fraction must be in (0, 1) and leave training "
+                                    f"images; received {self.test_fraction}, {self.valid_fraction}.")
 
 
 DECODERS = {"gru": kerasrnn.GRU, "lstm": kerasrnn.LSTM, "simple_rnn": kerasrnn.SimpleRNN}
+# --smoke: 300 images, 1 epoch, 16 units: seconds (for the tests).
+SMOKE = {"epochs": 1, "units": 16}
+
+
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.captioning",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
+
 
 """## Data: images and names as character ids
 
@@ -142,15 +153,17 @@ The decoder is causal, so the forecast at step `t` depends only on the character
 """
 
 
-def greedy_decode(model, images):
+def greedy_decode(run, model, images):
     tokens = np.zeros((len(images), MAX_LEN), "int32")
     tokens[:, 0] = START
     chosen = np.zeros_like(tokens)
+    progress = run.progress(MAX_LEN, "Greedy decoding (characters)")
     for t in range(MAX_LEN):
         logits = model.predict([images, tokens], batch_size=512, verbose=0)
         chosen[:, t] = np.argmax(logits[:, t], axis=-1)
         if t + 1 < MAX_LEN:
             tokens[:, t + 1] = chosen[:, t]
+        progress.update(t + 1)
     return [decode(row) for row in chosen]
 
 
@@ -173,60 +186,52 @@ def plot_captions(split, predicted, path):
     common.save_figure(fig, path)
 
 
-"""## Main"""
+"""## Main: config → data → model → train → evaluate → report"""
 
 
-def main(argv=None):
-    config, backend = common.configure(Config, argv, __doc__)
-    if config.decoder not in DECODERS:
-        raise ValueError(f"--decoder must be one of {list(DECODERS)}; received {config.decoder!r}.")
-    if config.smoke:
-        config.epochs, config.units = 1, 16
-    common.prepare_output(config)
-    start = time.time()
-
+def run_recipe(config):
+    run = common.start("captioning", config)
     splits = load_splits(config)
     train, valid = splits["train"], splits["valid"]
     print(f"{len(train['names'])} train / {len(valid['names'])} valid / "
           f"{len(splits['test']['names'])} test images; vocabulary {VOCAB}")
 
-    def build():
-        keras.utils.set_random_seed(config.seed)
-        return build_model(config)
-
-    model = common.fit_with_checkpoints(
-        build, os.path.join(config.output, "checkpoints", f"speller_{config.decoder}"),
-        resume=config.resume, epochs=config.epochs,
-        x=[train["images"], train["inputs"]], y=train["targets"],
-        sample_weight=(train["targets"] != PAD).astype("float32"),
+    name = f"speller_{config.decoder}"
+    model, state = training.fit(
+        run, name, lambda: build_model(config),
+        training.EpochBatches([train["images"], train["inputs"]], train["targets"], config.batch_size,
+                              seed=config.seed, sample_weight=(train["targets"] != PAD).astype("float32")),
+        epochs=config.epochs,
         validation_data=([valid["images"], valid["inputs"]], valid["targets"],
                          (valid["targets"] != PAD).astype("float32")),
-        batch_size=config.batch_size, verbose=config.verbose,
     )
 
     # One decoding pass over both held-out splits (one compiled shape on JAX).
     held_out = ("valid", "test")
-    predicted = greedy_decode(model, np.concatenate([splits[s]["images"] for s in held_out]))
+    predicted = greedy_decode(run, model, np.concatenate([splits[s]["images"] for s in held_out]))
     rows, examples = [], {}
     for split in held_out:
         n = len(splits[split]["names"])
         examples[split], predicted = predicted[:n], predicted[n:]
-        rows.append({"split": split, "n": len(examples[split]),
-                     **scores(examples[split], splits[split]["names"])})
+        rows.append({"split": split, "n": len(examples[split]), **scores(examples[split], splits[split]["names"])})
     test = splits["test"]
     wrong = [f"{n}→{p or '∅'}" for n, p in zip(test["names"], examples["test"]) if n != p]
-    wall = round(time.time() - start, 1)
-    results = {"backend": backend, "decoder": config.decoder, "wall_seconds": wall, "rows": rows,
-               "test_errors": wrong[:50]}
-    common.write_json(os.path.join(config.output, "results.json"), results)
+    history = {name: state["history"]}
+    results = run.write_results({"decoder": config.decoder, "rows": rows, "test_errors": wrong[:50]}, history)
     if config.plots:
-        plot_captions(test, examples["test"], os.path.join(config.output, "plots", "test_captions.png"))
+        plot_captions(test, examples["test"], run.path("plots", "test_captions.png"))
+        common.plot_history(history, run.path("plots", "training_curves.png"), metrics=("loss", "accuracy"))
     for row in rows:
         print(f"{row['split']:>5}: exact match {row['exact_match']:.4f}  "
               f"char accuracy {row['char_accuracy']:.4f}  (n={row['n']})")
     print(f"test errors: {', '.join(wrong[:20]) or 'none'}")
-    print(f"{backend}, {wall} s → {os.path.join(config.output, 'results.json')}")
+    print(f"{config.backend}, {results['seconds']} s → {run.path('results.json')}")
     return results
+
+
+def main(argv=None):
+    with common.user_errors():
+        return run_recipe(parse_config(argv))
 
 
 if __name__ == "__main__":

@@ -1,80 +1,393 @@
-"""What the recipes share: config from the command line, the backend, the output folder.
+"""What every recipe shares: its command line, the backend, the output folder, the report.
 
-A recipe declares a `@dataclass` config with commented defaults; `parse_config` turns
-every field into a `--name value` flag (booleans: `--name` / `--no-name`). The backend
-must be chosen before Keras is imported, so a recipe run as a script calls
-`select_backend(sys.argv[1:])` at the very top, and `main` checks that the Keras it got
-is the one asked for.
+A recipe declares a `@dataclass` config that extends `RunConfig` (the flags every recipe
+has) with commented defaults. `parse_config` turns every field into a flag spelled with
+dashes (`batch_size` → `--batch-size`; booleans: `--name` / `--no-name`), and resolves a
+run's settings in one order for all recipes:
+
+    dataclass defaults < presets (e.g. a data set's) < --smoke settings
+        < the interrupted run's config.json (with --resume) < the flags given
+
+Keras reads `KERAS_BACKEND` once, when it is first imported, so a recipe run as a script
+calls `select_backend(sys.argv[1:])` before its `import keras`; `start` then checks that
+the Keras it got is the one asked for, creates the output folder and saves the resolved
+config. `Run.write_results` writes the one `results.json` schema of all recipes:
+
+    {"recipe", "backend", "device", "seconds", "config", "metrics": {...}, "history": {...}}
+
+where `metrics` holds what the recipe measured (under the names it reports) and
+`history` maps each trained model's name to its per-epoch records.
+
+Every file a recipe writes goes through `atomic_path`/`write_json`: a temporary file,
+flushed to disk, then renamed over the final name, so a killed run never leaves half a
+file under a name that a later `--resume` reads.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
+import inspect
 import json
 import os
+import re
 import sys
+import time
+import typing
 
-BACKENDS = ("tensorflow", "jax", "torch")
+BACKENDS = ("jax", "tensorflow", "torch")
+# Settings of one invocation, never taken from the interrupted run's config.json.
+PER_INVOCATION = ("backend", "output", "resume", "verbose", "tensorboard", "threads")
 
 
-def select_backend(argv):
-    """Set `KERAS_BACKEND` from `--backend NAME` in `argv` (call it before importing keras)."""
-    for i, arg in enumerate(argv):
-        name = None
-        if arg == "--backend" and i + 1 < len(argv):
-            name = argv[i + 1]
-        elif arg.startswith("--backend="):
-            name = arg.split("=", 1)[1]
-        if name:
-            if name not in BACKENDS:
-                raise ValueError(f"--backend must be one of {BACKENDS}; received {name!r}.")
-            os.environ["KERAS_BACKEND"] = name
+class UsageError(ValueError):
+    """A problem with the command line, the data or the output folder, said in one line."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The flags every recipe has (a recipe's `Config` extends it)."""
+
+    backend: str = ""  # tensorflow | jax | torch; "": $KERAS_BACKEND, else the recipe's preferred one installed
+    output: str = "runs/recipe"  # the folder for results.json, checkpoints, figures, logs
+    resume: bool = False  # continue from the last finished epoch in --output
+    smoke: bool = False  # seconds, on tiny generated data (what the tests run)
+    seed: int = 0  # weights, dropout masks, data order
+    verbose: str = "auto"  # 0 silent, 1 progress bars, 2 one line per epoch; auto: bars on a terminal, lines otherwise
+    tensorboard: bool = False  # TensorBoard logs in OUTPUT/tensorboard/ (fit and diagnostics)
+    threads: int = 0  # CPU threads of the backend (0: its default; 1 is fastest on a busy CPU)
+
+
+# ------------------------------------------------------------------ backend and threads
+def select_backend(argv, prefer=BACKENDS):
+    """Set `KERAS_BACKEND` (and thread counts) from `argv`, before Keras is imported.
+
+    The backend is `--backend NAME` if given, else `$KERAS_BACKEND`, else the first
+    installed of `prefer`. Does nothing to the backend once Keras is imported.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--backend", default="")
+    parser.add_argument("--threads", type=int, default=0)
+    known, _ = parser.parse_known_args(argv)
+    if known.backend and known.backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {BACKENDS}; received {known.backend!r}.")
+    if "keras" not in sys.modules:
+        installed = [name for name in prefer if importlib.util.find_spec(name) is not None]
+        chosen = known.backend or os.environ.get("KERAS_BACKEND") or (installed or ["tensorflow"])[0]
+        os.environ["KERAS_BACKEND"] = chosen
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if known.threads > 0:
+        # Read by OpenMP (torch) and XLA (JAX, TensorFlow) when they start.
+        os.environ["OMP_NUM_THREADS"] = str(known.threads)
+        eigen = "true" if known.threads > 1 else "false"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={eigen}".strip()
 
 
-def parse_config(config_class, argv=None, description=None):
-    """Build `config_class` from its defaults and `--field value` overrides in `argv`."""
-    parser = argparse.ArgumentParser(description=description)
+def _limit_threads(backend, threads):
+    if threads <= 0:
+        return
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already ran an op: its pools are fixed
+            print(f"note: --threads {threads} came after TensorFlow started; its default is kept.")
+
+
+# ------------------------------------------------------------------------ command line
+def flag(name):
+    """The command-line spelling of a config field: `batch_size` → `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def _verbosity(text):
+    if text in ("auto", "0", "1", "2"):
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"must be auto, 0, 1 or 2; received {text!r}")
+
+
+def _value_type(hint):
+    """The argparse `type` for a field annotated `hint` (`str | None` → str)."""
+    for candidate in (bool, int, float):
+        if hint is candidate or candidate in typing.get_args(hint):
+            return candidate
+    return str
+
+
+class _Alias(argparse.Action):
+    """An old spelling of a flag: accepted, with a note that names the new one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is deprecated; use {self.metavar}.", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def field_comments(config_class):
+    """`{field: its comment}` read from the config classes' source (`name: type = x  # ...`)."""
+    comments = {}
+    for cls in reversed(config_class.__mro__):
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        for name, comment in re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", source, re.MULTILINE):
+            comments[name] = comment.strip()
+    return comments
+
+
+def build_parser(config_class, *, prog=None, description=None, aliases=None):
+    """An `ArgumentParser` with one flag per field of `config_class`, its help the
+    field's comment (no defaults set: `parse_config` knows which flags were given)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
+                                     argument_default=argparse.SUPPRESS)
+    hints = typing.get_type_hints(config_class)
+    comments = field_comments(config_class)
+    old_names = {}
+    for old, new in (aliases or {}).items():
+        old_names.setdefault(new, []).append(old)
     for field in dataclasses.fields(config_class):
-        default = field.default
-        flag = f"--{field.name}"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(flag, type=type(default), default=default,
-                                help=f"default: {default!r}")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return config_class(**vars(args))
+        kind = _value_type(hints[field.name])
+        help_text = f"{comments.get(field.name, '')} (default: {field.default!r})".strip().replace("%", "%%")
+        old = [flag(name) for name in old_names.get(field.name, [])]
+        if "_" in field.name:
+            old.append("--" + field.name)  # the underscore spelling
+        if kind is bool:
+            parser.add_argument(flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                                help=help_text)
+            for spelling in old:
+                parser.add_argument(spelling, dest=field.name, action="store_const", const=True,
+                                    help=argparse.SUPPRESS)
+            continue
+        kind = _verbosity if field.name == "verbose" else kind
+        parser.add_argument(flag(field.name), dest=field.name, type=kind, help=help_text)
+        for spelling in old:
+            parser.add_argument(spelling, dest=field.name, type=kind, action=_Alias,
+                                metavar=flag(field.name), help=argparse.SUPPRESS)
+    return parser
 
 
-def configure(config_class, argv, doc):
-    """`(config, backend)`: the parsed config, after checking the backend Keras runs on."""
-    config = parse_config(config_class, argv, description=doc.strip().splitlines()[0])
-    return config, check_backend(config)
+def parse_config(config_class, argv=None, *, prog=None, description=None, presets=None, smoke=None,
+                 aliases=None):
+    """The config of a run: `config_class`'s defaults, overridden in this order by
+
+    - `presets(given)`: settings that depend on the flags given (a data set's defaults);
+    - `smoke`: the settings of `--smoke`;
+    - with `--resume`, the settings saved in `OUTPUT/config.json` by the interrupted run
+      (except `PER_INVOCATION` ones);
+    - the flags given, which always win (`--resume --epochs 20` trains longer).
+
+    `aliases` maps old flag names to fields (`{"model": "models"}`); the underscore
+    spelling of every field is accepted too. Both print a deprecation note.
+    """
+    parser = build_parser(config_class, prog=prog, description=description, aliases=aliases)
+    given = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
+    settings = {}
+    if presets is not None:
+        settings.update(presets(given))
+    if given.get("smoke") and smoke:
+        settings.update(smoke)
+    output = given.get("output", _default(config_class, "output"))
+    saved = os.path.join(output, "config.json")
+    if given.get("resume") and os.path.exists(saved):
+        names = {f.name for f in dataclasses.fields(config_class)}
+        previous = read_json(saved)
+        settings.update({k: v for k, v in previous.items() if k in names and k not in PER_INVOCATION})
+    settings.update(given)
+    config = config_class(**settings)
+    check_run_config(config)
+    return config
 
 
-def check_backend(config):
-    """Fail clearly when `--backend` asks for another backend than the Keras imported."""
+def _default(config_class, name):
+    return next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+
+
+def check_run_config(config):
+    """Clear errors for the `RunConfig` flags."""
+    if config.backend and config.backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {BACKENDS}; received {config.backend!r}.")
+    if config.verbose not in ("auto", 0, 1, 2):
+        raise UsageError(f"--verbose must be auto, 0, 1 or 2; received {config.verbose!r}.")
+    if config.threads < 0:
+        raise UsageError(f"--threads must be >= 0 (0: the backend's default); received {config.threads}.")
+    if config.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboardX")):
+        raise UsageError("--tensorboard writes event files with tensorflow or tensorboardX; "
+                         "install one (pip install tensorboardX).")
+
+
+def check_choice(config, name, choices):
+    """UsageError unless `config.<name>` is one of `choices`."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise UsageError(f"{flag(name)} must be one of {tuple(choices)}; received {value!r}.")
+
+
+def check_positive(config, *names):
+    """UsageError unless every `config.<name>` is an integer >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{flag(name)} must be a positive integer; received {value!r}.")
+
+
+def split_list(text, choices, name):
+    """`"a,b"` → `["a", "b"]`, `"all"` → all `choices`; unknown entries are an error."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if items == ["all"]:
+        return list(choices)
+    unknown = [item for item in items if item not in choices]
+    if unknown or not items:
+        raise UsageError(f"{flag(name)} takes a comma list of {list(choices)} or 'all'; received {text!r}.")
+    return items
+
+
+def check_data_path(path, what):
+    """UsageError naming `--data` when `path` is given but does not exist."""
+    if path and not os.path.exists(path):
+        raise UsageError(f"--data {path}: no such file or folder (expected {what}).")
+
+
+@contextlib.contextmanager
+def data_errors(path):
+    """Turns a loader's error about an unreadable `--data` into a one-line UsageError."""
+    try:
+        yield
+    except (OSError, EOFError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"--data {path or '(download)'}: {err}") from None
+
+
+@contextlib.contextmanager
+def user_errors():
+    """The command-line boundary: a UsageError ends the program with one line, no traceback."""
+    try:
+        yield
+    except UsageError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+# ------------------------------------------------------------------------- one run
+def start(recipe, config):
+    """Checks the backend, prepares `config.output` and returns the `Run`."""
     import keras
 
-    if config.backend and keras.backend.backend() != config.backend:
-        raise ValueError(
-            f"--backend {config.backend} was given, but Keras was already imported with "
-            f"the {keras.backend.backend()!r} backend. Run the recipe as "
-            f"`python -m recipes.NAME --backend {config.backend}` or set "
-            f"KERAS_BACKEND={config.backend} before importing keras."
+    backend = keras.backend.backend()
+    if config.backend and config.backend != backend:
+        raise UsageError(
+            f"--backend {config.backend} was given, but Keras was already imported with the "
+            f"{backend!r} backend. Run `python -m recipes.{recipe} --backend {config.backend}` "
+            f"in a fresh process, or set KERAS_BACKEND={config.backend} before importing keras."
         )
-    return keras.backend.backend()
-
-
-def prepare_output(config):
-    """Create the output folder, print the resolved config and save it as `config.json`."""
+    config.backend = backend
+    _limit_threads(backend, config.threads)
     os.makedirs(config.output, exist_ok=True)
     resolved = dataclasses.asdict(config)
-    print("Config:\n" + "\n".join(f"  {k} = {v!r}" for k, v in resolved.items()))
+    print("Config:\n" + "\n".join(f"  {k} = {v!r}" for k, v in resolved.items()), flush=True)
     write_json(os.path.join(config.output, "config.json"), resolved)
-    return resolved
+    return Run(recipe, config)
 
 
+class Run:
+    """One recipe run: its config, its output folder, its verbosity and its report."""
+
+    def __init__(self, recipe, config):
+        self.recipe, self.config = recipe, config
+        self.started = time.time()
+        verbose = config.verbose
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        self.verbose = int(verbose)
+
+    def path(self, *parts):
+        """A path inside the output folder (its folder created)."""
+        path = os.path.join(self.config.output, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def tensorboard_dir(self, *parts):
+        """`OUTPUT/tensorboard/...` with `--tensorboard`, else None."""
+        return os.path.join(self.config.output, "tensorboard", *parts) if self.config.tensorboard else None
+
+    def progress(self, target, title):
+        """A `keras.utils.Progbar` for a long step outside `fit`: a bar on a terminal,
+        one line when done otherwise, nothing with `--verbose 0`."""
+        import keras
+
+        if self.verbose:
+            print(f"{title}:", flush=True)
+        return keras.utils.Progbar(target, verbose=self.verbose, unit_name="item")
+
+    def write_results(self, metrics, history):
+        """Writes `OUTPUT/results.json` in the schema every recipe shares; returns it."""
+        results = {
+            "recipe": self.recipe,
+            "backend": self.config.backend,
+            "device": device_name(),
+            "seconds": round(time.time() - self.started, 1),
+            "config": dataclasses.asdict(self.config),
+            "metrics": metrics,
+            "history": history,
+        }
+        write_json(os.path.join(self.config.output, "results.json"), results)
+        return results
+
+
+def device_name():
+    """What the backend computes on, in words ("CPU, 2 cores" or the accelerator)."""
+    import keras
+
+    from kerasrnn.ops.device import on_accelerator
+
+    if on_accelerator(keras.ops.zeros((1,))):
+        return "accelerator (GPU/TPU)"
+    return f"CPU, {os.cpu_count()} cores"
+
+
+# --------------------------------------------------------------------- atomic files
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path to write `path` to; on success it is flushed to disk and
+    renamed to `path` (atomic on POSIX), on failure removed. The temporary name keeps
+    the extension, as Keras's savers require (`x.keras` → `x.partial.keras`)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    stem, dot, extension = name.partition(".")
+    partial = os.path.join(folder, f"{stem}.partial{dot}{extension}")
+    try:
+        yield partial
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def write_json(path, data):
+    """Write JSON atomically (a killed run never leaves half a file)."""
+    with atomic_path(path) as partial, open(partial, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, ensure_ascii=False)
+
+
+def read_json(path, default=None):
+    """The JSON in `path`, `default` if there is none; a corrupt file is a UsageError."""
+    if not os.path.exists(path):
+        return default
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:
+        raise UsageError(f"{path} is not valid JSON ({err}); delete it or use another --output.") from None
+
+
+# ---------------------------------------------------------------------------- figures
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
@@ -86,77 +399,38 @@ def pyplot():
 
 
 def save_figure(fig, path):
-    """Save a figure as PNG (creating its folder) and free it."""
+    """Save a figure as PNG (atomically, creating its folder) and free it; returns the path."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as partial:
+        fig.savefig(partial, dpi=100, format="png")
     pyplot().close(fig)
+    return path
 
 
-def write_json(path, data):
-    """Write JSON atomically (a killed run never leaves half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
-
-
-def split_list(text, choices, name):
-    """`"a,b"` → `["a", "b"]`, `"all"` → all `choices`; unknown entries are an error."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if items == ["all"]:
-        return list(choices)
-    unknown = [item for item in items if item not in choices]
-    if unknown or not items:
-        raise ValueError(f"--{name} takes a comma list of {list(choices)} or 'all'; received {text!r}.")
-    return items
-
-
-def fit_with_checkpoints(build_model, path, *, resume, epochs, every=1, callbacks=(), **fit_kwargs):
-    """`model.fit` that saves the whole model (weights + optimizer) every `every` epochs.
-
-    `PATH.keras` holds the model and `PATH.json` the epoch reached. With `resume`, a fit
-    continues after the saved epoch, and a finished one is loaded instead of refit.
-
-    Args:
-        build_model: callable returning a compiled model (used when not resuming).
-        path: checkpoint path without extension.
-        resume: whether to continue from `PATH.keras`.
-        epochs: total number of epochs.
-        every: epochs between checkpoints.
-        callbacks: more Keras callbacks.
-        **fit_kwargs: the rest of `model.fit`'s arguments (data, batch size, ...).
-    """
-    import keras
-
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    state = read_json(f"{path}.json", {}) if resume else {}
-    if state.get("epoch"):
-        model = keras.saving.load_model(f"{path}.keras")
-        if state.get("done"):
-            print(f"loaded the finished model {path}.keras")
-            return model
-        print(f"resuming {path}.keras after epoch {state['epoch']}")
-    else:
-        model = build_model()
-
-    def save(epoch, logs=None):
-        if (epoch + 1) % every == 0:
-            model.save(f"{path}.keras")
-            write_json(f"{path}.json", {"epoch": epoch + 1, "done": False})
-
-    model.fit(
-        epochs=epochs, initial_epoch=state.get("epoch", 0),
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=save), *callbacks],
-        **fit_kwargs,
-    )
-    model.save(f"{path}.keras")
-    write_json(f"{path}.json", {"epoch": epochs, "done": True})
-    return model
+def plot_history(history, path, metrics=("loss",), title=None):
+    """Training curves: one panel per metric, training (solid) and validation (dashed)
+    for every model of `history` (`{name: [{"epoch", metric, "val_" + metric}, ...]}`)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 5 * len(metrics)), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        drawn = []
+        for i, (name, records) in enumerate(history.items()):
+            epochs = [r["epoch"] for r in records]
+            label = f"{name} " if len(history) > 1 else ""
+            for key, style in ((metric, "o-"), (f"val_{metric}", "o--")):
+                values = [r.get(key) for r in records]
+                if any(v is not None for v in values):
+                    kind = "validation" if key.startswith("val_") else "training"
+                    ax.plot(epochs, values, style, color=f"C{i}", label=f"{label}{kind}", markersize=3)
+                    drawn += [v for v in values if v is not None]
+        if drawn and min(drawn) > 0 and max(drawn) > 20 * min(drawn):
+            ax.set_yscale("log")  # a loss falling by orders of magnitude
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -14,17 +14,18 @@ scored on the last step), `iterative` (the one-step model fed its own forecasts)
 Models: `naive` (last value), `linear_lstsq` (least squares, closed form), `linear`
 (Dense on the flattened window, trained), `simple_rnn` (one SimpleRNN unit), `deep_rnn`
 (2 × SimpleRNN(20) + Dense), `lstm`, `gru`, `ln_rnn` (2 × SimpleRNN(20, layer_norm=True)).
-Every recurrent layer is kerasrnn's (`--layers keras` builds the same models on
+Every recurrent layer is kerasrnn's (`--library keras` builds the same models on
 `keras.layers`, for comparison); training is the book's: Adam, MSE, batch 32, 20 epochs.
 
     python -m recipes.forecasting --backend jax --output runs/forecasting
-    python -m recipes.forecasting --data sunspots --task one_step --model naive,gru
-    python -m recipes.forecasting --data my.csv --column load --task multi_step
+    python -m recipes.forecasting --data sunspots --tasks one_step --models naive,gru
+    python -m recipes.forecasting --data my.csv --column load --tasks multi_step
     python -m recipes.forecasting --smoke --output /tmp/fc        # seconds
 
-Writes `DIR/results.json` (`{"rows": [{"dataset", "task", "model", "val_mse",
-"test_mse", ...}]}`), `DIR/plots/*.png` (forecasts against the truth), `DIR/config.json`,
-and one checkpoint per model and epoch under `DIR/checkpoints/` (`--resume` continues).
+Writes `DIR/results.json` (`metrics.rows`: `[{"dataset", "task", "model", "val_mse",
+"test_mse", ...}]`), `DIR/plots/*.png` (forecasts against the truth, training curves),
+`DIR/config.json`, and the checkpoints of every fit under `DIR/checkpoints/`
+(`--resume` continues).
 """
 
 import dataclasses
@@ -35,23 +36,25 @@ import time
 from recipes import common
 
 if __name__ == "__main__":
-    common.select_backend(sys.argv[1:])
+    common.select_backend(sys.argv[1:], prefer=("jax", "tensorflow", "torch"))  # before Keras
 
 import keras
 import numpy as np
 
 import kerasrnn
 from kerasrnn.datasets import timeseries
+from recipes import training
 
 """## Configuration"""
 
 
 @dataclasses.dataclass
-class Config:
+class Config(common.RunConfig):
+    output: str = "runs/forecasting"  # DIR for results.json, plots/, checkpoints/
     data: str = "geron,sunspots"  # comma list of: geron | sunspots | path/to/file.csv
     column: str = ""  # the column to forecast when --data is a CSV file
-    task: str = "all"  # comma list of one_step, multi_step, seq2seq, iterative (or all)
-    model: str = "all"  # comma list of the MODELS below (or all)
+    tasks: str = "all"  # comma list of one_step, multi_step, seq2seq, iterative (or all)
+    models: str = "all"  # comma list of the MODELS below (or all)
     epochs: int = 20  # on Géron's series, as in the book
     real_epochs: int = 300  # on sunspots/CSV (~200 windows: 7 steps an epoch), best val kept
     patience: int = 50  # early-stopping patience on sunspots/CSV (epochs without val gain)
@@ -65,13 +68,28 @@ class Config:
     horizon: int = 10  # steps ahead for multi_step, seq2seq and iterative
     seed: int = 42  # the data: np.random.seed(42) in the book
     init_seed: int = 42  # weights and shuffling: tf.random.set_seed(42) in the book
-    layers: str = "kerasrnn"  # kerasrnn | keras: the same models on keras.layers, to compare
-    output: str = "runs/forecasting"  # DIR for results.json, plots/, checkpoints/
-    backend: str = ""  # tensorflow | jax | torch; "" keeps KERAS_BACKEND
-    smoke: bool = False  # seconds: 300 short series, 1 epoch, 4 units (for the tests)
-    resume: bool = False  # keep finished rows of DIR/results.json, resume unfinished fits
+    library: str = "kerasrnn"  # kerasrnn | keras: the same models on keras.layers, to compare
     plots: bool = True  # write DIR/plots/*.png
-    verbose: int = 2  # Keras fit verbosity (0 silent, 2 one line per epoch)
+
+    def __post_init__(self):
+        common.check_choice(self, "library", ("kerasrnn", "keras"))
+        common.check_positive(self, "epochs", "real_epochs", "patience", "real_checkpoint_every", "batch_size",
+                              "units", "n_steps", "window", "horizon")
+        common.split_list(self.tasks, TASKS, "tasks")
+        common.split_list(self.models, MODELS, "models")
+
+
+# --smoke: short series and windows, 4 units, 1 epoch (2 on real series): seconds.
+SMOKE = {"n_steps": 20, "window": 12, "units": 4, "epochs": 1, "real_epochs": 2}
+# Spellings of earlier versions, still accepted (with a note).
+ALIASES = {"task": "tasks", "model": "models", "layers": "library"}
+
+
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.forecasting",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE,
+                               aliases=ALIASES)
+
 
 
 TASKS = timeseries.TASKS
@@ -117,11 +135,11 @@ def load_real_series(name, config):
         years, values = timeseries.load_sunspots()
         return "sunspots", values, years
     if not os.path.isfile(name):
-        raise ValueError(
-            f"--data entries are 'geron', 'sunspots' or a CSV file path; {name!r} is none "
-            "of these (no such file)."
+        raise common.UsageError(
+            f"--data {name}: no such file (the entries are 'geron', 'sunspots' or CSV file paths)."
         )
-    values = timeseries.load_csv_column(name, config.column or None)
+    with common.data_errors(name):
+        values = timeseries.load_csv_column(name, config.column or None)
     label = f"{os.path.splitext(os.path.basename(name))[0]}:{config.column}"
     return label, values, np.arange(len(values))
 
@@ -141,7 +159,7 @@ def make_datasets(name, tasks, config):
     center = float(np.mean(values[:train_end]))
     scale = 1.25 * float(np.max(np.abs(values[:train_end] - center)))
     if scale == 0:
-        raise ValueError(f"{label}: the training period is constant; nothing to forecast.")
+        raise common.UsageError(f"--data {label}: the training period is constant; nothing to forecast.")
     scaled = (values - center) / scale
     splits = {task: timeseries.window_dataset(scaled, config.window, task, config.horizon)
               for task in tasks}
@@ -153,9 +171,10 @@ def make_datasets(name, tasks, config):
 
 All recurrent layers are kerasrnn's. The deep models are the book's: two recurrent
 layers of 20 units, then a Dense head on the last output (or on every output for
-`seq2seq`). On the short real series (~200 training windows) the gated models overfit
-the training cycles, so there they get `real_dropout` (Gal & Ghahramani's per-sequence
-masks) and early stopping on the validation years. `ln_rnn` needs
+`seq2seq`). On the short real series (~200 training windows) they overfit the training
+cycles, so there every two-layer model (deep_rnn, lstm, gru, ln_rnn) gets `real_dropout`
+(Gal & Ghahramani's per-sequence masks), and all trained models stop early on the
+validation years. `ln_rnn` needs
 `kerasrnn.SimpleRNN(..., layer_norm=True)`; where the installed kerasrnn lacks that option
 the row is skipped with a note, never replaced by another cell.
 """
@@ -168,7 +187,7 @@ def last_time_step_mse(y_true, y_pred):
 
 
 def layer_norm_available(config):
-    if config.layers != "kerasrnn":
+    if config.library != "kerasrnn":
         return False
     try:
         kerasrnn.SimpleRNN(2, layer_norm=True)
@@ -181,7 +200,7 @@ def build_model(name, task, n_steps, config, dropout=0.0):
     """The model `name` for `task`; `dropout` regularizes the two-layer recurrent models:
     recurrent dropout in both layers, input dropout into the second (never on the single
     input feature, where one mask per sequence would blank a whole series)."""
-    source = {"kerasrnn": kerasrnn, "keras": keras.layers}[config.layers]
+    source = {"kerasrnn": kerasrnn, "keras": keras.layers}[config.library]
     outputs = 1 if task in ("one_step", "iterative") else config.horizon
     per_step = task == "seq2seq"
     inputs = keras.Input((n_steps if name == "linear" else None, 1))
@@ -211,16 +230,30 @@ def learning_rate(name, task, config):
 
 """## Training, with a checkpoint every epoch
 
-Each (dataset, task, model) fit saves the whole model (weights and optimizer state) after
-every epoch (every `real_checkpoint_every` epochs on the short real series) to
-`DIR/checkpoints/KEY.keras`, with the epoch reached in `KEY.json`; with `--resume` a fit
-continues from there, and a finished one is loaded instead of refit.
+Each (dataset, task, model) fit is checkpointed by `training.fit` after every epoch
+(every `real_checkpoint_every` epochs on the short real series, where an epoch takes
+milliseconds) in `DIR/checkpoints/KEY/`; with `--resume` a fit continues from there, and
+a finished one is loaded instead of refit. The batches are reshuffled every epoch by
+`training.EpochBatches` (seeded by `--init-seed` and the epoch), the same on every
+backend and after a resume.
 """
 
 
-def fit(name, task, splits, n_steps, real, config, key):
+@dataclasses.dataclass
+class Fits:
+    """The models trained on one `--data` entry (`iterative` reuses the `one_step` ones)
+    and the training histories of all (`results.json`'s `history`)."""
+
+    run: common.Run
+    dataset_key: str
+    histories: dict
+    models: dict = dataclasses.field(default_factory=dict)
+
+
+def fit(fits, name, task, splits, n_steps, real):
+    run, config = fits.run, fits.run.config
+
     def build():
-        keras.utils.set_random_seed(config.init_seed)
         model = build_model(name, task, n_steps, config, config.real_dropout if real else 0.0)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate(name, task, config)),
@@ -229,18 +262,17 @@ def fit(name, task, splits, n_steps, real, config, key):
         )
         return model
 
-    epochs = config.real_epochs if real else config.epochs
-    if config.smoke:
-        epochs = 2 if real else 1
-    early_stop = [keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)]
-    print(f"[{key}] training")
-    return common.fit_with_checkpoints(
-        build, os.path.join(config.output, "checkpoints", key), resume=config.resume,
-        epochs=epochs, every=config.real_checkpoint_every if real else 1,
-        callbacks=early_stop if real else (),
-        x=splits["train"][0], y=splits["train"][1], batch_size=config.batch_size,
-        validation_data=splits["valid"], verbose=config.verbose,
+    key = f"{fits.dataset_key}-{task}-{name}"
+    print(f"[{key}] training", flush=True)
+    early_stopping = {"monitor": ("val_loss", "min"), "patience": config.patience, "restore_best": True}
+    model, state = training.fit(
+        run, key, build, training.EpochBatches(*splits["train"], config.batch_size, seed=config.init_seed),
+        epochs=config.real_epochs if real else config.epochs, seed=config.init_seed,
+        every=config.real_checkpoint_every if real else 1, validation_data=splits["valid"],
+        **(early_stopping if real else {}),
     )
+    fits.histories[key] = state["history"]
+    return model
 
 
 """## Forecasts and scores
@@ -250,8 +282,9 @@ are computed the same way for all (`timeseries.forecast_mse`: seq2seq on the las
 """
 
 
-def forecaster(name, task, data, n_steps, real, config, key, trained):
+def forecaster(fits, name, task, data, n_steps, real):
     """A function `x → forecast` for `name` on `task` (trains the model if needed)."""
+    config = fits.run.config
     if name == "naive":
         return lambda x: timeseries.naive_forecast(x, task, config.horizon)
     fit_task = "one_step" if task == "iterative" else task
@@ -261,10 +294,9 @@ def forecaster(name, task, data, n_steps, real, config, key, trained):
         def one(x):
             return timeseries.linear_forecast(x, W, b)
     else:
-        model_key = key.replace("-iterative-", "-one_step-")
-        if model_key not in trained:
-            trained[model_key] = fit(name, fit_task, data[fit_task], n_steps, real, config, model_key)
-        model = trained[model_key]
+        if (fit_task, name) not in fits.models:
+            fits.models[(fit_task, name)] = fit(fits, name, fit_task, data[fit_task], n_steps, real)
+        model = fits.models[(fit_task, name)]
 
         def one(x):
             return model.predict(x, batch_size=1024, verbose=0)
@@ -273,16 +305,15 @@ def forecaster(name, task, data, n_steps, real, config, key, trained):
     return one
 
 
-def run_row(label, task, name, data, info, config, trained):
-    key = f"{label.replace(':', '_').replace(os.sep, '_')}-{task}-{name}"
+def run_row(fits, label, task, name, data, info):
     row = {"dataset": label, "task": task, "model": name, "val_mse": None, "test_mse": None}
+    config = fits.run.config
     if name == "ln_rnn" and not layer_norm_available(config):
-        row["note"] = ("skipped: the installed kerasrnn.SimpleRNN has no layer_norm option "
-                       "(it comes with the layer-norm cells issue)" if config.layers == "kerasrnn"
-                       else "skipped: keras.layers has no layer-norm SimpleRNN")
+        row["note"] = ("skipped: the installed kerasrnn.SimpleRNN has no layer_norm option"
+                       if config.library == "kerasrnn" else "skipped: keras.layers has no layer-norm SimpleRNN")
         return row, None
     start = time.time()
-    predict = forecaster(name, task, data, info["n_steps"], info["real"], config, key, trained)
+    predict = forecaster(fits, name, task, data, info["n_steps"], info["real"])
     x_valid, y_valid = data[task]["valid"]
     x_test, y_test = data[task]["test"]
     test_pred = np.asarray(predict(x_test)).reshape(y_test.shape)
@@ -343,49 +374,58 @@ def plot_forecasts(label, task, data, info, predictions, path):
     common.save_figure(fig, path)
 
 
-"""## Main"""
+def plot_training_curves(histories, folder):
+    """`<dataset>_<task>_curves.png`: the loss of every model trained for that task."""
+    groups = {}
+    for key, records in histories.items():
+        dataset_task, name = key.rsplit("-", 1)
+        groups.setdefault(dataset_task, {})[name] = records
+    return [common.plot_history(group, os.path.join(folder, f"{dataset_task.replace('-', '_')}_curves.png"),
+                                title=f"{dataset_task}: mean squared error")
+            for dataset_task, group in groups.items()]
 
 
-def main(argv=None):
-    config, backend = common.configure(Config, argv, __doc__)
-    tasks = common.split_list(config.task, TASKS, "task")
-    models = common.split_list(config.model, MODELS, "model")
-    if config.layers not in ("kerasrnn", "keras"):
-        raise ValueError(f"--layers must be 'kerasrnn' or 'keras'; received {config.layers!r}.")
-    if config.smoke:
-        config.n_steps, config.window, config.units = 20, 12, 4
-    common.prepare_output(config)
-    results_path = os.path.join(config.output, "results.json")
-    done = common.read_json(results_path, {}).get("rows", []) if config.resume else []
-    rows, trained, start = list(done), {}, time.time()
-    finished = {(r["dataset"], r["task"], r["model"]) for r in done if r["val_mse"] is not None}
+"""## Main: config → data → models → train → evaluate → report"""
+
+
+def run_recipe(config):
+    run = common.start("forecasting", config)
+    tasks = common.split_list(config.tasks, TASKS, "tasks")
+    models = common.split_list(config.models, MODELS, "models")
+    previous = common.read_json(run.path("results.json"), {}) if config.resume else {}
+    rows = list(previous.get("metrics", {}).get("rows", []))
+    histories = dict(previous.get("history", {}))
+    finished = {(r["dataset"], r["task"], r["model"]) for r in rows if r["val_mse"] is not None}
 
     for entry in [d.strip() for d in config.data.split(",") if d.strip()]:
         label, data, info = make_datasets(entry, tasks, config)
+        fits = Fits(run, label.replace(":", "_").replace(os.sep, "_"), histories)
         for task in tasks:
             predictions = {}
-            for name in [m for m in models if m in TASK_MODELS[task]]:
-                if (label, task, name) in finished:
-                    continue
-                row, pred = run_row(label, task, name, data, info, config, trained)
+            for name in [m for m in models if m in TASK_MODELS[task] and (label, task, m) not in finished]:
+                row, pred = run_row(fits, label, task, name, data, info)
                 if label == "geron" and not config.smoke:
                     row["geron_val_mse"] = GERON_VAL_MSE.get((task, name))
                 rows = [r for r in rows if (r["dataset"], r["task"], r["model"]) != (label, task, name)]
                 rows.append(row)
                 if pred is not None:
                     predictions[name] = pred
-                print(f"[{label} {task} {name}] val {row['val_mse']} test {row['test_mse']}")
-                common.write_json(results_path, {"backend": backend, "rows": rows})
+                print(f"[{label} {task} {name}] val {row['val_mse']} test {row['test_mse']}", flush=True)
+                run.write_results({"rows": rows}, histories)
             if config.plots and predictions:
-                safe = label.replace(":", "_").replace(os.sep, "_")
-                plot_forecasts(label, task, data, info, predictions,
-                               os.path.join(config.output, "plots", f"{safe}_{task}.png"))
+                plot_forecasts(label, task, data, info, predictions, run.path("plots", f"{fits.dataset_key}_{task}.png"))
 
-    wall = round(time.time() - start, 1)
+    results = run.write_results({"rows": rows}, histories)
+    if config.plots:
+        plot_training_curves(histories, run.path("plots"))
     table = print_table(rows)
-    common.write_json(results_path, {"backend": backend, "wall_seconds": wall, "rows": rows})
-    print(f"\n{len(rows)} rows on {backend} in {wall} s → {results_path}")
-    return {"rows": rows, "table": table, "wall_seconds": wall}
+    print(f"\n{len(rows)} rows on {config.backend} in {results['seconds']} s → {run.path('results.json')}")
+    return {**results, "table": table}
+
+
+def main(argv=None):
+    with common.user_errors():
+        return run_recipe(parse_config(argv))
 
 
 if __name__ == "__main__":

@@ -16,20 +16,39 @@ recurrent connection; the optimizer clips the gradient norm.
     python -m recipes.sentiment --ensemble 3             # average 3 models (IMDB's default: 5)
     python -m recipes.sentiment --resume                 # continue an interrupted run
     python -m recipes.sentiment --smoke                  # seconds, generated reviews
-    python -m recipes.sentiment predict --model runs/sentiment "A wonderful film."
+    python -m recipes.sentiment predict --output runs/sentiment "A wonderful film."
 
 Every setting is a `Config` field and a `--flag` (`--max-length 300`, `--no-bidirectional`).
 `--ensemble N` trains N copies with different seeds (weights, dropout, batch order),
-each in `OUTPUT/member-K/`, and averages their predicted probabilities.
-Results (test accuracy and loss, confusion counts, curves, wall time) go to `--output`.
+each checkpointed in `OUTPUT/checkpoints/member-K/` and saved as `OUTPUT/member-K/model.keras`,
+and averages their predicted probabilities. Results (test accuracy and loss, confusion
+counts, curves, wall time) go to `--output`.
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
+
+from recipes import common
+
+if __name__ == "__main__":
+    common.select_backend(sys.argv[1:], prefer=("tensorflow", "jax", "torch"))  # before Keras
+
+import keras
+import numpy as np
+
+import kerasrnn
+from kerasrnn.datasets import (
+    encode_texts,
+    load_imdb,
+    load_mr,
+    load_vectorizer,
+    make_vectorizer,
+    save_vectorizer,
+)
+from recipes import training
 
 
 # ------------------------------------------------------------------------------
@@ -38,10 +57,10 @@ import time
 # test set); docs/recipes/sentiment.md has the measurements.
 # ------------------------------------------------------------------------------
 @dataclasses.dataclass
-class Config:
+class Config(common.RunConfig):
+    output: str = "runs/sentiment"  # checkpoints, models, vocabulary, results, plots
     dataset: str = "imdb"  # "imdb" (Maas et al. 2011) or "mr" (Pang & Lee 2005)
     data: str = ""  # folder or .tar.gz; "" downloads once with keras.utils.get_file
-    backend: str = "tensorflow"  # fastest measured here on CPU; KERAS_BACKEND or --backend overrides
     cell: str = "lstm"  # "lstm", "gru", "simple_rnn" or "irnn"
     bidirectional: bool = True  # read the review forwards and backwards
     units: int = 64  # recurrent units per direction
@@ -60,15 +79,27 @@ class Config:
     epochs: int = 2  # at most; early stopping may end sooner (IMDB overfits after two)
     learning_rate: float = 1e-3  # Adam's initial step size
     schedule: str = "cosine"  # "cosine" decays it to 0 over `epochs`; "constant" keeps it
-    clipnorm: float = 1.0  # gradient-norm clipping (per variable, Keras `clipnorm`)
+    clipnorm: float = 1.0  # gradient-norm clipping (per variable, Keras `clipnorm`); 0 turns it off
     validation_fraction: float = 0.1  # of train, held out for early stopping (IMDB: unseen movies)
     patience: int = 1  # epochs without val_accuracy gain before stopping
     seed: int = 1337  # member K of an ensemble uses seed + 100·(K-1)
     ensemble: int = 1  # models trained with different seeds; their probabilities are averaged
-    output: str = "runs/sentiment"  # checkpoints, model, vocabulary, results, plots
-    resume: bool = False  # continue from the last finished epoch in --output
-    smoke: bool = False  # tiny generated data and model: a test that runs in seconds
-    verbose: int = 1  # Keras progress bars: 1 a bar per epoch, 2 a line per epoch, 0 none
+
+    def __post_init__(self):
+        common.check_choice(self, "dataset", tuple(DATASET_DEFAULTS))
+        common.check_choice(self, "cell", tuple(RECURRENT_LAYERS))
+        common.check_choice(self, "pooling", ("max_mean", "last"))
+        common.check_choice(self, "truncate", ("pre", "post"))
+        common.check_choice(self, "schedule", ("cosine", "constant"))
+        common.check_positive(self, "units", "layers", "vocab_size", "max_length", "embedding_dim", "batch_size",
+                              "epochs", "patience", "length_buckets", "ensemble")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise common.UsageError(f"--validation-fraction must be in (0, 1); received {self.validation_fraction}.")
+        for name in ("word_dropout", "embedding_dropout", "dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise common.UsageError(f"{common.flag(name)} must be in [0, 1); received {getattr(self, name)}.")
+        if self.clipnorm < 0:
+            raise common.UsageError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
 
 
 # MR: 9,600 short sentences (~20 words). A GRU, a smaller vocabulary and embedding and
@@ -83,87 +114,26 @@ DATASET_DEFAULTS = {
         "epochs": 8, "patience": 2,
     },
 }
-SMOKE_SETTINGS = {
+SMOKE = {
     "vocab_size": 200, "max_length": 24, "embedding_dim": 16, "units": 8,
     "batch_size": 32, "epochs": 2, "length_buckets": 1, "ensemble": 1,
 }
 
 
-def parse_config(argv):
+def parse_config(argv=None):
     """The config: the dataclass defaults, then the data set's, then the flags given."""
-    parser = argparse.ArgumentParser(prog="python -m recipes.sentiment", description=__doc__.split("\n")[0])
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool or isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=argparse.SUPPRESS)
-    given = vars(parser.parse_args(argv))
-    dataset = given.get("dataset", Config.dataset)
-    if dataset not in DATASET_DEFAULTS:
-        parser.error(f"--dataset must be one of {tuple(DATASET_DEFAULTS)}; received {dataset!r}")
-    settings = dict(DATASET_DEFAULTS[dataset])
-    if given.get("smoke"):
-        settings.update(SMOKE_SETTINGS)
-    saved = os.path.join(given.get("output", Config.output), "config.json")
-    if given.get("resume") and os.path.exists(saved):
-        with open(saved) as f:
-            settings.update(json.load(f))  # the interrupted run's settings ...
-    settings.update(given)  # ... unless a flag says otherwise (e.g. more --epochs)
-    if "backend" not in given and os.environ.get("KERAS_BACKEND"):
-        settings["backend"] = os.environ["KERAS_BACKEND"]
-    return Config(**settings)
-
-
-def check_config(config):
-    """Clear errors for settings that would otherwise fail deep inside Keras."""
-    choices = {
-        "dataset": tuple(DATASET_DEFAULTS), "cell": ("lstm", "gru", "simple_rnn", "irnn"),
-        "pooling": ("max_mean", "last"), "truncate": ("pre", "post"), "schedule": ("cosine", "constant"),
-        "backend": ("jax", "tensorflow", "torch"),
-    }
-    for name, options in choices.items():
-        if getattr(config, name) not in options:
-            raise ValueError(f"--{name} must be one of {options}; received {getattr(config, name)!r}.")
-    for name in ("units", "layers", "vocab_size", "max_length", "embedding_dim", "batch_size", "epochs", "patience",
-                 "length_buckets", "ensemble"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1; received {getattr(config, name)}.")
-    if not 0.0 < config.validation_fraction < 1.0:
-        raise ValueError(f"--validation-fraction must be in (0, 1); received {config.validation_fraction}.")
-
-
-def _select_backend(argv):
-    """Keras reads KERAS_BACKEND once, at import: set it from the flags first."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--backend")
-    backend = parser.parse_known_args(argv)[0].backend
-    os.environ["KERAS_BACKEND"] = backend or os.environ.get("KERAS_BACKEND") or Config.backend
-
-
-if __name__ == "__main__":
-    _select_backend(sys.argv[1:])
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras
-import numpy as np
-
-import kerasrnn
-from kerasrnn.datasets import (
-    encode_texts,
-    load_imdb,
-    load_mr,
-    load_vectorizer,
-    make_vectorizer,
-    save_vectorizer,
-)
+    return common.parse_config(
+        Config, argv, prog="python -m recipes.sentiment", description=__doc__.splitlines()[0].lstrip("# "),
+        presets=lambda given: DATASET_DEFAULTS.get(given.get("dataset", Config.dataset), {}), smoke=SMOKE,
+    )
 
 
 # ------------------------------------------------------------------------------
 # ## Data
-# Reviews → word ids (Keras TextVectorization, vocabulary from the training split
-# only) → batches of reviews of similar length, each cut to its longest review, so
-# the recurrent layer does not spend most of its steps on padding.
+# Reviews → word ids (`kerasrnn.datasets.WordVectorizer`, Keras's TextVectorization ids
+# in plain Python; vocabulary from the training split only) → batches of reviews of
+# similar length, each cut to its longest review, so the recurrent layer does not spend
+# most of its steps on padding.
 # ------------------------------------------------------------------------------
 def load_reviews(config):
     """`(train_texts, train_labels, train_groups), (test_texts, test_labels)`.
@@ -178,10 +148,12 @@ def load_reviews(config):
             generated_reviews(512, seed=config.seed), generated_reviews(256, seed=config.seed + 1)
         )
         return (train_texts, train_labels, np.arange(len(train_texts))), test
-    if config.dataset == "imdb":
-        (texts, labels, ids), (test_texts, test_labels, _) = load_imdb(config.data or None, return_ids=True)
-        return (texts, labels, labels * 10**6 + ids // 250), (test_texts, test_labels)
-    (texts, labels), test = load_mr(config.data or None)
+    common.check_data_path(config.data, "a folder or a .tar.gz archive of the data set")
+    with common.data_errors(config.data):
+        if config.dataset == "imdb":
+            (texts, labels, ids), (test_texts, test_labels, _) = load_imdb(config.data or None, return_ids=True)
+            return (texts, labels, labels * 10**6 + ids // 250), (test_texts, test_labels)
+        (texts, labels), test = load_mr(config.data or None)
     return (texts, labels, np.arange(len(texts))), test
 
 
@@ -270,6 +242,24 @@ class LengthBatches(keras.utils.PyDataset):
         return self.ids[batch, : self._width(batch)], self.labels[batch]
 
 
+def vectorize(run, train_texts, val_texts, test_texts):
+    """`(vectorizer, train_ids, val_ids, test_ids)`; the vocabulary is the resumed run's
+    if there is one, else learned from `train_texts` and saved."""
+    config = run.config
+    vocabulary_path = run.path("vocabulary.json")
+    if config.resume and os.path.exists(vocabulary_path):
+        vectorizer = load_vectorizer(vocabulary_path)
+    else:
+        vectorizer = make_vectorizer(train_texts, max_tokens=config.vocab_size)
+        save_vectorizer(vectorizer, vocabulary_path)
+    encoded = []
+    for name, texts in (("training", train_texts), ("validation", val_texts), ("test", test_texts)):
+        progress = run.progress(len(texts), f"Word ids of the {name} reviews")
+        encoded.append(encode_texts(vectorizer, texts, config.max_length, truncate=config.truncate,
+                                    progress=progress))
+    return (vectorizer, *encoded)
+
+
 # ------------------------------------------------------------------------------
 # ## Model
 # ------------------------------------------------------------------------------
@@ -356,218 +346,36 @@ def build_model(config, steps_per_epoch, seed=None):
 
 # ------------------------------------------------------------------------------
 # ## Training that loses nothing
-# After every epoch: the model with its optimizer state, then a small JSON (epoch,
-# history, early-stopping state) that points at it. The JSON is written last and
-# atomically, so an interrupted run resumes from its last finished epoch.
+# `training.fit` checkpoints every epoch (model, optimizer, early-stopping state, the
+# random states of the dropout masks), keeps the best-on-validation weights and stops
+# after `patience` epochs without a gain. An ensemble trains its members one after
+# another, each with its own checkpoints: `--resume` skips the finished members and
+# continues the unfinished one from its last finished epoch. All members share the
+# data, the vocabulary and the validation split; they differ in seed (initial weights,
+# dropout masks, batch order).
 # ------------------------------------------------------------------------------
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Checkpoint every epoch, early stopping on `val_accuracy`, resumable state."""
-
-    def __init__(self, directory, patience, state=None):
-        super().__init__()
-        self.directory, self.patience = directory, patience
-        self.state = state or {"epoch": 0, "history": {}, "best": -1.0, "best_epoch": 0, "wait": 0}
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        state, before = self.state, dict(self.state)
-        logs = {**logs, "seconds": time.time() - self.started}
-        for key, value in logs.items():
-            state["history"].setdefault(key, []).append(float(value))
-        # New files first, under new names; state.json, written last, switches to them.
-        if logs["val_accuracy"] > state["best"]:
-            state.update(best=float(logs["val_accuracy"]), best_epoch=epoch + 1, wait=0)
-            state["best_weights"] = f"best-epoch-{epoch + 1:03d}.weights.h5"
-            self.model.save_weights(os.path.join(self.directory, state["best_weights"]))
-        else:
-            state["wait"] += 1
-        state["epoch"] = epoch + 1
-        state["model"] = f"epoch-{epoch + 1:03d}.keras"
-        self.model.save(os.path.join(self.directory, state["model"]))
-        _write_json(os.path.join(self.directory, "state.json"), state)
-        for key in ("model", "best_weights"):
-            if before.get(key) not in (None, state[key]):
-                os.remove(os.path.join(self.directory, before[key]))
-        if state["wait"] >= self.patience:
-            print(f"Early stopping: val_accuracy has not improved for {state['wait']} epoch(s).")
-            self.model.stop_training = True
-
-
-def load_checkpoint(directory):
-    """`(model, state)` of the last finished epoch in `directory`, or `(None, None)`."""
-    state_path = os.path.join(directory, "state.json")
-    if not os.path.exists(state_path):
-        return None, None
-    with open(state_path) as f:
-        state = json.load(f)
-    model = keras.saving.load_model(os.path.join(directory, state["model"]))
+def fit_member(run, k, train_ids, train_labels, val, callbacks=()):
+    """`(model, state)`: member `k` (0-based) trained or resumed; the model carries the
+    best-on-validation weights and is saved as `OUTPUT/member-K/model.keras`."""
+    config, seed = run.config, run.config.seed + 100 * k
+    name = f"member-{k + 1}"
+    print(f"Member {k + 1} of {config.ensemble} (seed {seed})", flush=True)
+    step = -(-config.max_length // config.length_buckets)
+    train = LengthBatches(train_ids, train_labels, config.batch_size, shuffle=True, seed=seed,
+                          length_step=step, drop_remainder=True)  # one batch shape fewer to compile
+    model, state = training.fit(
+        run, name, lambda: build_model(config, steps_per_epoch=len(train), seed=seed), train,
+        epochs=config.epochs, seed=seed, monitor=("val_accuracy", "max"), patience=config.patience,
+        restore_best=True, validation_data=val, callbacks=callbacks,
+    )
+    training.save_model(model, run.path(name, "model.keras"))
     return model, state
 
 
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------
-# ## Run: data → models → fit → evaluate → report
-# An ensemble trains its members one after another, each in OUTPUT/member-K/ with its
-# own checkpoints: `--resume` skips the finished members and continues the unfinished
-# one from its last finished epoch. All members share the data, the vocabulary and the
-# validation split; they differ in seed (initial weights, dropout masks, batch order).
+# ## Evaluate: average the members' probabilities (on the test set once per member,
+# with each member's best-on-validation weights)
 # ------------------------------------------------------------------------------
-def run(config, callbacks=()):
-    """Trains and evaluates as `config` says; returns the results dict."""
-    if keras.backend.backend() != config.backend:
-        raise ValueError(
-            f"Keras already runs on {keras.backend.backend()!r}, config.backend is "
-            f"{config.backend!r}: set KERAS_BACKEND={config.backend} before importing keras."
-        )
-    check_config(config)
-    started, cpu_started = time.time(), time.process_time()
-    load_at_start = os.getloadavg()
-    os.makedirs(config.output, exist_ok=True)
-    _write_json(os.path.join(config.output, "config.json"), dataclasses.asdict(config))
-    print("Config:", json.dumps(dataclasses.asdict(config), indent=2))
-    keras.utils.set_random_seed(config.seed)
-
-    # Data.
-    try:
-        (train_texts, train_labels, groups), (test_texts, test_labels) = load_reviews(config)
-    except (FileNotFoundError, ValueError) as err:  # a bad --data path: say so, briefly
-        raise SystemExit(f"error: --data: {err}") from None
-    (train_texts, train_labels), (val_texts, val_labels) = split_validation(
-        train_texts, train_labels, groups, config.validation_fraction, config.seed
-    )
-    vocabulary_path = os.path.join(config.output, "vocabulary.json")
-    if config.resume and os.path.exists(vocabulary_path):
-        vectorizer = load_vectorizer(vocabulary_path)
-    else:
-        vectorizer = make_vectorizer(train_texts, max_tokens=config.vocab_size)
-        save_vectorizer(vectorizer, vocabulary_path)
-
-    def encode(texts):
-        return encode_texts(vectorizer, texts, config.max_length, truncate=config.truncate)
-
-    step = -(-config.max_length // config.length_buckets)
-    train_ids = encode(train_texts)
-    val = LengthBatches(encode(val_texts), val_labels, config.batch_size, length_step=step)
-    test = LengthBatches(encode(test_texts), test_labels, config.batch_size, length_step=step)
-    print(f"{len(train_texts)} train, {len(val_texts)} validation, {len(test_texts)} test reviews; "
-          f"vocabulary {vectorizer.vocabulary_size()}; mean length {np.mean((train_ids != 0).sum(1)):.0f} words")
-
-    # Models: train each member (or resume it), keep its validation and test logits.
-    members, val_logits, test_logits = [], [], []
-    for k in range(config.ensemble):
-        seed = config.seed + 100 * k
-        directory = os.path.join(config.output, f"member-{k + 1}")
-        print(f"Member {k + 1} of {config.ensemble} (seed {seed}) → {directory}")
-        train = LengthBatches(
-            train_ids, train_labels, config.batch_size, shuffle=True, seed=seed,
-            length_step=step, drop_remainder=True,  # one batch shape fewer to compile
-        )
-        model, state, resumed = fit_member(config, seed, directory, train, val, callbacks)
-        val_logits.append(model.predict(val, verbose=0)[:, 0])
-        test_logits.append(model.predict(test, verbose=0)[:, 0])
-        members.append({"seed": seed, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
-                        "best_val_accuracy": state["best"], "resumed": resumed, "history": state["history"]})
-        del model
-
-    # Evaluate: average the members' probabilities (on the test set once per member,
-    # with each member's best-on-validation weights).
-    val_y = val.labels[val.order].astype("int64")
-    y = test.labels[test.order].astype("int64")
-    for member, logits in zip(members, test_logits):
-        member.update(test_accuracy=float(np.mean((logits > 0) == y)), test_loss=logit_loss(logits, y))
-    probability = np.mean(sigmoid(np.stack(test_logits)), axis=0)
-    predicted = (probability > 0.5).astype("int64")
-    seconds = time.time() - started
-
-    # Report. The ensemble of the first n members for every n: how N was chosen (on
-    # validation; its loss is the finer measure), and what it gives on test.
-    def scores(logits, labels, n):
-        mean = np.mean(sigmoid(np.stack(logits[:n])), axis=0)
-        return float(np.mean((mean > 0.5) == labels)), probability_loss(mean, labels)
-
-    by_size = {}
-    for n in range(1, config.ensemble + 1):
-        (val_accuracy, val_loss), (test_accuracy, _) = scores(val_logits, val_y, n), scores(test_logits, y, n)
-        by_size[n] = {"val_accuracy": val_accuracy, "val_loss": val_loss, "test_accuracy": test_accuracy}
-    results = {
-        "dataset": config.dataset,
-        "ensemble": config.ensemble,
-        "test_accuracy": float(np.mean(predicted == y)),
-        "test_loss": probability_loss(probability, y),
-        "val_accuracy": by_size[config.ensemble]["val_accuracy"],
-        "confusion": {
-            "true_positive": int(np.sum((predicted == 1) & (y == 1))),
-            "false_positive": int(np.sum((predicted == 1) & (y == 0))),
-            "true_negative": int(np.sum((predicted == 0) & (y == 0))),
-            "false_negative": int(np.sum((predicted == 0) & (y == 1))),
-        },
-        "epochs": max(member["epochs"] for member in members),
-        "seconds": seconds,
-        "cpu_seconds": time.process_time() - cpu_started,  # all threads; wall ≫ cpu/cores = contention
-        "train_seconds_all_runs": float(sum(sum(m["history"].get("seconds", [])) for m in members)),
-        "resumed": any(member["resumed"] for member in members),
-        "backend": keras.backend.backend(),
-        "cpu_count": os.cpu_count(),
-        "load_average_start_end": [load_at_start[0], os.getloadavg()[0]],
-        "ensemble_by_size": by_size,
-        "members": members,
-        "config": dataclasses.asdict(config),
-    }
-    _write_json(os.path.join(config.output, "results.json"), results)
-    plot_history([member["history"] for member in members], os.path.join(config.output, "curves.png"))
-    print(f"Test accuracy {results['test_accuracy']:.4f}, loss {results['test_loss']:.4f} "
-          f"({len(y)} reviews, {config.ensemble} model(s), {config.backend}, {seconds / 60:.1f} min) "
-          f"→ {config.output}/results.json")
-    return results
-
-
-def fit_member(config, seed, directory, train, val, callbacks=()):
-    """`(model, state, resumed)`: one member trained (or resumed) in `directory`.
-
-    The model returned carries the best-on-validation weights, also saved as
-    `directory/model.keras`.
-    """
-    checkpoints = os.path.join(directory, "checkpoints")
-    os.makedirs(checkpoints, exist_ok=True)
-    model, state = load_checkpoint(checkpoints) if config.resume else (None, None)
-    if model is None:
-        keras.utils.set_random_seed(seed)  # initial weights
-        model, state = build_model(config, steps_per_epoch=len(train), seed=seed), None
-        model.summary()
-    else:
-        print(f"Resuming after epoch {state['epoch']} (best val_accuracy {state['best']:.4f}).")
-
-    checkpoint = EpochCheckpoint(checkpoints, config.patience, state)
-    initial_epoch = checkpoint.state["epoch"]
-    stopped = checkpoint.state["wait"] >= config.patience
-    if initial_epoch < config.epochs and not stopped:
-        model.fit(
-            train,
-            validation_data=val,
-            shuffle=False,  # LengthBatches shuffles, seeded by epoch (Keras would use `random`)
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            verbose=config.verbose,
-            callbacks=[
-                keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: train.set_epoch(epoch)),
-                checkpoint,
-                *callbacks,
-            ],
-        )
-    state = checkpoint.state
-    model.load_weights(os.path.join(checkpoints, state["best_weights"]))  # early stopping's pick
-    model.save(os.path.join(directory, "model.keras"))
-    return model, state, bool(config.resume and initial_epoch > 0)
-
-
 def sigmoid(logits):
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype="float64")))
 
@@ -583,27 +391,85 @@ def probability_loss(probability, y, epsilon=1e-7):
     return float(-np.mean(np.where(y == 1, np.log(p), np.log(1 - p))))
 
 
-def plot_history(histories, path):
-    """Per-epoch loss and accuracy, training and validation, of every member."""
-    import matplotlib
+def evaluate(members, val_logits, test_logits, val_y, y):
+    """The ensemble's scores; also the ensemble of the first n members for every n: how
+    N was chosen (on validation; its loss is the finer measure), and what it gives on test."""
+    for member, logits in zip(members, test_logits):
+        member.update(test_accuracy=float(np.mean((logits > 0) == y)), test_loss=logit_loss(logits, y))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def scores(logits, labels, n):
+        mean = np.mean(sigmoid(np.stack(logits[:n])), axis=0)
+        return float(np.mean((mean > 0.5) == labels)), probability_loss(mean, labels)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for k, history in enumerate(histories):
-        epochs = np.arange(1, len(history.get("loss", [])) + 1)
-        name = f"member {k + 1} " if len(histories) > 1 else ""
-        for ax, metric in zip(axes, ("loss", "accuracy")):
-            ax.plot(epochs, history.get(metric, []), "o-", color=f"C{2 * k}", label=f"{name}train")
-            ax.plot(epochs, history.get(f"val_{metric}", []), "o--", color=f"C{2 * k + 1}", label=f"{name}validation")
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    by_size = {}
+    for n in range(1, len(members) + 1):
+        (val_accuracy, val_loss), (test_accuracy, _) = scores(val_logits, val_y, n), scores(test_logits, y, n)
+        by_size[n] = {"val_accuracy": val_accuracy, "val_loss": val_loss, "test_accuracy": test_accuracy}
+    probability = np.mean(sigmoid(np.stack(test_logits)), axis=0)
+    predicted = (probability > 0.5).astype("int64")
+    return {
+        "test_accuracy": float(np.mean(predicted == y)),
+        "test_loss": probability_loss(probability, y),
+        "val_accuracy": by_size[len(members)]["val_accuracy"],
+        "confusion": {
+            "true_positive": int(np.sum((predicted == 1) & (y == 1))),
+            "false_positive": int(np.sum((predicted == 1) & (y == 0))),
+            "true_negative": int(np.sum((predicted == 0) & (y == 0))),
+            "false_negative": int(np.sum((predicted == 0) & (y == 1))),
+        },
+        "ensemble_by_size": by_size,
+    }
+
+
+# ------------------------------------------------------------------------------
+# ## Run: config → data → models → fit → evaluate → report
+# ------------------------------------------------------------------------------
+def run(config, callbacks=()):
+    """Trains and evaluates as `config` says; returns the results dict."""
+    recipe = common.start("sentiment", config)
+    cpu_started, load_at_start = time.process_time(), os.getloadavg()
+
+    (train_texts, train_labels, groups), (test_texts, test_labels) = load_reviews(config)
+    (train_texts, train_labels), (val_texts, val_labels) = split_validation(
+        train_texts, train_labels, groups, config.validation_fraction, config.seed
+    )
+    vectorizer, train_ids, val_ids, test_ids = vectorize(recipe, train_texts, val_texts, test_texts)
+    step = -(-config.max_length // config.length_buckets)
+    val = LengthBatches(val_ids, val_labels, config.batch_size, length_step=step)
+    test = LengthBatches(test_ids, test_labels, config.batch_size, length_step=step)
+    print(f"{len(train_texts)} train, {len(val_texts)} validation, {len(test_texts)} test reviews; "
+          f"vocabulary {vectorizer.vocabulary_size()}; mean length {np.mean((train_ids != 0).sum(1)):.0f} words")
+
+    members, history, val_logits, test_logits = [], {}, [], []
+    for k in range(config.ensemble):
+        model, state = fit_member(recipe, k, train_ids, train_labels, val, callbacks)
+        val_logits.append(model.predict(val, verbose=0)[:, 0])
+        test_logits.append(model.predict(test, verbose=0)[:, 0])
+        history[f"member-{k + 1}"] = state["history"]
+        members.append({"seed": config.seed + 100 * k, "epochs": state["epoch"],
+                        "best_epoch": state["monitor"]["best_epoch"], "best_val_accuracy": state["monitor"]["best"],
+                        "resumed": state["resumed_from"] > 0})
+        del model
+
+    metrics = {
+        "dataset": config.dataset,
+        "ensemble": config.ensemble,
+        **evaluate(members, val_logits, test_logits, val.labels[val.order].astype("int64"),
+                   test.labels[test.order].astype("int64")),
+        "epochs": max(member["epochs"] for member in members),
+        "cpu_seconds": time.process_time() - cpu_started,  # all threads; wall ≫ cpu/cores = contention
+        "train_seconds_all_runs": float(sum(r["seconds"] for records in history.values() for r in records)),
+        "resumed": any(member["resumed"] for member in members),
+        "cpu_count": os.cpu_count(),
+        "load_average_start_end": [load_at_start[0], os.getloadavg()[0]],
+        "members": members,
+    }
+    results = recipe.write_results(metrics, history)
+    common.plot_history(history, recipe.path("curves.png"), metrics=("loss", "accuracy"))
+    print(f"Test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
+          f"({len(test_texts)} reviews, {config.ensemble} model(s), {config.backend}, "
+          f"{results['seconds'] / 60:.1f} min) → {config.output}/results.json")
+    return results
 
 
 # ------------------------------------------------------------------------------
@@ -613,18 +479,15 @@ def plot_history(histories, path):
 def predict(model_dir, texts):
     """`[(probability_positive, text), ...]` from the model(s) saved in `model_dir`."""
     paths = {name: os.path.join(model_dir, name) for name in ("config.json", "vocabulary.json")}
-    config = {}
-    if os.path.exists(paths["config.json"]):
-        with open(paths["config.json"]) as f:
-            config = json.load(f)
+    config = common.read_json(paths["config.json"], {})
     # The run's members (config.json says how many), or a run from before ensembles.
     models = [os.path.join(model_dir, f"member-{k + 1}", "model.keras") for k in range(config.get("ensemble", 1))]
     if "ensemble" not in config and os.path.exists(os.path.join(model_dir, "model.keras")):
         models = [os.path.join(model_dir, "model.keras")]
     missing = [os.path.relpath(path, model_dir) for path in (*paths.values(), *models) if not os.path.exists(path)]
     if missing:
-        raise FileNotFoundError(
-            f"--model {model_dir!r} lacks {', '.join(missing)}: pass the --output folder "
+        raise common.UsageError(
+            f"--output {model_dir!r} lacks {', '.join(missing)}: pass the --output folder "
             "of a finished `python -m recipes.sentiment` run."
         )
     vectorizer = load_vectorizer(paths["vocabulary.json"])
@@ -637,28 +500,26 @@ def predict(model_dir, texts):
     return [(float(p), text) for p, text in zip(np.mean(probabilities, axis=0), texts)]
 
 
+def predict_main(argv):
+    parser = argparse.ArgumentParser(prog="python -m recipes.sentiment predict")
+    parser.add_argument("--output", "--model", dest="output", required=True,
+                        help="the --output folder of a finished run")
+    parser.add_argument("--backend", help="any Keras backend; the model was saved portably")
+    parser.add_argument("texts", nargs="+", help="reviews to classify")
+    args = parser.parse_args(argv)
+    scored = predict(args.output, args.texts)
+    for probability, text in scored:
+        label = "positive" if probability > 0.5 else "negative"
+        print(f"{label}\t{probability:.3f}\t{text}")
+    return scored
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["predict"]:
-        parser = argparse.ArgumentParser(prog="python -m recipes.sentiment predict")
-        parser.add_argument("--model", required=True, help="the --output folder of a finished run")
-        parser.add_argument("--backend", help="any Keras backend; the model was saved portably")
-        parser.add_argument("texts", nargs="+", help="reviews to classify")
-        args = parser.parse_args(argv[1:])
-        try:
-            scored = predict(args.model, args.texts)
-        except FileNotFoundError as err:
-            raise SystemExit(f"error: {err}") from None
-        for probability, text in scored:
-            label = "positive" if probability > 0.5 else "negative"
-            print(f"{label}\t{probability:.3f}\t{text}")
-        return scored
-    config = parse_config(argv)
-    try:
-        check_config(config)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    return run(config)
+    with common.user_errors():
+        if argv[:1] == ["predict"]:
+            return predict_main(argv[1:])
+        return run(parse_config(argv))
 
 
 if __name__ == "__main__":

@@ -15,25 +15,39 @@ long sentences (Bahdanau et al. 2015; Luong et al. 2015):
   references) with greedy and beam search, example translations, attention heat maps,
   `DIR/results.json`.
 
-Run (from the repository root):
+Run (from the repository root, or `kerasrnn-recipe translation ...` once installed):
 
     python -m recipes.translation --data /path/to/multi30k --backend torch --output runs/mt
-    python -m recipes.translation translate --output runs/mt --sentence "Ein Hund läuft."
+    python -m recipes.translation translate --output runs/mt "Ein Hund läuft."
     python -m recipes.translation --smoke --output /tmp/mt_smoke     # seconds, generated data
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+
+from recipes import common
+
+if __name__ == "__main__":
+    common.select_backend(sys.argv[1:], prefer=("torch", "tensorflow", "jax"))  # before Keras
+
+import keras
+import numpy as np
+
+from kerasrnn import seq2seq
+from kerasrnn.datasets import translation as data
+from recipes import training
 
 
-@dataclass
-class Config:
-    data: str | None = None  # Multi30k folder ({split}.{lang}.gz), a TSV file, or None: download Multi30k
+# ------------------------------------------------------------------------------
+# ## Configuration
+# ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Config(common.RunConfig):
+    output: str = "runs/translation"
+    data: str = ""  # Multi30k folder ({split}.{lang}.gz), a TSV file, or "": download Multi30k
     src: str = "de"  # source language (Multi30k: en, de, fr, cs)
     tgt: str = "en"  # target language
     tsv_columns: str = "0,1"  # TSV only: source and target columns
@@ -61,12 +75,21 @@ class Config:
     examples: int = 5  # translations printed
     heatmaps: int = 3  # attention heat maps saved (PNG)
     seed: int = 0
-    backend: str | None = None  # tensorflow | jax | torch (default: $KERAS_BACKEND)
-    threads: int = 0  # CPU threads of the backend (0: its default; 1 is far faster on a busy CPU)
-    output: str = "runs/translation"
-    resume: bool = False  # continue from OUTPUT/checkpoint.keras
-    smoke: bool = False  # seconds, on a generated reverse-the-words task
-    sentence: str = ""  # translate mode: the sentence to translate
+
+    def __post_init__(self):
+        common.check_choice(self, "cell", ("gru", "lstm", "simple"))
+        common.check_choice(self, "attention", ("luong", "bahdanau", "none"))
+        common.check_choice(self, "score", ("general", "dot"))
+        common.check_positive(self, "embedding_dim", "encoder_units", "decoder_units", "layers", "src_vocab",
+                              "tgt_vocab", "max_len", "batch_size", "epochs", "beam")
+        for name in ("dropout", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise common.UsageError(f"{common.flag(name)} must be in [0, 1); received {getattr(self, name)}.")
+        if self.clipnorm < 0 or self.learning_rate <= 0 or self.lr_decay <= 0:
+            raise common.UsageError("--clipnorm must be >= 0 (0: off), --learning-rate and --lr-decay > 0; "
+                                    f"received {self.clipnorm}, {self.learning_rate}, {self.lr_decay}.")
+        if len(self.tsv_columns.split(",")) != 2 or not all(c.strip().isdigit() for c in self.tsv_columns.split(",")):
+            raise common.UsageError(f"--tsv-columns takes two column numbers, e.g. 1,0; received {self.tsv_columns!r}.")
 
 
 SMOKE = {
@@ -75,65 +98,34 @@ SMOKE = {
 }
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].lstrip("# "))
-    parser.add_argument("mode", nargs="?", default="train", choices=("train", "translate"))
-    for field in dataclasses.fields(Config):
-        if field.type is bool:
-            parser.add_argument(f"--{field.name}", action="store_true")
-        else:
-            kind = {int: int, float: float}.get(field.type, str)
-            parser.add_argument(f"--{field.name}", type=kind, default=None)
-    args = vars(parser.parse_args(argv))
-    mode = args.pop("mode")
-    overrides = {k: v for k, v in args.items() if v not in (None, False)}
-    config = Config(**{**(SMOKE if overrides.get("smoke") else {}), **overrides})
-    return mode, config
+def parse_config(argv=None):
+    return common.parse_config(Config, argv, prog="python -m recipes.translation",
+                               description=__doc__.splitlines()[0].lstrip("# "), smoke=SMOKE)
 
 
-mode, config = parse_args(sys.argv[1:]) if __name__ == "__main__" else ("train", Config())
-if config.backend:
-    os.environ["KERAS_BACKEND"] = config.backend
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if config.threads:
-    # Before the backend is imported: OpenMP (torch) and XLA read these at start-up.
-    os.environ["OMP_NUM_THREADS"] = str(config.threads)
-    os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if config.threads > 1 else 'false'}"
-
-import keras
-import numpy as np
-
-from kerasrnn import seq2seq
-from kerasrnn.datasets import translation as data
-
-BACKEND = keras.backend.backend()
-if config.threads and BACKEND == "torch":
-    import torch
-
-    torch.set_num_threads(config.threads)
-elif config.threads and BACKEND == "tensorflow":
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(config.threads)
-
-
+# ------------------------------------------------------------------------------
+# ## Data: sentence pairs → subword ids
+# ------------------------------------------------------------------------------
 def load_pairs(config):
     """`{"train", "val", "test"}` → (source sentences, target sentences)."""
     if config.smoke:
         source, target = data.synthetic_pairs(1200, vocab=10, max_len=7, seed=config.seed)
         return data.split_pairs(source, target, (0.8, 0.1, 0.1), seed=config.seed)
-    if config.data and os.path.isfile(config.data):
-        columns = tuple(int(c) for c in config.tsv_columns.split(","))
-        source, target = data.load_parallel_tsv(config.data, columns=columns)
-        return data.split_pairs(source, target, seed=config.seed)
-    splits = data.load_multi30k(config.src, config.tgt, path=config.data)
+    common.check_data_path(config.data, "a folder of Multi30k {split}.{lang}.gz files or a TSV file")
+    with common.data_errors(config.data):
+        if config.data and os.path.isfile(config.data):
+            columns = tuple(int(c) for c in config.tsv_columns.split(","))
+            source, target = data.load_parallel_tsv(config.data, columns=columns)
+            return data.split_pairs(source, target, seed=config.seed)
+        splits = data.load_multi30k(config.src, config.tgt, path=config.data or None)
     return {"train": splits["train"], "val": splits["val"], "test": splits["test_2016_flickr"]}
 
 
-def tokenizers(config, train):
-    """Source and target sentencepiece models, trained on the training pairs only."""
-    paths = [os.path.join(config.output, f"{side}.spm") for side in ("source", "target")]
+def tokenizers(run, train):
+    """Source and target sentencepiece models, trained on the training pairs only (or the
+    resumed run's)."""
+    config = run.config
+    paths = [run.path(f"{side}.spm") for side in ("source", "target")]
     if config.resume and all(os.path.exists(p) for p in paths):
         return [data.SubwordTokenizer.load(p) for p in paths]
     kind = "word" if config.smoke else "unigram"
@@ -142,10 +134,30 @@ def tokenizers(config, train):
         data.SubwordTokenizer.train(train[1], config.tgt_vocab, model_type=kind, seed=config.seed),
     ]
     for tok, path in zip(toks, paths):
-        tok.save(path)
+        with common.atomic_path(path) as partial:
+            tok.save(partial)
     return toks
 
 
+def encode_pairs(run, pairs, source_tok, target_tok):
+    """`{split: (source ids, target ids)}`, long training pairs dropped."""
+    config, encoded = run.config, {}
+    progress = run.progress(sum(len(src) for src, _ in pairs.values()), "Subword ids")
+    for name, (src, tgt) in pairs.items():
+        encoded[name] = (source_tok.encode(src), target_tok.encode(tgt))
+        progress.add(len(src))
+    keep = [i for i, (s, t) in enumerate(zip(*encoded["train"])) if len(s) <= config.max_len and len(t) <= config.max_len]
+    encoded["train"] = tuple([seqs[i] for i in keep] for seqs in encoded["train"])
+    return encoded
+
+
+def limit(pairs, n):
+    return pairs if not n else (pairs[0][:n], pairs[1][:n])
+
+
+# ------------------------------------------------------------------------------
+# ## Model
+# ------------------------------------------------------------------------------
 def build_model(config, source_vocab, target_vocab):
     model = seq2seq.Seq2Seq(
         source_vocab, target_vocab,
@@ -163,23 +175,6 @@ def build_model(config, source_vocab, target_vocab):
     return model
 
 
-class SaveEpoch(keras.callbacks.Callback):
-    """Writes OUTPUT/state.json (epochs done, history) after each checkpoint."""
-
-    def __init__(self, path, history):
-        super().__init__()
-        self.path, self.history = path, history
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        self.history.append({**logs, "epoch_seconds": time.time() - self.started})
-        with open(self.path, "w") as f:
-            json.dump({"epochs_done": epoch + 1, "history": self.history}, f, indent=1)
-
-
 def schedule(config):
     def rate(epoch, lr):
         return config.learning_rate * config.lr_decay ** max(0, epoch - 3)
@@ -187,46 +182,74 @@ def schedule(config):
     return keras.callbacks.LearningRateScheduler(rate)
 
 
-def translate_all(model, source_ids, beam, alpha, batch_size=100):
+# ------------------------------------------------------------------------------
+# ## Evaluation: perplexity, BLEU and chrF with greedy and beam search
+# ------------------------------------------------------------------------------
+def translate_all(run, model, source_ids, beam, alpha, batch_size=100):
+    """Every sentence decoded (a progress bar, as beam search takes minutes)."""
     tokens, weights = [], []
+    progress = run.progress(len(source_ids), "Greedy decoding" if beam == 1 else f"Beam search (beam {beam})")
     for start in range(0, len(source_ids), batch_size):
         batch = data.pad_batch(source_ids[start : start + batch_size])
         t, w = model.translate(batch, beam_size=beam, alpha=alpha)
         tokens += t
         weights += w
+        progress.update(len(tokens))
     return tokens, weights
 
 
-def perplexity(model, source_ids, target_ids, target_sentences):
+def perplexity(run, model, source_ids, target_ids, target_sentences):
     """Per-subword and per-word perplexity of the references under teacher forcing.
 
     The per-word figure divides the same total log-likelihood by the number of words
     (sacrebleu's 13a tokens, plus one end token per sentence), so it compares with
     word-level perplexities such as the anchors'.
     """
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
     batches = data.TranslationBatches(source_ids, target_ids, batch_size=100)
+    progress = run.progress(len(batches), "Perplexity of the references (batches)")
     total, count = 0.0, 0
-    for (source, target_in), target_out in batches:
+    for index in range(len(batches)):
+        (source, target_in), target_out = batches[index]
         logits = keras.ops.convert_to_numpy(model((source, target_in), training=False)).astype("float64")
         logits -= logits.max(-1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         nll = -np.take_along_axis(log_p, target_out[..., None], -1)[..., 0]
         total += float((nll * (target_out != 0)).sum())
         count += int((target_out != 0).sum())
-    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-
+        progress.update(index + 1)
     tokenize = Tokenizer13a()
     words = sum(len(tokenize(s).split()) + 1 for s in target_sentences)
     return float(np.exp(total / count)), float(np.exp(total / words))
 
 
+def score(run, model, source_ids, references, target_tok):
+    """`(scores, outputs)`: BLEU, chrF and seconds per beam size (1 and `--beam`), and
+    `(ids, attention weights, hypotheses)` per beam size."""
+    import sacrebleu
+
+    config, scores, outputs = run.config, {}, {}
+    for beam in sorted({1, config.beam}):
+        started = time.time()
+        ids, weights = translate_all(run, model, source_ids, beam, config.alpha)
+        hypotheses = [target_tok.decode(i) for i in ids]
+        scores[beam] = {
+            "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+            "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+            "seconds": time.time() - started,
+        }
+        outputs[beam] = (ids, weights, hypotheses)
+        print(f"beam {beam}: BLEU {scores[beam]['bleu']:.2f}  chrF {scores[beam]['chrf']:.2f}  "
+              f"({scores[beam]['seconds']:.0f} s)", flush=True)
+    return scores, outputs
+
+
+# ------------------------------------------------------------------------------
+# ## Report: attention heat maps, training curves, results.json
+# ------------------------------------------------------------------------------
 def heatmap(path, weights, source_pieces, output_pieces):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     weights = weights[: len(output_pieces), : len(source_pieces)]  # drop the batch's padding
     fig, ax = plt.subplots(figsize=(0.35 * len(source_pieces) + 2, 0.35 * len(output_pieces) + 1.5))
     ax.imshow(weights, cmap="viridis", vmin=0, vmax=1, aspect="auto")
@@ -234,170 +257,115 @@ def heatmap(path, weights, source_pieces, output_pieces):
     ax.set_yticks(range(len(output_pieces)), output_pieces)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return common.save_figure(fig, path)
 
 
-def plot_history(path, history):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = range(1, len(history) + 1)
-    for key in ("loss", "val_loss"):
-        ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("label-smoothed cross-entropy")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def train(config):
-    import sacrebleu
-
-    start = time.time()
-    os.makedirs(config.output, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-    print(json.dumps({**dataclasses.asdict(config), "resolved_backend": BACKEND}, indent=1))
-    with open(os.path.join(config.output, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=1)
-
-    """## Data: sentence pairs → subword ids"""
-    pairs = load_pairs(config)
-    train_pairs = pairs["train"]
-    if config.train_limit:
-        train_pairs = (train_pairs[0][: config.train_limit], train_pairs[1][: config.train_limit])
-    test_pairs = pairs["test"]
-    if config.test_limit:
-        test_pairs = (test_pairs[0][: config.test_limit], test_pairs[1][: config.test_limit])
-    source_tok, target_tok = tokenizers(config, train_pairs)
-    encoded = {}
-    for name, (src, tgt) in (("train", train_pairs), ("val", pairs["val"]), ("test", test_pairs)):
-        encoded[name] = (source_tok.encode(src), target_tok.encode(tgt))
-    keep = [i for i, (s, t) in enumerate(zip(*encoded["train"])) if len(s) <= config.max_len and len(t) <= config.max_len]
-    encoded["train"] = tuple([seqs[i] for i in keep] for seqs in encoded["train"])
-    print(f"pairs: train {len(keep)} (of {len(train_pairs[0])}), val {len(pairs['val'][0])}, "
-          f"test {len(test_pairs[0])}; vocab {source_tok.vocab_size} / {target_tok.vocab_size}")
-    train_batches = data.TranslationBatches(*encoded["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed)
-    val_batches = data.TranslationBatches(*encoded["val"], batch_size=100)
-
-    """## Model: resume from the checkpoint or build a new one"""
-    checkpoint = os.path.join(config.output, "checkpoint.keras")
-    state_path = os.path.join(config.output, "state.json")
-    history, initial_epoch = [], 0
-    if config.resume and os.path.exists(checkpoint):
-        model = keras.saving.load_model(checkpoint)
-        with open(state_path) as f:
-            state = json.load(f)
-        history, initial_epoch = state["history"], state["epochs_done"]
-        print(f"resumed from {checkpoint} after epoch {initial_epoch}")
-    else:
-        model = build_model(config, source_tok.vocab_size, target_tok.vocab_size)
-    print(f"parameters: {model.count_params():,}")
-
-    """## Training: teacher forcing, a checkpoint every epoch"""
-    fit_start = time.time()
-    if initial_epoch < config.epochs:
-        model.fit(
-            train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-            callbacks=[keras.callbacks.ModelCheckpoint(checkpoint), SaveEpoch(state_path, history), schedule(config)],
-            verbose=2,
-        )
-    # Summed over all (resumed) runs; a history written before this was recorded lacks it.
-    train_seconds = sum(h.get("epoch_seconds", 0.0) for h in history) or time.time() - fit_start
-    model.save(os.path.join(config.output, "model.keras"))
-
-    """## Evaluation: perplexity, BLEU and chrF with greedy and beam search"""
-    ppl_subword, ppl_word = perplexity(model, *encoded["test"], test_pairs[1])
-    references = test_pairs[1]
-    scores = {}
-    outputs = {}
-    for beam in sorted({1, config.beam}):
-        t0 = time.time()
-        ids, weights = translate_all(model, encoded["test"][0], beam, config.alpha)
-        hypotheses = [target_tok.decode(i) for i in ids]
-        scores[beam] = {
-            "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
-            "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
-            "seconds": time.time() - t0,
-        }
-        outputs[beam] = (ids, weights, hypotheses)
-        print(f"beam {beam}: BLEU {scores[beam]['bleu']:.2f}  chrF {scores[beam]['chrf']:.2f}  "
-              f"({scores[beam]['seconds']:.0f} s)")
+def report(run, outputs, test_pairs, source_ids, source_tok, target_tok):
+    """Example translations printed, heat maps and curves saved; the examples returned."""
+    config, (sources, references) = run.config, test_pairs
     ids, weights, hypotheses = outputs[config.beam]
-    for i in range(min(config.examples, len(references))):
-        print(f"\nsource:     {test_pairs[0][i]}\nreference:  {references[i]}\ntranslation: {hypotheses[i]}")
-
+    examples = [{"source": sources[i], "reference": references[i], "translation": hypotheses[i]}
+                for i in range(min(config.examples, len(references)))]
+    for example in examples:
+        print(f"\nsource:     {example['source']}\nreference:  {example['reference']}\n"
+              f"translation: {example['translation']}")
     for i in range(min(config.heatmaps, len(references))):
         if weights[i] is None:
             break
-        heatmap(
-            os.path.join(config.output, f"attention_{i}.png"), weights[i],
-            source_tok.pieces(encoded["test"][0][i]), target_tok.pieces(ids[i]) + ["</s>"],
-        )
-    plot_history(os.path.join(config.output, "history.png"), history)
+        heatmap(run.path(f"attention_{i}.png"), weights[i], source_tok.pieces(source_ids[i]),
+                target_tok.pieces(ids[i]) + ["</s>"])
+    return examples
 
-    results = {
-        "bleu": scores[config.beam]["bleu"],
-        "chrf": scores[config.beam]["chrf"],
-        "bleu_greedy": scores[1]["bleu"],
-        "chrf_greedy": scores[1]["chrf"],
-        "perplexity": ppl_word,
-        "perplexity_subword": ppl_subword,
-        "beam": config.beam,
-        "alpha": config.alpha,
-        "seconds": time.time() - start,
-        "train_seconds": train_seconds,
+
+# ------------------------------------------------------------------------------
+# ## Run: config → data → model → train → evaluate → report
+# ------------------------------------------------------------------------------
+def train(config):
+    run = common.start("translation", config)
+    pairs = load_pairs(config)
+    pairs = {"train": limit(pairs["train"], config.train_limit), "val": pairs["val"],
+             "test": limit(pairs["test"], config.test_limit)}
+    source_tok, target_tok = tokenizers(run, pairs["train"])
+    encoded = encode_pairs(run, pairs, source_tok, target_tok)
+    print(f"pairs: train {len(encoded['train'][0])} (of {len(pairs['train'][0])}), val {len(pairs['val'][0])}, "
+          f"test {len(pairs['test'][0])}; vocab {source_tok.vocab_size} / {target_tok.vocab_size}")
+
+    # Teacher forcing, a checkpoint every epoch. The batches of an epoch are a function
+    # of (seed, epoch), and Keras shuffles their order with Python's `random`, whose
+    # state the checkpoints hold: a resumed run trains on what an uninterrupted one does.
+    train_batches = data.TranslationBatches(*encoded["train"], batch_size=config.batch_size, shuffle=True,
+                                            seed=config.seed)
+    model, state = training.fit(
+        run, "model", lambda: build_model(config, source_tok.vocab_size, target_tok.vocab_size), train_batches,
+        epochs=config.epochs, validation_data=data.TranslationBatches(*encoded["val"], batch_size=100),
+        callbacks=[schedule(config)], shuffle=True,
+    )
+    training.save_model(model, run.path("model.keras"))
+    print(f"parameters: {model.count_params():,}")
+
+    ppl_subword, ppl_word = perplexity(run, model, *encoded["test"], pairs["test"][1])
+    scores, outputs = score(run, model, encoded["test"][0], pairs["test"][1], target_tok)
+    examples = report(run, outputs, pairs["test"], encoded["test"][0], source_tok, target_tok)
+    history = {"model": state["history"]}
+    common.plot_history(history, run.path("history.png"), metrics=("loss", "masked_accuracy"))
+    metrics = {
+        "bleu": scores[config.beam]["bleu"], "chrf": scores[config.beam]["chrf"],
+        "bleu_greedy": scores[1]["bleu"], "chrf_greedy": scores[1]["chrf"],
+        "perplexity": ppl_word, "perplexity_subword": ppl_subword,
+        "beam": config.beam, "alpha": config.alpha,
+        "train_seconds": sum(r["seconds"] for r in state["history"]),  # all (resumed) runs
         "decode_seconds": {str(k): v["seconds"] for k, v in scores.items()},
-        "epochs": len(history),
-        "backend": BACKEND,
-        "parameters": model.count_params(),
-        "test_sentences": len(references),
-        "config": dataclasses.asdict(config),
-        "history": history,
-        "examples": [
-            {"source": test_pairs[0][i], "reference": references[i], "translation": hypotheses[i]}
-            for i in range(min(config.examples, len(references)))
-        ],
+        "epochs": state["epoch"], "parameters": model.count_params(),
+        "test_sentences": len(pairs["test"][1]), "examples": examples,
     }
-    with open(os.path.join(config.output, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    results = run.write_results(metrics, history)
     print(f"\nperplexity {ppl_word:.2f} per word ({ppl_subword:.2f} per subword); "
-          f"BLEU {results['bleu']:.2f} (beam {config.beam}), {results['bleu_greedy']:.2f} (greedy); "
-          f"{results['seconds']:.0f} s on {BACKEND}; results in {config.output}/results.json")
+          f"BLEU {metrics['bleu']:.2f} (beam {config.beam}), {metrics['bleu_greedy']:.2f} (greedy); "
+          f"{results['seconds']:.0f} s on {config.backend}; results in {config.output}/results.json")
     return results
 
 
-def translate(config):
-    """Translates `--sentence` with the model and tokenizers saved in `--output`."""
-    if not config.sentence:
-        raise ValueError("translate mode needs --sentence \"...\" (and --output DIR of a trained model).")
-    path = os.path.join(config.output, "model.keras")
+# ------------------------------------------------------------------------------
+# ## Translate: sentences → translations, with a trained model
+# ------------------------------------------------------------------------------
+def translate(output, sentences, beam=5, alpha=0.6):
+    """Translations of `sentences` by the model and tokenizers saved in `output`."""
+    if not sentences:
+        raise common.UsageError('translate needs sentences: translate --output DIR "Ein Satz." ...')
+    path = os.path.join(output, "model.keras")
     if not os.path.exists(path):
-        path = os.path.join(config.output, "checkpoint.keras")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model.keras or checkpoint.keras in {config.output}: train first.")
+        raise common.UsageError(f"No model.keras in {output}: train first (python -m recipes.translation "
+                                f"--output {output}), or pass the --output of a finished run.")
     model = keras.saving.load_model(path, compile=False)
-    source_tok = data.SubwordTokenizer.load(os.path.join(config.output, "source.spm"))
-    target_tok = data.SubwordTokenizer.load(os.path.join(config.output, "target.spm"))
-    ids, _ = model.translate(data.pad_batch(source_tok.encode([config.sentence])), beam_size=config.beam, alpha=config.alpha)
-    text = target_tok.decode(ids[0])
-    print(text)
-    return text
+    source_tok = data.SubwordTokenizer.load(os.path.join(output, "source.spm"))
+    target_tok = data.SubwordTokenizer.load(os.path.join(output, "target.spm"))
+    ids, _ = model.translate(data.pad_batch(source_tok.encode(sentences)), beam_size=beam, alpha=alpha)
+    return [target_tok.decode(i) for i in ids]
+
+
+def translate_main(argv):
+    parser = argparse.ArgumentParser(prog="python -m recipes.translation translate", allow_abbrev=False)
+    parser.add_argument("sentences", nargs="*", help="sentences to translate")
+    parser.add_argument("--sentence", action="append", default=[], help="a sentence (repeatable)")
+    parser.add_argument("--output", default=Config.output, help="the --output folder of a trained model")
+    parser.add_argument("--beam", type=int, default=Config.beam)
+    parser.add_argument("--alpha", type=float, default=Config.alpha)
+    parser.add_argument("--backend", help="any Keras backend; the model was saved portably")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    texts = translate(args.output, [*args.sentences, *args.sentence], args.beam, args.alpha)
+    for text in texts:
+        print(text)
+    return texts
 
 
 def main(argv=None):
-    chosen_mode, chosen = parse_args(sys.argv[1:] if argv is None else argv)
-    return translate(chosen) if chosen_mode == "translate" else train(chosen)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with common.user_errors():
+        if argv[:1] == ["translate"]:
+            return translate_main(argv[1:])
+        return train(parse_config(argv[1:] if argv[:1] == ["train"] else argv))
 
 
 if __name__ == "__main__":
-    if mode == "translate":
-        translate(config)
-    else:
-        train(config)
+    main()

@@ -35,19 +35,22 @@ def test_generator_matches_the_benchmark_definition():
 
 def test_config_errors_name_the_flag():
     with pytest.raises(ValueError, match="--models"):
-        adding_problem.parse_args(["--models", "lstm,transformer"])
+        adding_problem.parse_config(["--models", "lstm,transformer"])
     with pytest.raises(ValueError, match="--seq-len"):
-        adding_problem.parse_args(["--seq-len", "1"])
+        adding_problem.parse_config(["--seq-len", "1"])
     with pytest.raises(ValueError, match="--clipnorm"):
-        adding_problem.parse_args(["--clipnorm", "-1"])
+        adding_problem.parse_config(["--clipnorm", "-1"])
     with pytest.raises(ValueError, match="--lstm-steps"):
-        adding_problem.parse_args(["--lstm-steps", "0"])
-    config = adding_problem.parse_args(["--seq-len", "300", "--irnn-lr", "1e-4", "--smoke"])
-    assert (config.seq_len, config.irnn_lr, config.smoke, config.epochs) == (12, 1e-4, True, 2)
-    assert config.steps_per_epoch("irnn") == 2
-    assert adding_problem.parse_args(["--lstm-steps", "2001"]).steps_per_epoch("lstm") == 201
+        adding_problem.parse_config(["--lstm-steps", "0"])
+    with pytest.raises(SystemExit, match="error: --irnn-schedule must be one of"):
+        adding_problem.main(["--irnn-schedule", "linear"])
+    # --smoke sets small sizes; flags given still win.
+    config = adding_problem.parse_config(["--seq-len", "300", "--irnn-lr", "1e-4", "--smoke"])
+    assert (config.seq_len, config.irnn_lr, config.smoke, config.epochs) == (300, 1e-4, True, 2)
+    assert config.steps_per_epoch("irnn") == 4  # 4 updates · 300/150, in two epochs
+    assert adding_problem.parse_config(["--lstm-steps", "2001"]).steps_per_epoch("lstm") == 201
     # Updates scale with T/150: twice as many for sequences twice as long.
-    assert adding_problem.parse_args(["--seq-len", "300"]).steps_per_epoch("lstm") == 400
+    assert adding_problem.parse_config(["--seq-len", "300"]).steps_per_epoch("lstm") == 400
 
 
 def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
@@ -55,17 +58,18 @@ def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
     report = adding_problem.main(["--smoke", "--output", out])
     with open(os.path.join(out, "results.json")) as f:
         saved = json.load(f)
-    assert saved["backend"] == keras.backend.backend()
-    assert list(saved["models"]) == ["tanh", "irnn", "lstm", "gru"]
-    for name, r in saved["models"].items():
+    assert saved["recipe"] == "adding_problem" and saved["backend"] == keras.backend.backend()
+    models = saved["metrics"]["models"]
+    assert list(models) == ["tanh", "irnn", "lstm", "gru"] == list(saved["history"])
+    for name, r in models.items():
         for key in ("test_mse", "baseline_mse", "steps", "seconds", "grad_log10_ratio_initial",
                     "grad_log10_ratio_final"):
             assert isinstance(r[key], (int, float)), (name, key)
-        assert r["steps"] == 4 and len(r["history"]) == 2
+        assert r["steps"] == 4 and [h["epoch"] for h in saved["history"][name]] == [1, 2]
         assert len(r["grad_norms"]["final"]) == 12
         rows = read_csv(os.path.join(out, f"{name}_diagnostics.csv"))
         assert [row["epoch"] for row in rows] == [0, 1, 2]
-    assert saved["models"]["tanh"]["baseline_mse"] == report["models"]["irnn"]["baseline_mse"]
+    assert models["tanh"]["baseline_mse"] == report["metrics"]["models"]["irnn"]["baseline_mse"]
     for png in ["learning_curves.png", "gradient_norms.png", "lstm_gradient_norms.png",
                 "irnn_gradient_heatmap.png"]:
         with open(os.path.join(out, png), "rb") as f:
@@ -74,40 +78,19 @@ def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
     assert "test MSE" in printed and "irnn" in printed
 
 
-def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
-    """Killed right after epoch 1's checkpoint, then --resume == two epochs straight."""
-    straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
-    args = ["--smoke", "--models", "irnn"]  # the cosine schedule must resume too
-    adding_problem.main(args + ["--output", straight])
+def test_resume_keeps_one_diagnostics_row_per_epoch(tmp_path, capsys, monkeypatch):
+    """Killed while epoch 2 was saved (after its diagnostics row was written): the resumed
+    run trains epoch 2 again and the CSV still has one row per epoch."""
+    from tests.test_recipes_resume import killed_while_saving
 
-    make_checkpoint = adding_problem.make_checkpoint
-
-    def interrupting_checkpoint(path, state):
-        checkpoint = make_checkpoint(path, state)
-        save = checkpoint.on_epoch_end
-
-        def on_epoch_end(epoch, logs=None):
-            save(epoch, logs)
-            raise KeyboardInterrupt  # as if the process were killed here
-
-        checkpoint.on_epoch_end = on_epoch_end
-        return checkpoint
-
-    monkeypatch.setattr(adding_problem, "make_checkpoint", interrupting_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        adding_problem.main(args + ["--output", interrupted])
-    monkeypatch.undo()
+    args = ["--smoke", "--models", "irnn", "--output", str(tmp_path), "--verbose", "0"]
+    with killed_while_saving(monkeypatch):
+        adding_problem.main(args)
+    assert [row["epoch"] for row in read_csv(str(tmp_path / "irnn_diagnostics.csv"))] == [0, 1, 2]
     capsys.readouterr()
-    resumed = adding_problem.main(args + ["--output", interrupted, "--resume"])
+    resumed = adding_problem.main([*args, "--resume"])
     assert "resuming after epoch 1" in capsys.readouterr().out
-    r = resumed["models"]["irnn"]
-    assert r["steps"] == 4 and [h["epoch"] for h in r["history"]] == [1, 2]
-    rows = read_csv(os.path.join(interrupted, "irnn_diagnostics.csv"))
-    assert [row["epoch"] for row in rows] == [0, 1, 2]
-    a = keras.models.load_model(os.path.join(straight, "checkpoints", "irnn", "model.keras"))
-    b = keras.models.load_model(os.path.join(interrupted, "checkpoints", "irnn", "model.keras"))
-    assert int(to_numpy(b.optimizer.iterations)) == 4
-    for wa, wb in zip(a.weights, b.weights):
-        np.testing.assert_allclose(to_numpy(wa), to_numpy(wb), rtol=1e-5, atol=1e-6)
-    with open(os.path.join(straight, "results.json")) as f:
-        assert r["test_mse"] == pytest.approx(json.load(f)["models"]["irnn"]["test_mse"], rel=1e-4)
+    assert resumed["metrics"]["models"]["irnn"]["steps"] == 4
+    assert [row["epoch"] for row in read_csv(str(tmp_path / "irnn_diagnostics.csv"))] == [0, 1, 2]
+    model = keras.models.load_model(str(tmp_path / "checkpoints" / "irnn" / "epoch-002.keras"))
+    assert int(to_numpy(model.optimizer.iterations)) == 4  # the cosine schedule resumed too

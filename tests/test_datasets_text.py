@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kerasrnn.datasets import (
+    WordVectorizer,
     encode_texts,
     load_imdb,
     load_mr,
@@ -165,3 +166,76 @@ def test_mr_real_split_sizes():
     (x_train, _y_train), (x_test, y_test) = load_mr(os.path.join(SHARED_DATA, "rt-polarity"))
     assert (len(x_train), len(x_test)) == (9596, 1066)
     assert int(y_test.sum()) == 533
+
+
+# Texts that exercise every detail of TensorFlow's string ops: ASCII-only lower-casing,
+# RE2's `\s` (no `\v`) in the line-break pattern, the ASCII-whitespace split (`\v` cuts,
+# `\xa0`, `\u2003`, `\x1c`, `\x85` do not), punctuation inside and around words, and ties
+# in frequency (broken by the words' UTF-8 bytes).
+TRICKY_TEXTS = [
+    "ÉCOLE Été A\xa0B C\u2003D E\vF G\x1cH I\x85J K\u3000L",
+    "x<br\t/>y<br\x0b/>z<BR />w<br>v<br/>u",
+    "It's a GREAT film!!! (10/10) -- don't miss it; [UNK] is not a word",
+    "İstanbul ΣΑΣ naïve café ﬁne  tabs\tand\nnewlines\r\nend",
+    "b a c a b c z y x zz yy xx ä á a",
+]
+
+
+def _tensorflow_vectorizer(texts, max_tokens):
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    def standardize(x):
+        x = tf.strings.lower(x)
+        x = tf.strings.regex_replace(x, r"<br\s*/?>", " ")
+        return tf.strings.regex_replace(x, r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']", "")
+
+    layer = keras.layers.TextVectorization(max_tokens=max_tokens, standardize=standardize, output_mode="int")
+    layer.adapt(list(texts), batch_size=1024)
+    return layer
+
+
+def _assert_same_as_text_vectorization(texts, max_tokens, probe):
+    import keras
+
+    reference = _tensorflow_vectorizer(texts, max_tokens)
+    ours = make_vectorizer(texts, max_tokens=max_tokens)
+    assert ours.get_vocabulary() == [w.decode() if isinstance(w, bytes) else str(w)
+                                     for w in reference.get_vocabulary()]
+    expected = keras.ops.convert_to_numpy(reference(probe))  # a tensor of this backend
+    np.testing.assert_array_equal(ours(probe), expected)
+
+
+def test_word_vectorizer_equals_text_vectorization_on_tricky_text():
+    _assert_same_as_text_vectorization(TRICKY_TEXTS, 40, TRICKY_TEXTS + ["unseen words É é"])
+    _assert_same_as_text_vectorization(TRICKY_TEXTS, 8, TRICKY_TEXTS)  # the ties at the cut
+
+
+@pytest.mark.slow
+@requires_shared_data("aclImdb_v1_labeled.tar.gz")
+def test_word_vectorizer_equals_text_vectorization_on_imdb():
+    (train, _), (test, _) = load_imdb(os.path.join(SHARED_DATA, "aclImdb_v1_labeled.tar.gz"))
+    _assert_same_as_text_vectorization(train, 30000, test[:2000])
+
+
+def test_word_vectorizer_needs_no_tensorflow_and_checks_its_arguments():
+    import subprocess
+    import sys
+
+    # Block TensorFlow in a fresh process: the vectorizer still works (JAX backend).
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from kerasrnn.datasets import make_vectorizer, encode_texts\n"
+        "v = make_vectorizer(['a b b', 'c'], max_tokens=5)\n"
+        "print(encode_texts(v, ['b a d'], 4).tolist())\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    if "No module named 'jax'" in done.stderr:
+        pytest.skip("jax is not installed")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[[2, 4, 1, 0]]"  # b (twice), then the tie c before a
+    with pytest.raises(ValueError, match="max_tokens"):
+        WordVectorizer(max_tokens=2)
+    with pytest.raises(ValueError, match="standardize"):
+        WordVectorizer(standardize="upper")

@@ -1,21 +1,24 @@
 """The sentiment recipe: smoke run of a two-model ensemble, resume after an interruption,
 errors, predict mode."""
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import keras
 import numpy as np
 import pytest
 
-from recipes import sentiment
+from recipes import common, sentiment
 from tests.conftest import BACKEND
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# No dropout: an interrupted and resumed run must then equal an uninterrupted one.
+# Dropout off, a larger step: the smoke data is tiny and the model must learn it. (The
+# resume tests, tests/test_recipes_resume.py, run with dropout on.)
 SMOKE = ["--smoke", "--backend", BACKEND, "--verbose", "0", "--epochs", "3", "--patience", "3",
          "--learning-rate", "0.01", "--word-dropout", "0", "--embedding-dropout", "0", "--dropout", "0",
          "--head-dropout", "0", "--ensemble", "2"]
@@ -54,10 +57,12 @@ def smoke_run(tmp_path_factory):
 def test_smoke_learns_and_reports(smoke_run):
     output, _results = smoke_run
     with open(os.path.join(output, "results.json")) as f:
-        saved = json.load(f)
-    for key in ("test_accuracy", "test_loss", "epochs", "seconds", "backend", "config", "confusion"):
+        results = json.load(f)
+    assert set(results) == {"recipe", "backend", "device", "seconds", "config", "metrics", "history"}
+    saved = results["metrics"]
+    for key in ("test_accuracy", "test_loss", "epochs", "confusion", "cpu_seconds"):
         assert key in saved
-    assert saved["backend"] == BACKEND and saved["epochs"] == 3 and saved["ensemble"] == 2
+    assert results["backend"] == BACKEND and saved["epochs"] == 3 and saved["ensemble"] == 2
     # The words decide the label: a model that learned (and an evaluation that keeps
     # each review with its label) is far above chance.
     assert saved["test_accuracy"] > 0.8
@@ -67,18 +72,18 @@ def test_smoke_learns_and_reports(smoke_run):
     assert correct == round(saved["test_accuracy"] * 256)
     # Two members with their own seeds, histories and test scores; the ensemble of the
     # first n members is reported for every n, the full one is the headline.
-    members = saved["members"]
-    assert [m["seed"] for m in members] == [1337, 1437]
-    assert members[0]["history"]["loss"] != members[1]["history"]["loss"]
-    for member in members:
-        assert len(member["history"]["val_accuracy"]) == 3
+    members, history = saved["members"], results["history"]
+    assert [m["seed"] for m in members] == [1337, 1437] and list(history) == ["member-1", "member-2"]
+    assert [r["loss"] for r in history["member-1"]] != [r["loss"] for r in history["member-2"]]
+    for member, records in zip(members, history.values()):
+        assert [r["epoch"] for r in records] == [1, 2, 3] and all("val_accuracy" in r for r in records)
         assert member["test_accuracy"] > 0.8 and member["test_loss"] > 0
     assert set(saved["ensemble_by_size"]) == {"1", "2"}
     assert saved["ensemble_by_size"]["1"]["test_accuracy"] == members[0]["test_accuracy"]
     assert saved["ensemble_by_size"]["2"]["test_accuracy"] == saved["test_accuracy"]
     assert saved["ensemble_by_size"]["2"]["val_accuracy"] == saved["val_accuracy"]
     assert saved["ensemble_by_size"]["1"]["val_loss"] > 0
-    for name in ("member-1/model.keras", "member-2/model.keras", "member-2/checkpoints/state.json",
+    for name in ("member-1/model.keras", "member-2/model.keras", "checkpoints/member-2/epoch-003.json",
                  "vocabulary.json", "config.json", "curves.png"):
         assert os.path.exists(os.path.join(output, name)), name
 
@@ -90,16 +95,19 @@ def test_interrupted_run_resumes_where_an_uninterrupted_run_ends(smoke_run, tmp_
     with pytest.raises(Interrupted):
         sentiment.run(sentiment.parse_config([*SMOKE, "--output", output]), callbacks=[InterruptAt(2, 1, 4)])
     for member, finished in (("member-1", 3), ("member-2", 1)):  # finished epochs, not the interrupted one
-        with open(os.path.join(output, member, "checkpoints", "state.json")) as f:
-            assert json.load(f)["epoch"] == finished
-    resumed = sentiment.run(sentiment.parse_config(["--resume", "--output", output]))
+        models = [n for n in os.listdir(os.path.join(output, "checkpoints", member)) if n.endswith(".keras")]
+        assert max(models) == f"epoch-{finished:03d}.keras"
+    results = sentiment.run(sentiment.parse_config(["--resume", "--output", output]))
+    resumed = results["metrics"]
     assert resumed["resumed"] and resumed["epochs"] == 3
     assert [m["resumed"] for m in resumed["members"]] == [True, True]
-    for got, want in zip(resumed["members"], expected["members"], strict=True):
+    for member, records in expected["history"].items():
         for key in ("loss", "val_loss", "val_accuracy"):
-            np.testing.assert_allclose(got["history"][key], want["history"][key], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose([r[key] for r in results["history"][member]], [r[key] for r in records],
+                                       rtol=1e-5, atol=1e-6)
+    for got, want in zip(resumed["members"], expected["metrics"]["members"], strict=True):
         assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=1 / 256)
-    assert resumed["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1 / 256)
+    assert resumed["test_accuracy"] == pytest.approx(expected["metrics"]["test_accuracy"], abs=1 / 256)
 
 
 def test_predict_classifies_raw_text(smoke_run):
@@ -120,7 +128,7 @@ def test_predict_classifies_raw_text(smoke_run):
     assert not np.allclose(members[0], members[1])
     np.testing.assert_allclose([p for p, _ in scored], np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
     with pytest.raises(SystemExit, match="lacks config.json, vocabulary.json, member-1/model.keras"):
-        sentiment.main(["predict", "--model", os.path.dirname(output), "text"])
+        sentiment.main(["predict", "--output", os.path.dirname(output), "text"])
 
 
 def test_predict_names_a_missing_member(smoke_run, tmp_path):
@@ -148,15 +156,30 @@ def test_predict_on_another_backend_gives_the_same_probabilities(smoke_run):
     np.testing.assert_allclose([float(p) for _, p, _ in lines], expected, atol=2e-3)
 
 
-def test_bad_data_paths_and_settings_fail_clearly(tmp_path):
+def test_bad_data_paths_and_settings_fail_clearly(tmp_path, capsys):
     base = ["--backend", BACKEND, "--output", str(tmp_path / "out")]
-    with pytest.raises(SystemExit, match="--data: load_imdb: the data path .* does not exist"):
-        sentiment.main([*base, "--data", str(tmp_path / "missing.tar.gz")])
+    missing = str(tmp_path / "missing.tar.gz")
+    with pytest.raises(SystemExit, match=f"^error: --data {missing}: no such file or folder"):
+        sentiment.main([*base, "--data", missing])
     (tmp_path / "not_imdb").mkdir()
-    with pytest.raises(SystemExit, match="--data: .*aclImdb layout"):
+    with pytest.raises(SystemExit, match="--data .*not_imdb: .*aclImdb layout"):
         sentiment.main([*base, "--data", str(tmp_path / "not_imdb")])
-    with pytest.raises(SystemExit, match="--data: load_mr: .*no rt-polarity.pos"):
+    with pytest.raises(SystemExit, match="--data .*not_imdb: load_mr: .*no rt-polarity.pos"):
         sentiment.main([*base, "--dataset", "mr", "--data", str(tmp_path / "not_imdb")])
+    # A truncated archive and random bytes: one line naming the file.
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "test"):
+            info = tarfile.TarInfo(f"aclImdb/{split}/pos/0_9.txt")
+            info.size = 2000
+            tar.addfile(info, fileobj=io.BytesIO(b"a" * 2000))
+    archive.write_bytes(archive.read_bytes()[:60])
+    noise = tmp_path / "noise.gz"
+    noise.write_bytes(np.random.default_rng(0).bytes(500))
+    for path in (archive, noise):
+        with pytest.raises(SystemExit, match=f"^error: --data {path}: load_imdb: cannot read") as err:
+            sentiment.main([*base, "--data", str(path)])
+        assert "\n" not in str(err.value)
     with pytest.raises(SystemExit, match="--cell must be one of"):
         sentiment.main([*base, "--cell", "transformer"])
 
@@ -168,7 +191,7 @@ def test_flags_override_the_dataset_defaults(tmp_path):
     assert sentiment.parse_config([]).ensemble == 5
     assert sentiment.parse_config(["--smoke"]).ensemble == 1
     # --resume takes the interrupted run's settings, and flags still win.
-    sentiment._write_json(str(tmp_path / "config.json"), {**vars(config), "output": str(tmp_path)})
+    common.write_json(str(tmp_path / "config.json"), {**vars(config), "output": str(tmp_path)})
     resumed = sentiment.parse_config(["--resume", "--output", str(tmp_path), "--epochs", "20"])
     assert (resumed.dataset, resumed.units, resumed.epochs, resumed.resume) == ("mr", 7, 20, True)
 

@@ -33,11 +33,12 @@ def test_smoke(tmp_path):
     results = captioning.main(["--smoke", "--verbose", "0", "--output", out,
                                "--backend", keras.backend.backend()])
     with open(os.path.join(out, "results.json")) as f:
-        assert json.load(f)["rows"] == results["rows"]
-    test = next(r for r in results["rows"] if r["split"] == "test")
+        assert json.load(f)["metrics"]["rows"] == results["metrics"]["rows"]
+    test = next(r for r in results["metrics"]["rows"] if r["split"] == "test")
     assert test["n"] == 60 and 0 <= test["exact_match"] <= 1
-    assert os.path.exists(os.path.join(out, "plots", "test_captions.png"))
-    assert os.path.exists(os.path.join(out, "checkpoints", "speller_gru.keras"))
+    assert [r["epoch"] for r in results["history"]["speller_gru"]] == [1]
+    for name in ("plots/test_captions.png", "plots/training_curves.png", "checkpoints/speller_gru/epoch-001.keras"):
+        assert os.path.exists(os.path.join(out, name)), name
 
 
 @pytest.mark.skipif(not has_sklearn, reason="scikit-learn is not installed")
@@ -54,5 +55,5 @@ def test_lstm_decoder_takes_two_initial_states():
 
 
 def test_bad_decoder_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="--decoder must be one of"):
+    with pytest.raises(SystemExit, match="--decoder must be one of"):
         captioning.main(["--decoder", "transformer", "--output", str(tmp_path)])

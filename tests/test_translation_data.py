@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import requires_shared_data
+from conftest import SHARED_DATA, requires_shared_data
 
 from kerasrnn.datasets import translation as data
 
@@ -41,17 +41,32 @@ def test_multi30k_from_a_folder(multi30k_dir):
 def test_multi30k_downloads_each_file_once_with_get_file(monkeypatch, multi30k_dir):
     calls = []
 
-    def fake_get_file(fname, origin, cache_subdir):
-        calls.append((fname, origin, cache_subdir))
+    def fake_get_file(fname, origin, file_hash, cache_subdir):
+        calls.append((fname, origin, file_hash, cache_subdir))
         return str(multi30k_dir / fname)
 
     monkeypatch.setattr(data.keras.utils, "get_file", fake_get_file)
     data.load_multi30k("de", "en", splits=("train",))
+    folder = os.path.join("datasets", "multi30k")
     assert calls == [
-        ("train.de.gz", data.MULTI30K_URL + "train.de.gz", os.path.join("datasets", "multi30k")),
-        ("train.en.gz", data.MULTI30K_URL + "train.en.gz", os.path.join("datasets", "multi30k")),
+        ("train.de.gz", data.MULTI30K_URL + "train.de.gz", data.MULTI30K_SHA256["train.de.gz"], folder),
+        ("train.en.gz", data.MULTI30K_URL + "train.en.gz", data.MULTI30K_SHA256["train.en.gz"], folder),
     ]
     assert data.MULTI30K_URL.startswith("https://raw.githubusercontent.com/multi30k/dataset/")
+    # Every file a split and language can ask for has its SHA-256.
+    for split, languages in data.MULTI30K_SPLITS.items():
+        for lang in languages:
+            assert len(data.MULTI30K_SHA256[f"{split}.{lang}.gz"]) == 64
+
+
+@requires_shared_data("multi30k")
+def test_shared_multi30k_files_match_their_hashes():
+    import hashlib
+
+    folder = os.path.join(SHARED_DATA, "multi30k")
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == data.MULTI30K_SHA256[name], name
 
 
 def test_unknown_language_split_and_missing_file(multi30k_dir):

@@ -1,6 +1,7 @@
 """recipes/translation.py: --smoke end to end, --resume, and translate mode on another backend."""
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -45,13 +46,16 @@ def test_smoke_writes_results_checkpoint_and_plots(smoke_run):
     out, stdout = smoke_run
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
-    for key in ("bleu", "chrf", "perplexity", "beam", "seconds", "backend", "config", "bleu_greedy"):
-        assert key in results, key
-    assert results["backend"] == BACKEND and results["beam"] == 3 and results["epochs"] == 1
-    assert 0 <= results["bleu"] <= 100 and results["perplexity"] > 1
-    for name in ("checkpoint.keras", "model.keras", "source.spm", "target.spm", "attention_0.png", "history.png", "config.json"):
+    metrics = results["metrics"]
+    for key in ("bleu", "chrf", "perplexity", "beam", "bleu_greedy", "decode_seconds", "examples"):
+        assert key in metrics, key
+    assert results["recipe"] == "translation" and results["backend"] == BACKEND
+    assert metrics["beam"] == 3 and metrics["epochs"] == 1 and len(results["history"]["model"]) == 1
+    assert 0 <= metrics["bleu"] <= 100 and metrics["perplexity"] > 1
+    for name in ("checkpoints/model/epoch-001.keras", "model.keras", "source.spm", "target.spm", "attention_0.png",
+                 "history.png", "config.json"):
         assert os.path.exists(os.path.join(out, name)), name
-    assert "translation:" in stdout
+    assert "translation:" in stdout and "Beam search (beam 3):" in stdout
 
 
 def test_resume_continues_from_the_checkpoint(smoke_run, recipe):
@@ -59,10 +63,40 @@ def test_resume_continues_from_the_checkpoint(smoke_run, recipe):
     capture = io.StringIO()
     with contextlib.redirect_stdout(capture):
         results = recipe.main(["--smoke", "--epochs", "2", "--resume", "--output", out])
-    assert "resumed from" in capture.getvalue() and "after epoch 1" in capture.getvalue()
-    assert results["epochs"] == 2 and len(results["history"]) == 2
-    with open(os.path.join(out, "state.json")) as f:
-        assert json.load(f)["epochs_done"] == 2
+    assert "[model] resuming after epoch 1" in capture.getvalue()
+    assert results["metrics"]["epochs"] == 2 and len(results["history"]["model"]) == 2
+    assert max(n for n in os.listdir(os.path.join(out, "checkpoints", "model")) if n.endswith(".keras")) == (
+        "epoch-002.keras"
+    )
+
+
+def test_falsy_flags_are_honoured(recipe):
+    config = recipe.parse_config(["--clipnorm", "0", "--dropout", "0", "--label-smoothing", "0", "--alpha", "0",
+                                  "--smoke", "--no-smoke"])
+    assert (config.clipnorm, config.dropout, config.label_smoothing, config.alpha, config.smoke) == (0, 0, 0, 0, False)
+
+
+def test_bad_data_paths_are_one_line_errors(recipe, tmp_path):
+    def error(path):
+        with pytest.raises(SystemExit) as caught:
+            recipe.main(["--data", str(path), "--output", str(tmp_path / "out"), "--verbose", "0"])
+        message = str(caught.value)
+        assert message.startswith(f"error: --data {path}") and "\n" not in message, message
+        return message
+
+    assert "no such file or folder" in error(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert "train.de.gz (or train.de) not found" in error(tmp_path / "empty")
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    for lang in ("de", "en"):
+        (noisy / f"train.{lang}.gz").write_bytes(os.urandom(300))
+    assert "train.de.gz: cannot be read as a gzip-compressed UTF-8 text file" in error(noisy)
+    truncated = tmp_path / "pairs.tsv.gz"
+    with gzip.open(truncated, "wt") as f:
+        f.write("ein Hund\ta dog\n" * 2000)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    assert "pairs.tsv.gz: cannot be read as a gzip-compressed UTF-8 text file" in error(truncated)
 
 
 def test_translate_mode_loads_the_model_on_another_backend(smoke_run):
@@ -75,7 +109,8 @@ def test_translate_mode_loads_the_model_on_another_backend(smoke_run):
 
 def test_translate_mode_errors_are_clear(smoke_run, recipe, tmp_path):
     out, _ = smoke_run
-    with pytest.raises(ValueError, match="--sentence"):
+    with pytest.raises(SystemExit, match="translate needs sentences"):
         recipe.main(["translate", "--output", out])
-    with pytest.raises(FileNotFoundError, match="train first"):
-        recipe.main(["translate", "--output", str(tmp_path), "--sentence", "w1"])
+    with pytest.raises(SystemExit, match="train first"):
+        recipe.main(["translate", "--output", str(tmp_path), "w1"])
+    assert len(recipe.translate(out, ["w1 w2", "w3"], beam=2)) == 2

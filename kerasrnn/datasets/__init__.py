@@ -2,6 +2,7 @@
 
 from kerasrnn.datasets import digits, text, timeseries, translation
 from kerasrnn.datasets.text import (
+    WordVectorizer,
     encode_texts,
     load_imdb,
     load_mr,
@@ -21,6 +22,7 @@ from kerasrnn.datasets.translation import (
 __all__ = [
     "SubwordTokenizer",
     "TranslationBatches",
+    "WordVectorizer",
     "digits",
     "encode_texts",
     "load_imdb",

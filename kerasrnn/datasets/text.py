@@ -2,12 +2,14 @@
 (Pang & Lee 2005), plus the tokenization that turns them into padded id sequences.
 
 Loaders return plain Python strings and NumPy labels (1 = positive, 0 = negative), so
-any tokenizer can follow. The tokenizer used by the recipes is Keras's
-`TextVectorization` (its string ops run on TensorFlow under every Keras backend); its
-vocabulary is written to a small JSON file beside a saved model so that the model can
-classify raw text later, on any backend.
+any tokenizer can follow. The tokenizer used by the recipes,
+`WordVectorizer`, is plain Python: it gives the ids Keras's `TextVectorization` gives,
+without TensorFlow's string ops, so it runs wherever Keras runs. Its vocabulary is
+written to a small JSON file beside a saved model so that the model can classify raw
+text later, on any backend.
 """
 
+import collections
 import json
 import os
 import re
@@ -19,6 +21,7 @@ import numpy as np
 __all__ = [
     "IMDB_URL",
     "MR_URL",
+    "WordVectorizer",
     "encode_texts",
     "load_imdb",
     "load_mr",
@@ -30,6 +33,10 @@ __all__ = [
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MR_URL = "https://www.cs.cornell.edu/people/pabo/movie-review-data/rt-polaritydata.tar.gz"
+# SHA-256 of the published archives: `keras.utils.get_file` checks every download (and
+# the cached copy) against them, so a truncated or altered file fails there, by name.
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+MR_SHA256 = "a05befe52aafda71d458d188a1c54506a998b1308613ba76bbda2e5029409ce9"
 
 _LABELS = {"neg": 0, "pos": 1}
 # A review file inside the Stanford layout: .../{train,test}/{pos,neg}/<id>_<rating>.txt
@@ -85,7 +92,8 @@ def load_imdb(path=None, *, return_ids=False, cache_dir=None):
     """
     if path is None:
         path = keras.utils.get_file(
-            "aclImdb_v1.tar.gz", origin=IMDB_URL, cache_dir=cache_dir, cache_subdir="datasets"
+            "aclImdb_v1.tar.gz", origin=IMDB_URL, file_hash=IMDB_SHA256, cache_dir=cache_dir,
+            cache_subdir="datasets",
         )
     path = _existing(path, "load_imdb", "the aclImdb folder or aclImdb_v1.tar.gz")
     if os.path.isdir(path):
@@ -200,7 +208,8 @@ def load_mr(path=None, *, test_fraction=0.1, seed=0, encoding=None, cache_dir=No
         raise ValueError(f"load_mr: `test_fraction` must be in (0, 1); received {test_fraction}.")
     if path is None:
         path = keras.utils.get_file(
-            "rt-polaritydata.tar.gz", origin=MR_URL, cache_dir=cache_dir, cache_subdir="datasets"
+            "rt-polaritydata.tar.gz", origin=MR_URL, file_hash=MR_SHA256, cache_dir=cache_dir,
+            cache_subdir="datasets",
         )
     path = _existing(path, "load_mr", "the folder with rt-polarity.pos/.neg")
     raw = _mr_files_from_folder(path) if os.path.isdir(path) else _mr_files_from_archive(path)
@@ -277,35 +286,150 @@ def _existing(path, caller, what):
 
 
 # ---------------------------------------------------------------------- tokenization
-@keras.saving.register_keras_serializable(package="kerasrnn")
-def standardize_review(texts):
-    """Lower-cases, turns HTML line breaks (`<br />`, frequent in IMDB) into spaces and
-    strips punctuation: Keras's `"lower_and_strip_punctuation"` plus the line breaks.
+# Word-level tokenization in plain Python, equal to `keras.layers.TextVectorization`
+# (`output_mode="int"`, `split="whitespace"`) with the same standardization, which runs
+# TensorFlow string ops under every Keras backend. Three details of those ops matter:
+# `tf.strings.lower` lower-cases ASCII letters only; RE2's `\s` is `[\t\n\f\r ]`; and
+# the whitespace split cuts at ASCII whitespace only (`\v` included, `\xa0` not).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']")  # Keras's set
+_LINE_BREAK = re.compile(r"<br[\t\n\f\r ]*/?>")
+_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+PAD, OOV = "", "[UNK]"  # ids 0 and 1, as TextVectorization has them
 
-    A `TextVectorization` `standardize` callable (TensorFlow string ops).
+
+def standardize_review(text):
+    """Lower-cases ASCII letters, turns HTML line breaks (`<br />`, frequent in IMDB)
+    into spaces and strips ASCII punctuation: Keras's `"lower_and_strip_punctuation"`
+    plus the line breaks.
+
+    Example:
+
+    >>> from kerasrnn.datasets import standardize_review
+    >>> standardize_review("A GREAT film!<br /><br />Très bien.")
+    'a great film  très bien'
     """
-    import tensorflow as tf
-
-    texts = tf.strings.lower(texts)
-    texts = tf.strings.regex_replace(texts, r"<br\s*/?>", " ")
-    return tf.strings.regex_replace(texts, r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']", "")
+    text = _LINE_BREAK.sub(" ", text.translate(_ASCII_LOWER))
+    return _PUNCTUATION.sub("", text)
 
 
-_STANDARDIZERS = {"review": standardize_review}
+def _lower(text):
+    return text.translate(_ASCII_LOWER)
+
+
+def _strip_punctuation(text):
+    return _PUNCTUATION.sub("", text)
+
+
+def _lower_and_strip_punctuation(text):
+    return _PUNCTUATION.sub("", text.translate(_ASCII_LOWER))
+
+
+_STANDARDIZERS = {
+    "review": standardize_review,
+    "lower_and_strip_punctuation": _lower_and_strip_punctuation,
+    "lower": _lower,
+    "strip_punctuation": _strip_punctuation,
+    None: lambda text: text,
+}
+
+
+class WordVectorizer:
+    """Text → word ids, in plain Python: no TensorFlow on any backend.
+
+    It computes what `keras.layers.TextVectorization(max_tokens, standardize,
+    output_mode="int")` computes (tested equal on IMDB): the vocabulary holds the
+    `max_tokens - 2` most frequent training words, ties broken as Keras breaks them;
+    id 0 is padding and id 1 the out-of-vocabulary token, so the ids feed
+    `keras.layers.Embedding(max_tokens, ..., mask_zero=True)` directly. Calling it on a
+    list of texts returns their ids right-padded to the longest.
+
+    Args:
+        max_tokens: vocabulary size, padding and out-of-vocabulary ids included.
+        standardize: `"review"` (`standardize_review`), `"lower_and_strip_punctuation"`,
+            `"lower"`, `"strip_punctuation"`, `None`, or a function `str -> str`.
+        vocabulary: the words of a vocabulary (as `get_vocabulary()` returns them),
+            instead of learning one with `adapt`.
+
+    Example:
+
+    >>> from kerasrnn.datasets import WordVectorizer
+    >>> v = WordVectorizer(max_tokens=10)
+    >>> v.adapt(["A good film.", "a good one<br />a"])
+    >>> v.get_vocabulary()[:4], v(["a GOOD plot"]).tolist()
+    (['', '[UNK]', 'a', 'good'], [[2, 3, 1]])
+    """
+
+    def __init__(self, max_tokens=20000, standardize="review", vocabulary=None):
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 3:
+            raise ValueError(
+                f"WordVectorizer: `max_tokens` must be an integer >= 3 (padding, unknown "
+                f"and at least one word); received {max_tokens!r}."
+            )
+        if not callable(standardize) and standardize not in _STANDARDIZERS:
+            raise ValueError(
+                f"WordVectorizer: `standardize` must be one of {[k for k in _STANDARDIZERS if k]}, "
+                f"None or a function str -> str; received {standardize!r}."
+            )
+        self.max_tokens = max_tokens
+        self.standardize_name = standardize if isinstance(standardize, str) else None
+        self.standardize = standardize if callable(standardize) else _STANDARDIZERS[standardize]
+        self._set_vocabulary([] if vocabulary is None else vocabulary)
+
+    def _set_vocabulary(self, words):
+        words = [str(w) for w in words if w not in (PAD, OOV)]
+        self.vocabulary = [PAD, OOV, *words[: self.max_tokens - 2]]
+        self.ids = {word: i for i, word in enumerate(self.vocabulary)}
+
+    def tokenize(self, text):
+        """The words of one text, after standardization."""
+        return [word for word in _WHITESPACE.split(self.standardize(text)) if word]
+
+    def adapt(self, texts):
+        """Learns the vocabulary: the most frequent words of `texts`.
+
+        Ties in frequency are broken as `TextVectorization` breaks them (the word whose
+        UTF-8 bytes sort last comes first), so both give the same ids.
+        """
+        counts = collections.Counter()
+        for text in texts:
+            counts.update(self.tokenize(text))
+        for special in (PAD, OOV):
+            counts.pop(special, None)
+        ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0].encode("utf-8")), reverse=True)
+        self._set_vocabulary([word for word, _ in ranked])
+
+    def encode(self, text):
+        """The ids of one text's words (unknown words: 1)."""
+        ids = self.ids
+        return [ids.get(word, 1) for word in self.tokenize(text)]
+
+    def __call__(self, texts):
+        rows = [self.encode(text) for text in texts]
+        out = np.zeros((len(rows), max((len(r) for r in rows), default=0)), dtype="int32")
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = row
+        return out
+
+    def get_vocabulary(self):
+        return list(self.vocabulary)
+
+    def vocabulary_size(self):
+        return len(self.vocabulary)
+
+    def get_config(self):
+        return {"max_tokens": self.max_tokens, "standardize": self.standardize_name,
+                "vocabulary": self.get_vocabulary()}
 
 
 def make_vectorizer(texts=None, *, max_tokens=20000, standardize="review", vocabulary=None):
-    """A `keras.layers.TextVectorization` (word ids) adapted to `texts`.
-
-    Id 0 is padding and id 1 the out-of-vocabulary token, so the ids feed
-    `keras.layers.Embedding(max_tokens, ..., mask_zero=True)` directly.
+    """A `WordVectorizer` adapted to `texts` (or holding `vocabulary`).
 
     Args:
         texts: list of strings to learn the vocabulary from (the most frequent
             `max_tokens - 2` words). Not needed when `vocabulary` is given.
         max_tokens: vocabulary size, padding and OOV included.
-        standardize: `"review"` (`standardize_review`) or any `TextVectorization`
-            option (`"lower_and_strip_punctuation"`, `"lower"`, ...).
+        standardize: see `WordVectorizer`.
         vocabulary: a list of words (as `get_vocabulary()` returns it) instead of
             adapting.
 
@@ -313,61 +437,62 @@ def make_vectorizer(texts=None, *, max_tokens=20000, standardize="review", vocab
 
     >>> from kerasrnn.datasets import make_vectorizer
     >>> v = make_vectorizer(["A good film.", "a good one<br />a"], max_tokens=10)
-    >>> [str(word) for word in v.get_vocabulary()[:4]], "br" in v.get_vocabulary()
+    >>> v.get_vocabulary()[:4], "br" in v.get_vocabulary()
     (['', '[UNK]', 'a', 'good'], False)
     """
-    standardize_fn = _STANDARDIZERS.get(standardize, standardize)
-    if vocabulary is not None:
-        vocabulary = [w for w in vocabulary if w not in ("", "[UNK]")]
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=max_tokens,
-        standardize=standardize_fn,
-        output_mode="int",
-        vocabulary=vocabulary,
-    )
-    vectorizer.standardize_name = standardize
+    vectorizer = WordVectorizer(max_tokens=max_tokens, standardize=standardize, vocabulary=vocabulary)
     if vocabulary is None:
         if texts is None:
             raise ValueError("make_vectorizer: pass `texts` to adapt to, or a `vocabulary`.")
-        vectorizer.adapt(list(texts), batch_size=1024)
+        vectorizer.adapt(texts)
     return vectorizer
 
 
 def save_vectorizer(vectorizer, path):
     """Writes a vectorizer made by `make_vectorizer` to a JSON file (settings and
-    vocabulary); `load_vectorizer` rebuilds it on any backend."""
+    vocabulary), atomically; `load_vectorizer` rebuilds it on any backend."""
     config = {
-        "max_tokens": vectorizer.get_config()["max_tokens"],
-        "standardize": getattr(vectorizer, "standardize_name", "review"),
-        "vocabulary": [str(word) for word in vectorizer.get_vocabulary()],
+        "max_tokens": vectorizer.max_tokens,
+        "standardize": vectorizer.standardize_name or "review",
+        "vocabulary": vectorizer.get_vocabulary(),
     }
-    with open(path, "w", encoding="utf-8") as f:
+    partial = f"{os.fspath(path)}.partial"
+    with open(partial, "w", encoding="utf-8") as f:
         json.dump(config, f, ensure_ascii=False)
+    os.replace(partial, path)
 
 
 def load_vectorizer(path):
     """The vectorizer saved by `save_vectorizer` at `path`."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_vectorizer: no vocabulary file at {path!r}.")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    return make_vectorizer(
-        max_tokens=config["max_tokens"],
-        standardize=config["standardize"],
-        vocabulary=config["vocabulary"],
-    )
+        raise FileNotFoundError(f"load_vectorizer: no vocabulary file at {os.fspath(path)!r}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        return make_vectorizer(
+            max_tokens=config["max_tokens"],
+            standardize=config["standardize"],
+            vocabulary=config["vocabulary"],
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"load_vectorizer: {os.fspath(path)!r} is not a vocabulary written by "
+            f"save_vectorizer ({type(err).__name__}: {err})."
+        ) from err
 
 
-def encode_texts(vectorizer, texts, max_length, *, truncate="pre", chunk_size=1024):
+def encode_texts(vectorizer, texts, max_length, *, truncate="pre", progress=None):
     """Word ids of `texts`, right-padded with 0 to `(len(texts), max_length)`.
 
     Args:
-        vectorizer: a `TextVectorization` with `output_mode="int"`.
+        vectorizer: a `WordVectorizer` (or anything with an `encode(text)` method
+            that returns a list of ids).
         texts: list of strings.
         max_length: length of the rows; longer texts are cut.
         truncate: `"pre"` drops words from the beginning (keeps the end, where
             reviews tend to give their verdict), `"post"` from the end.
-        chunk_size: texts vectorized per call.
+        progress: an optional `keras.utils.Progbar` (or anything with `update(n)`),
+            told every 1,000 texts how many are done.
 
     Example:
 
@@ -379,12 +504,10 @@ def encode_texts(vectorizer, texts, max_length, *, truncate="pre", chunk_size=10
     if truncate not in ("pre", "post"):
         raise ValueError(f"encode_texts: `truncate` must be 'pre' or 'post'; received {truncate!r}.")
     out = np.zeros((len(texts), max_length), dtype="int32")
-    for start in range(0, len(texts), chunk_size):
-        chunk = list(texts[start : start + chunk_size])
-        ids = np.asarray(keras.ops.convert_to_numpy(vectorizer(chunk)))
-        lengths = (ids != 0).sum(axis=1)  # rows are right-padded; no word has id 0
-        for row, (seq, n) in enumerate(zip(ids, lengths)):
-            seq = seq[:n]
-            seq = seq[-max_length:] if truncate == "pre" else seq[:max_length]
-            out[start + row, : len(seq)] = seq
+    for row, text in enumerate(texts):
+        ids = vectorizer.encode(text)
+        ids = ids[-max_length:] if truncate == "pre" else ids[:max_length]
+        out[row, : len(ids)] = ids
+        if progress is not None and ((row + 1) % 1000 == 0 or row + 1 == len(texts)):
+            progress.update(row + 1)
     return out

@@ -41,12 +41,52 @@ MULTI30K_SPLITS = {
     "test_2018_flickr": ("en", "de", "fr", "cs"),
 }
 MULTI30K_LANGUAGES = ("en", "de", "fr", "cs")
+#: SHA-256 of every file under MULTI30K_URL (the repository's master branch):
+#: `keras.utils.get_file` checks each download and cached copy against it.
+MULTI30K_SHA256 = {
+    "test_2016_flickr.cs.gz": "200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1",
+    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+    "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
+    "test_2017_flickr.de.gz": "a2c89666db00c495cd8513b9d708d5a3acc205d7de312ef2bf5fb7ebc1540aee",
+    "test_2017_flickr.en.gz": "76a444ee25172e72695cddb13ae4a3bda59430617be88e0bb46b60504f054074",
+    "test_2017_flickr.fr.gz": "3ba671ceb2299f3304ffafefea7a833d08632fbaf0ba18546f8a2ec2391af496",
+    "test_2017_mscoco.de.gz": "799e4854c25d601cb6cb6be29eabe5667734c61ace2f495e03e429031a0bc338",
+    "test_2017_mscoco.en.gz": "aab300bfb4427697987e02cd0aacd44bfe8aa50456231b6474c08038bbed2b58",
+    "test_2017_mscoco.fr.gz": "754f3072ba9f124569ba5258b32730fc1d214bbf8e0c6dfb2b74401676220db0",
+    "test_2018_flickr.cs.gz": "7d0a9db904f94c554a8c58049a9f3a5357c27f46cc3d710d70cb0b4a2585b8c2",
+    "test_2018_flickr.de.gz": "ddd0130c7d97482dc5197a02141dae8dd79f20f03586c480d675c09a32daf608",
+    "test_2018_flickr.en.gz": "ef4f4844037d4c5dea75c9a8ed5fd78905967a26f67c255e230cc9780032654d",
+    "test_2018_flickr.fr.gz": "fb2b83fcceb937a4f7e3e93c1c51c22aba92f1e342391e6b5ba392b16a920501",
+    "train.cs.gz": "a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077",
+    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
+    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
+    "train.fr.gz": "622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c",
+    "val.cs.gz": "b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc",
+    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
+    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
+    "val.fr.gz": "ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9",
+}
 
 
 def _read_lines(path):
+    """The lines of a UTF-8 text file, plain or gzip-compressed (by its `.gz` name).
+
+    A file that cannot be read (truncated or not gzip, not UTF-8) is a `ValueError`
+    naming it; a missing one a `FileNotFoundError`.
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f]
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [line.rstrip("\r\n") for line in f]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no such file.") from None
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        kind = "a gzip-compressed" if opener is gzip.open else "a"
+        raise ValueError(
+            f"{os.fspath(path)}: cannot be read as {kind} UTF-8 text file "
+            f"({type(err).__name__}: {err})."
+        ) from None
 
 
 def load_parallel_files(source_path, target_path):
@@ -120,7 +160,12 @@ def load_multi30k(src="de", tgt="en", splits=("train", "val", "test_2016_flickr"
 def _multi30k_file(split, lang, path):
     name = f"{split}.{lang}.gz"
     if path is None:
-        return keras.utils.get_file(name, MULTI30K_URL + name, cache_subdir=os.path.join("datasets", "multi30k"))
+        return keras.utils.get_file(
+            name, MULTI30K_URL + name, file_hash=MULTI30K_SHA256[name],
+            cache_subdir=os.path.join("datasets", "multi30k"),
+        )
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such folder (expected one holding {name}).")
     for candidate in (os.path.join(path, name), os.path.join(path, name[:-3])):
         if os.path.exists(candidate):
             return candidate
@@ -317,7 +362,7 @@ class TranslationBatches(keras.utils.PyDataset):
         shuffle: reshuffle the batches (and the chunks) every epoch.
         bos_id, pad_id: special ids.
         multiple: length rounding.
-        seed: the shuffling seed.
+        seed: the shuffling seed; `set_epoch(e)` gives epoch `e`'s batches.
 
     Example:
 
@@ -334,8 +379,21 @@ class TranslationBatches(keras.utils.PyDataset):
         self.source_ids, self.target_ids = source_ids, target_ids
         self.batch_size, self.shuffle = int(batch_size), bool(shuffle)
         self.bos_id, self.pad_id, self.multiple = bos_id, pad_id, multiple
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._make_batches()
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """The batches of epoch `epoch` (0-based): a function of `(seed, epoch)` only, the
+        same that `on_epoch_end` reaches after `epoch` epochs, so that a resumed run sees
+        what an uninterrupted one saw."""
+        if epoch == self.epoch:
+            return
+        self.rng = np.random.default_rng(self.seed)
+        for _ in range(epoch + 1):
+            self._make_batches()
+        self.epoch = epoch
 
     def _make_batches(self):
         n = len(self.source_ids)
@@ -363,3 +421,4 @@ class TranslationBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self._make_batches()
+            self.epoch += 1

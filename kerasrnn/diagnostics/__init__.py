@@ -8,6 +8,7 @@
   recurrent matrix (per gate block for LSTM and GRU);
 - `diagnose`: all of the above for one batch; `RecurrentDiagnostics`: a Keras callback
   recording them during `fit` to CSV and TensorBoard; `read_csv` reads the CSV back;
+  `TensorBoardScalars`: `fit`'s epoch logs as TensorBoard scalars, on any backend;
 - `plot_gradient_norms`, `plot_gradient_heatmap`, `plot_saturation_heatmap`: PNGs
   (matplotlib, imported only when a plot is drawn).
 
@@ -15,7 +16,12 @@ All of them run the layers' own cells (`project_inputs`, `step`) through
 `kerasrnn.ops.unroll` on every backend; see `kerasrnn.diagnostics.trace`.
 """
 
-from kerasrnn.diagnostics.callback import RecurrentDiagnostics, diagnose, read_csv
+from kerasrnn.diagnostics.callback import (
+    RecurrentDiagnostics,
+    TensorBoardScalars,
+    diagnose,
+    read_csv,
+)
 from kerasrnn.diagnostics.gradients import gradient_norms, log10_ratio
 from kerasrnn.diagnostics.plots import (
     plot_gradient_heatmap,
@@ -32,6 +38,7 @@ from kerasrnn.diagnostics.trace import recurrent_layers, traced
 
 __all__ = [
     "RecurrentDiagnostics",
+    "TensorBoardScalars",
     "activation_limits",
     "activation_statistics",
     "diagnose",

@@ -31,7 +31,7 @@ from kerasrnn.diagnostics.saturation import activation_statistics
 from kerasrnn.diagnostics.spectrum import recurrent_spectrum
 from kerasrnn.diagnostics.trace import recurrent_layers
 
-__all__ = ["RecurrentDiagnostics", "diagnose", "read_csv"]
+__all__ = ["RecurrentDiagnostics", "TensorBoardScalars", "diagnose", "read_csv"]
 
 
 def diagnose(model, x, y, loss=None, layers=None, tol=0.01):
@@ -211,6 +211,52 @@ class RecurrentDiagnostics(keras.callbacks.Callback):
                 self._writer.write(epoch, layer, row, r)
 
 
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Writes `fit`'s epoch logs (loss, metrics, learning rate) as TensorBoard scalars.
+
+    `keras.callbacks.TensorBoard` needs the `tensorboard` package (and TensorFlow); this
+    callback writes the same kind of event files with the writer `RecurrentDiagnostics`
+    uses (`tf.summary.write` where TensorFlow is importable, else `tensorboardX`), so
+    the logs exist on any backend. Tags are `epoch_<name>` (`epoch_loss`,
+    `epoch_val_loss`, ..., `epoch_learning_rate`), the step is the epoch number (1 for
+    the first).
+
+    Args:
+        log_dir: the folder for the event files (created if needed).
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras
+    >>> from kerasrnn.diagnostics import TensorBoardScalars
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> log_dir = tempfile.mkdtemp()
+    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=2, verbose=0,
+    ...               callbacks=[TensorBoardScalars(log_dir)])
+    >>> any(name.startswith("events.out.tfevents") for name in os.listdir(log_dir))
+    True
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self._writer is None:
+            self._writer = _summary_writer(self.log_dir, caller="TensorBoardScalars")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is None:
+            return
+        values = {f"epoch_{k}": float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        rate = getattr(self.model.optimizer, "learning_rate", None)
+        if rate is not None and "epoch_learning_rate" not in values:
+            values["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        self._writer.scalars(epoch + 1, values)
+        self._writer.flush()
+
+
 def _append_csv(path, rows):
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     if new:
@@ -253,12 +299,17 @@ class _TFWriter:
         }
         self.writer = tf.summary.create_file_writer(log_dir)
 
-    def write(self, step, layer, row, report):
+    def scalars(self, step, values):
         tf = self.tf
         with self.writer.as_default():
-            for key, value in _scalars(row):
-                tf.summary.write(f"{layer}/{key}", tf.constant(value, tf.float32), step=step,
+            for tag, value in values.items():
+                tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
                                  metadata=self.metadata["scalars"])
+
+    def write(self, step, layer, row, report):
+        tf = self.tf
+        self.scalars(step, {f"{layer}/{key}": value for key, value in _scalars(row)})
+        with self.writer.as_default():
             for key, values in _histograms(report):
                 tf.summary.write(f"{layer}/{key}", tf.constant(_buckets(values)), step=step,
                                  metadata=self.metadata["histograms"])
@@ -280,9 +331,12 @@ class _TensorBoardXWriter:
 
         self.writer = SummaryWriter(log_dir)
 
+    def scalars(self, step, values):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
     def write(self, step, layer, row, report):
-        for key, value in _scalars(row):
-            self.writer.add_scalar(f"{layer}/{key}", value, step)
+        self.scalars(step, {f"{layer}/{key}": value for key, value in _scalars(row)})
         for key, values in _histograms(report):
             self.writer.add_histogram(f"{layer}/{key}", values, step)
 
@@ -290,7 +344,7 @@ class _TensorBoardXWriter:
         self.writer.flush()
 
 
-def _summary_writer(log_dir):
+def _summary_writer(log_dir, caller="RecurrentDiagnostics"):
     os.makedirs(log_dir, exist_ok=True)
     for writer in (_TFWriter, _TensorBoardXWriter):
         try:
@@ -298,7 +352,7 @@ def _summary_writer(log_dir):
         except ImportError:
             continue
     warnings.warn(
-        "RecurrentDiagnostics: TensorBoard logs skipped (neither tensorflow nor "
+        f"{caller}: TensorBoard logs skipped (neither tensorflow nor "
         "tensorboardX is installed; `pip install tensorboardX` to get them). The CSV "
         "is still written.",
         stacklevel=3,

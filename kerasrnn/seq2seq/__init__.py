@@ -6,11 +6,14 @@
   decoding (`step`).
 - `Seq2Seq`: embeddings + encoder + decoder as a `keras.Model`, with `translate`.
 - `greedy_search`, `beam_search` (GNMT length penalty), `length_penalty`.
+- `generate`: keras-hub's samplers (greedy, beam, top-k, top-p, contrastive) driving a
+  `Seq2Seq` decoder (keras-hub is optional: `pip install "kerasrnn[hub]"`).
 """
 
 from kerasrnn.seq2seq.attention import BahdanauAttention, LuongAttention, masked_softmax
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, make_cell, reverse_padded
+from kerasrnn.seq2seq.hub import generate
 from kerasrnn.seq2seq.model import MaskedSequenceLoss, Seq2Seq, masked_accuracy
 from kerasrnn.seq2seq.search import (
     beam_search,
@@ -27,6 +30,7 @@ __all__ = [
     "MaskedSequenceLoss",
     "Seq2Seq",
     "beam_search",
+    "generate",
     "greedy_search",
     "length_penalty",
     "make_cell",

@@ -13,7 +13,9 @@ loop, where a finished hypothesis competes with longer alive ones, not only in a
 re-ranking; (2) a hypothesis that has emitted the end token keeps being extended and
 scored (its beam can even be duplicated), so finished hypotheses are not frozen; and
 (3) keras-hub depends on `tensorflow-text`, hence on TensorFlow, which a JAX or PyTorch
-user of kerasrnn should not need for ~100 lines of `keras.ops`.
+user of kerasrnn should not need for ~100 lines of `keras.ops`. Its samplers can still
+drive a kerasrnn decoder, for top-k, top-p or contrastive sampling: `generate` in
+`kerasrnn.seq2seq.hub`.
 """
 
 import numpy as np

@@ -1,0 +1,244 @@
+"""The recipes as one family: one command line, one results schema, atomic files, logs a
+file can hold, TensorBoard, the console script, the wheel that ships them."""
+
+import contextlib
+import dataclasses
+import glob
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import keras
+import pytest
+
+from recipes import (
+    adding_problem,
+    captioning,
+    cli,
+    common,
+    forecasting,
+    sentiment,
+    translation,
+)
+from tests.conftest import BACKEND
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = {"adding_problem": adding_problem, "sentiment": sentiment, "translation": translation,
+           "forecasting": forecasting, "captioning": captioning}
+SHARED_FLAGS = ("backend", "output", "resume", "smoke", "seed", "verbose", "tensorboard", "threads", "epochs",
+                "batch_size")
+SCHEMA = {"recipe", "backend", "device", "seconds", "config", "metrics", "history"}
+
+
+def options(module):
+    """`{field: every spelling the parser accepts}` of a recipe's flags."""
+    found = {}
+    for action in common.build_parser(module.Config, aliases=getattr(module, "ALIASES", None))._actions:
+        if action.dest != "help":
+            found.setdefault(action.dest, []).extend(action.option_strings)
+    return found
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_one_spelling_and_the_same_names_for_the_same_things(name):
+    module = RECIPES[name]
+    assert issubclass(module.Config, common.RunConfig)
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    assert set(SHARED_FLAGS) <= fields, set(SHARED_FLAGS) - fields
+    assert ("data" in fields) == (name in ("sentiment", "translation", "forecasting"))
+    for dest, spellings in options(module).items():
+        dashed = "--" + dest.replace("_", "-")
+        assert dashed in spellings, (dest, spellings)
+        aliases = [f"--{old}" for old, new in getattr(module, "ALIASES", {}).items() if new == dest]
+        shown = [s for s in spellings if "_" not in s and not s.startswith("--no-") and s not in aliases]
+        assert shown == [dashed], (dest, spellings)  # the one documented spelling
+    assert name in cli.RECIPES and callable(module.main) and callable(module.parse_config)
+
+
+@pytest.mark.parametrize("name, flag, field", [
+    ("translation", "--clipnorm", "clipnorm"), ("translation", "--dropout", "dropout"),
+    ("translation", "--label-smoothing", "label_smoothing"), ("translation", "--alpha", "alpha"),
+    ("sentiment", "--word-dropout", "word_dropout"), ("sentiment", "--clipnorm", "clipnorm"),
+    ("adding_problem", "--clipnorm", "clipnorm"), ("forecasting", "--real-dropout", "real_dropout"),
+])
+def test_zero_and_false_are_values_not_absences(name, flag, field):
+    module = RECIPES[name]
+    assert getattr(module.Config, field) != 0
+    config = module.parse_config([flag, "0", "--no-resume", "--smoke", "--no-smoke"])
+    assert getattr(config, field) == 0 and config.smoke is False and config.resume is False
+
+
+def test_resolution_order_and_deprecated_spellings(tmp_path, capsys):
+    # defaults < data set presets < --smoke < the interrupted run's config.json < flags
+    config = sentiment.parse_config(["--dataset", "mr", "--smoke", "--units", "5", "--output", str(tmp_path)])
+    assert (config.max_length, config.vocab_size, config.units) == (24, 200, 5)
+    common.write_json(str(tmp_path / "config.json"), {**dataclasses.asdict(config), "embedding_dim": 7,
+                                                      "verbose": 0, "backend": "nonsense"})
+    resumed = sentiment.parse_config(["--resume", "--output", str(tmp_path), "--units", "6"])
+    assert (resumed.dataset, resumed.embedding_dim, resumed.units, resumed.smoke) == ("mr", 7, 6, True)
+    assert (resumed.verbose, resumed.backend) == ("auto", "")  # one invocation's settings are not kept
+    old = sentiment.parse_config(["--batch_size", "16", "--max_length", "9"])
+    assert (old.batch_size, old.max_length) == (16, 9)
+    assert "note: --batch_size is deprecated; use --batch-size." in capsys.readouterr().err
+    for verbose, expected in (("auto", "auto"), ("0", 0), ("2", 2)):
+        assert captioning.parse_config(["--verbose", verbose]).verbose == expected
+    with pytest.raises(SystemExit):  # argparse: one line on stderr, status 2
+        captioning.parse_config(["--verbose", "loud"])
+    with pytest.raises(common.UsageError, match="--threads must be >= 0"):
+        captioning.parse_config(["--threads", "-1"])
+    with pytest.raises(SystemExit, match="^error: --backend must be one of"):
+        captioning.main(["--backend", "numpy"])
+
+
+def test_a_recipe_chooses_its_backend_before_keras(tmp_path):
+    code = ("import os, sys; from recipes import common; common.select_backend(sys.argv[1:], prefer=('torch', 'jax'));"
+            " print(os.environ['KERAS_BACKEND'], os.environ.get('OMP_NUM_THREADS')); assert 'keras' not in sys.modules")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = ROOT
+
+    def chosen(*args, **extra):
+        done = subprocess.run([sys.executable, "-c", code, *args], env={**env, **extra}, capture_output=True,
+                              text=True, check=True, cwd=tmp_path)
+        return done.stdout.split()
+
+    assert chosen("--backend", "jax", "--threads", "1") == ["jax", "1"]
+    assert chosen(KERAS_BACKEND="tensorflow") == ["tensorflow", "None"]
+    first = "torch" if importlib.util.find_spec("torch") else "jax"
+    assert chosen()[0] == first  # the first of the recipe's preferences that is installed
+
+
+def test_atomic_writes_never_leave_half_a_file(tmp_path):
+    path = tmp_path / "results.json"
+    common.write_json(path, {"a": 1})
+
+    class Unserializable:
+        pass
+
+    with pytest.raises(TypeError):
+        common.write_json(path, {"a": Unserializable()})  # fails half-way through the dump
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["results.json"]
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(common.UsageError, match="bad.json is not valid JSON"):
+        common.read_json(tmp_path / "bad.json")
+
+
+def test_logs_have_one_line_per_epoch_and_progress_off_a_terminal(tmp_path):
+    """The sentiment recipe with its output in a file (a pipe): one line per epoch and per
+    long step, no carriage returns; and on JAX or torch it runs without TensorFlow."""
+    backend = "jax" if BACKEND == "tensorflow" else BACKEND
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    code = ("import sys, runpy; sys.modules['tensorflow'] = None; sys.argv = ['sentiment', *sys.argv[1:]];"
+            " runpy.run_module('recipes.sentiment', run_name='__main__')")
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT}
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--smoke", "--epochs", "2", "--patience", "2", "--output", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "\r" not in out and "\b" not in out
+    epochs = [line for line in out.splitlines() if "val_accuracy:" in line]
+    assert len(epochs) == 2 and all(len(line) < 300 for line in epochs)
+    assert "Word ids of the training reviews:\n460/460" in out
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["backend"] == backend
+
+
+def test_progress_follows_verbose(capsys):
+    run = common.Run("x", captioning.Config(verbose=2, output="unused"))
+    assert run.verbose == 2
+    bar = run.progress(3, "Counting")
+    for i in range(3):
+        bar.update(i + 1)
+    assert capsys.readouterr().out.splitlines()[0] == "Counting:"
+    silent = common.Run("x", captioning.Config(verbose=0, output="unused")).progress(3, "Quiet")
+    silent.update(3)
+    assert capsys.readouterr().out == ""
+    assert common.Run("x", captioning.Config(output="unused")).verbose == 2  # pytest's stdout is no terminal
+
+
+def test_tensorboard_logs_fit_and_the_gradient_diagnostics(tmp_path):
+    if not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboardX")):
+        pytest.skip("neither tensorflow nor tensorboardX is installed")
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = adding_problem.main(["--smoke", "--models", "gru", "--tensorboard", "--verbose", "0",
+                                       "--output", str(tmp_path)])
+    assert set(results) == SCHEMA
+    assert glob.glob(str(tmp_path / "tensorboard" / "gru" / "events.out.tfevents.*"))
+    assert glob.glob(str(tmp_path / "tensorboard" / "gru" / "diagnostics" / "events.out.tfevents.*"))
+
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")  # imported by this test file
+def test_console_script_lists_and_runs_the_recipes(capsys):
+    assert cli.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in RECIPES)
+    with pytest.raises(SystemExit, match="no recipe 'poetry'"):
+        cli.main(["poetry"])
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["captioning", "--help"])
+    assert caught.value.code == 0 and "--batch-size" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_recipes_and_the_console_script(tmp_path):
+    source = tmp_path / "source"  # a copy: the build leaves build/ and *.egg-info behind
+    for name in ("kerasrnn", "recipes"):
+        shutil.copytree(os.path.join(ROOT, name), source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
+    setuptools = importlib.util.find_spec("setuptools")
+    isolation = ["--no-build-isolation"] if setuptools and _version("setuptools") >= (77,) else []
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (wheel,) = glob.glob(str(tmp_path / "kerasrnn-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    for name in [*RECIPES, "__init__", "__main__", "cli", "common", "training"]:
+        assert f"recipes/{name}.py" in names, name
+    assert "kerasrnn/__init__.py" in names and "kerasrnn/datasets/text.py" in names
+    assert not [n for n in names if n.startswith(("tests/", "docs/"))]
+    assert "kerasrnn-recipe = recipes.cli:main" in entry_points
+
+
+def _version(package):
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version(package).split(".")[:2] if p.isdigit())
+
+
+def test_results_schema_is_the_same_for_every_recipe(tmp_path):
+    run = common.Run("captioning", captioning.Config(output=str(tmp_path), backend=keras.backend.backend()))
+    written = run.write_results({"rows": []}, {"model": [{"epoch": 1, "loss": 1.0}]})
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f) == written
+    assert set(written) == SCHEMA and written["recipe"] == "captioning"
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_recipe_reads_top_to_bottom(name):
+    """Short functions, and Keras imported at the top, never in the middle of the file."""
+    import ast
+
+    path = os.path.join(ROOT, "recipes", f"{name}.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 60]
+    assert not long, long
+    first_definition = min(node.lineno for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef)))
+    keras_imports = [node.lineno for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                     and any(a.name.split(".")[0] in ("keras", "kerasrnn") for a in node.names)
+                     or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("keras", "kerasrnn")]
+    assert keras_imports and max(keras_imports) < first_definition, keras_imports
