@@ -104,6 +104,10 @@ class LSTMCell(RecurrentCell):
         layer_norm_epsilon: the `ε` of every normalization, > 0 (default 1e-3).
         zoneout: zoneout probability of `h`, in [0, 1) (default 0).
         zoneout_cell: zoneout probability of `c`, in [0, 1) (default 0).
+        implementation: accepted for `keras.layers` compatibility, 1 or 2 (default
+            2). In Keras it chooses one small matrix product per gate (1) or one for
+            all gates (2): the same sums, grouped differently. kerasrnn always runs
+            the fused products, so it changes nothing here.
 
     Call arguments:
         inputs: `(batch, input_dim)`; states: `[h_{t-1}, c_{t-1}]`; training: bool.
@@ -162,6 +166,7 @@ class LSTMCell(RecurrentCell):
         use_peepholes=False,
         proj_size=0,
         zoneout_cell=0.0,
+        implementation=2,
         **kwargs,
     ):
         super().__init__(units, activation=activation, **kwargs)
@@ -176,6 +181,7 @@ class LSTMCell(RecurrentCell):
                 "projection."
             )
         self.zoneout_cell = _checks.rate("zoneout_cell", zoneout_cell, meaning=_checks.ZONEOUT_MEANING)
+        self.implementation = _checks.implementation(implementation)
 
     @property
     def state_size(self):
@@ -291,6 +297,7 @@ class LSTMCell(RecurrentCell):
             "use_peepholes": self.use_peepholes,
             "proj_size": self.proj_size,
             "zoneout_cell": self.zoneout_cell,
+            "implementation": self.implementation,
         }
         return {**super().get_config(), **config}
 

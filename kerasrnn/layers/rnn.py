@@ -66,6 +66,8 @@ class RNN(keras.layers.Layer):
             last valid output (`keras.layers.Bidirectional` sets it).
         fused: `"auto"` uses a fused backend kernel when one computes exactly the
             same function, `True` requires it (error otherwise), `False` never.
+            `use_cudnn=`, keras.layers's name for it, is accepted with the same
+            values (`True`: a fused kernel or an error naming why none runs).
         hoist_inputs: `"auto"` (per backend and device, see `HOIST_DEFAULTS`),
             `True` or `False`: project the whole input sequence before the loop.
         remat: `"auto"` (on JAX on a CPU where the cell's step is worth recomputing,
@@ -81,7 +83,9 @@ class RNN(keras.layers.Layer):
             (`kerasrnn.ops.unroll(xla=...)`). The same function; gradients agree to
             rounding. Costs a compilation per input shape (about 0.3–2 s on a CPU).
             Gradients of gradients need `xla=False`. Ignored on the other backends.
-        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...). Keras's
+            `unroll=` is accepted and ignored (the loop is never unrolled: the
+            same function).
 
     Call arguments:
         sequences: `(batch, time, features)`.
@@ -123,8 +127,7 @@ class RNN(keras.layers.Layer):
                 f"e.g. kerasrnn.layers.LSTMCell; received {cell!r}. "
                 "Plain Keras cells run in keras.layers.RNN."
             )
-        kwargs.pop("unroll", None)  # Keras's argument; the loop is never unrolled here
-        _check_keras_only_options(type(self), kwargs)
+        fused = _checks.keras_layer_options(type(self), kwargs, fused)
         super().__init__(**kwargs)
         self.cell = cell
         self.return_sequences = bool(return_sequences)
@@ -449,24 +452,6 @@ def _check_foreign_options(layer_class, cell_args, kwargs):
             raise TypeError(
                 f"{layer_class.__name__} has no option `{key}`: it is an option of "
                 f"{', '.join(owners)}. Remove it, or use that cell's layer."
-            )
-
-
-# keras.layers options that choose an implementation, and what takes their place here.
-_KERAS_ONLY_OPTIONS = {
-    "use_cudnn": "`fused=` (\"auto\", True or False) chooses the backend's native kernel",
-    "implementation": "`hoist_inputs=` chooses whether the input projection is computed "
-    "before the loop, and `fused=` whether a native kernel runs",
-    "time_major": "inputs are (batch, time, features); transpose them first",
-}
-
-
-def _check_keras_only_options(layer_class, kwargs):
-    for key, instead in _KERAS_ONLY_OPTIONS.items():
-        if key in kwargs:
-            raise TypeError(
-                f"{layer_class.__name__} has no option `{key}` (a keras.layers option); "
-                f"remove it: {instead}. See docs/migrating.md."
             )
 
 
