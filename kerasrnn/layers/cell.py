@@ -200,9 +200,9 @@ class RecurrentCell(keras.layers.Layer):
             training: whether dropout is active.
         """
         constants = {
-            "kernel": read(self.kernel),
-            "recurrent_kernel": read(self.recurrent_kernel),
-            "bias": read(self.bias) if self.use_bias else None,
+            "kernel": read(self.kernel, self.compute_dtype),
+            "recurrent_kernel": read(self.recurrent_kernel, self.compute_dtype),
+            "bias": read(self.bias, self.compute_dtype) if self.use_bias else None,
             "input_mask": None,
             "recurrent_mask": None,
         }
@@ -215,8 +215,8 @@ class RecurrentCell(keras.layers.Layer):
         if self.layer_norm:
             for name in self.layer_norm_sizes():
                 constants[name] = (
-                    read(getattr(self, f"{name}_gamma")),
-                    read(getattr(self, f"{name}_beta")),
+                    read(getattr(self, f"{name}_gamma"), self.compute_dtype),
+                    read(getattr(self, f"{name}_beta"), self.compute_dtype),
                 )
             if "kernel_norm" in constants:
                 # LN_x(x W) only sees x W minus its block means: take them out of W
@@ -392,12 +392,17 @@ def common_fused_reason(cell, constants):
     return None
 
 
-def read(variable):
-    """A weight's value as a tensor, read once (for `loop_constants`).
+def read(variable, dtype=None):
+    """A weight's value as a tensor, read once (for `loop_constants`), in `dtype`.
 
     On TensorFlow `keras.ops.convert_to_tensor` returns the variable itself: a time
     loop using it reads it again at every step, and the XLA-compiled loop
     (`kerasrnn.ops.unroll(xla=True)`) needs the value, not the variable.
+
+    `dtype` is the cell's compute dtype. `Layer.__call__` reads the variables of a
+    mixed-precision layer in it already (autocast); `Layer.stateless_call` does not,
+    and the loop must not mix dtypes. Where they agree the value is the variable's
+    own tensor, which the fused torch kernel's weight buffer relies on.
     """
     value = ops.convert_to_tensor(variable)
     if keras.backend.backend() == "tensorflow":
@@ -405,6 +410,8 @@ def read(variable):
 
         if not isinstance(value, tf.Tensor):
             value = tf.convert_to_tensor(value)
+    if dtype is not None and keras.backend.standardize_dtype(value.dtype) != dtype:
+        value = ops.cast(value, dtype)
     return value
 
 

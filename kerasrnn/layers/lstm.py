@@ -225,10 +225,10 @@ class LSTMCell(RecurrentCell):
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         if self.use_peepholes:
-            peepholes = read(self.peephole_kernel)
+            peepholes = read(self.peephole_kernel, self.compute_dtype)
             constants["peepholes"] = (peepholes[0], peepholes[1], peepholes[2])
         if self.proj_size:
-            constants["projection_kernel"] = read(self.projection_kernel)
+            constants["projection_kernel"] = read(self.projection_kernel, self.compute_dtype)
         if self.layer_norm:
             # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no mean.
             constants["recurrent_kernel"] = center_blocks(constants["recurrent_kernel"], 4)

@@ -5,7 +5,9 @@ import inspect
 import keras
 from keras import ops
 
-from kerasrnn.layers import _checks
+from kerasrnn.layers import _checks, _inputs
+from kerasrnn.layers._inputs import check_mask as _check_mask
+from kerasrnn.layers._inputs import check_rank as _check_rank
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.ops import unroll
 from kerasrnn.ops.device import on_accelerator
@@ -88,10 +90,12 @@ class RNN(keras.layers.Layer):
             same function).
 
     Call arguments:
-        sequences: `(batch, time, features)`.
+        sequences: `(batch, time, features)`, at least one time step; integer or
+            boolean inputs are cast to the compute dtype.
         initial_state: list of initial states (`[h]` or `[h, c]`), each `(batch, size)`.
-        mask: boolean `(batch, time)`; masked steps carry the state unchanged and the
-            output repeats the last valid output (zeros before any).
+        mask: boolean `(batch, time)` (or numbers: nonzero is valid); masked steps
+            carry the state unchanged and the output repeats the last valid output
+            (zeros before any).
         training: whether dropout is active.
 
     After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"`,
@@ -208,10 +212,14 @@ class RNN(keras.layers.Layer):
             super().set_weights(weights)
 
     # --------------------------------------------------------------------- call
+    def __call__(self, *args, **kwargs):
+        # Before Keras converts NumPy arguments: a string array fails there, with a
+        # different error on each backend.
+        _inputs.check_call_dtypes(self, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        # On the device Keras computes on (a torch tensor may arrive from the CPU).
-        sequences = ops.convert_to_tensor(sequences)
-        _check_rank(self, tuple(sequences.shape))
+        sequences = _inputs.sequences(self, sequences)
         if sequences.shape[-1] != self.cell.input_dim:
             raise ValueError(
                 f"{self.name}: the input feature size changed after the layer was "
@@ -287,9 +295,10 @@ class RNN(keras.layers.Layer):
         sizes = self.state_size
         if initial_state is None:
             if self.stateful:
+                _inputs.check_stateful_batch(self, self.states, sequences)
                 # A copy: the variables are overwritten after the loop, and torch's
                 # autograd must not see its saved inputs change in place.
-                return [ops.copy(ops.convert_to_tensor(v)) for v in self.states]
+                return [ops.copy(ops.cast(v, self.compute_dtype)) for v in self.states]
             return [ops.cast(s, self.compute_dtype) for s in self.cell.get_initial_state(batch)]
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
@@ -299,20 +308,10 @@ class RNN(keras.layers.Layer):
                 f"of shapes {[('batch', s) for s in sizes]}; received "
                 f"{len(initial_state)}."
             )
-        states = []
-        for i, (state, size) in enumerate(zip(initial_state, sizes)):
-            state = ops.convert_to_tensor(state, dtype=self.compute_dtype)
-            shape = tuple(state.shape)
-            ok = len(shape) == 2 and shape[1] in (None, size)
-            if ok and shape[0] is not None and sequences.shape[0] is not None:
-                ok = shape[0] == sequences.shape[0]
-            if not ok:
-                raise ValueError(
-                    f"{self.name}: `initial_state[{i}]` must have shape "
-                    f"(batch={sequences.shape[0]}, {size}); received {shape}."
-                )
-            states.append(state)
-        return states
+        return [
+            _inputs.check_state(self, f"initial_state[{i}]", state, size, sequences.shape[0])
+            for i, (state, size) in enumerate(zip(initial_state, sizes))
+        ]
 
     def _hoist(self, sequences):
         if self.hoist_inputs != "auto":
@@ -348,7 +347,7 @@ class RNN(keras.layers.Layer):
         elif backend != "torch":
             reason = f"no fused kernel is used on the {backend} backend"
         elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
-            reason = "the mask is not right-padded (or a sequence is fully masked)"
+            reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
         elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
             reason = f"{sequences.dtype} on CPU"
         else:
@@ -459,34 +458,3 @@ def _all_subclasses(klass):
     for sub in klass.__subclasses__():
         yield sub
         yield from _all_subclasses(sub)
-
-
-def _check_rank(layer, shape):
-    if len(shape) != 3:
-        raise ValueError(
-            f"{layer.name}: expected inputs of rank 3 (batch, time, features); received "
-            f"shape {shape}. For one time step add a time axis, e.g. "
-            "`x[:, None, :]`; for a cell step call the cell directly."
-        )
-
-
-def _check_mask(layer, mask, sequences):
-    if mask is None:
-        return None
-    if isinstance(mask, (list, tuple)):
-        mask = mask[0]
-        if mask is None:
-            return None
-    shape = tuple(mask.shape)
-    expected = tuple(sequences.shape[:2])
-    compatible = len(shape) == 2 and all(
-        a is None or b is None or a == b for a, b in zip(shape, expected)
-    )
-    if not compatible:
-        raise ValueError(
-            f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
-            f"received {shape}."
-        )
-    # `call` may get a NumPy mask (from `stateless_call`, or called directly); the loop
-    # and the fused path's length check take backend tensors.
-    return ops.convert_to_tensor(mask)
