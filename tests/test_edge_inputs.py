@@ -1,5 +1,5 @@
-"""Edge cases of what a layer is called with: an empty batch, `stateless_call` with
-NumPy inputs and under mixed precision."""
+"""Edge cases of what a layer is called with: NaN at masked steps, an empty batch,
+`stateless_call` with NumPy inputs and under mixed precision."""
 
 import keras
 import numpy as np
@@ -9,6 +9,8 @@ from _util import (
     FEATURES,
     TIME,
     UNITS,
+    loss_and_grads,
+    output_shapes,
     random_mask,
 )
 from conftest import BACKEND, to_numpy
@@ -21,6 +23,74 @@ FORMS = {
     "gru_after": (kerasrnn.GRU, {}),
     "gru_before": (kerasrnn.GRU, {"reset_after": False}),
 }
+
+
+def _poisoned(x, mask):
+    """`x` with NaN and infinities at the masked steps."""
+    bad = x.copy()
+    holes = np.argwhere(~mask)
+    for k, (b, t) in enumerate(holes):
+        bad[b, t] = [np.nan, np.inf, -np.inf][k % 3]
+    return bad
+
+
+def _grads_with_and_without_poison(layer, x, mask, **call_kwargs):
+    """Loss and gradients with zeros at the masked steps, then with NaN/inf there."""
+    layer(x, mask=mask, **call_kwargs)
+    shapes = output_shapes(layer, x.shape)
+    rng = np.random.default_rng(1)
+    cotangents = [rng.normal(size=s).astype("float32") for s in shapes]
+    clean = np.where(mask[..., None], x, 0.0).astype("float32")
+    results = [
+        loss_and_grads(layer, inputs, cotangents, mask=mask, **call_kwargs)
+        for inputs in (clean, _poisoned(x, mask))
+    ]
+    return results
+
+
+def _assert_masked_steps_never_reach_the_gradients(results, mask):
+    (loss, gx, gw), (bad_loss, bad_gx, bad_gw) = results
+    assert np.isfinite(bad_loss) and np.isfinite(bad_gx).all()
+    assert all(np.isfinite(g).all() for g in bad_gw)
+    np.testing.assert_allclose(bad_loss, loss, rtol=1e-6)
+    np.testing.assert_allclose(bad_gx, gx, rtol=1e-5, atol=1e-6)
+    for bad, good in zip(bad_gw, gw):
+        np.testing.assert_allclose(bad, good, rtol=1e-5, atol=1e-6)
+    assert not bad_gx[~mask].any()  # the input of a masked step has gradient zero
+    assert np.abs(gw[0]).max() > 0  # a live gradient, not a vacuous comparison
+
+
+@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in_step"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("kind", ["right", "arbitrary"])
+@pytest.mark.parametrize("form", list(FORMS))
+def test_nan_at_masked_steps_reaches_no_gradient(form, kind, go_backwards, hoist):
+    layer_class, options = FORMS[form]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    mask = random_mask(rng, BATCH, TIME, kind)
+    layer = layer_class(
+        UNITS, return_sequences=True, return_state=True, go_backwards=go_backwards,
+        hoist_inputs=hoist, **options,
+    )
+    results = _grads_with_and_without_poison(layer, x, mask)
+    _assert_masked_steps_never_reach_the_gradients(results, mask)
+    fused = BACKEND == "torch" and kind == "right" and form != "gru_before"
+    assert layer.last_path.startswith("fused:") == fused, (layer.last_path, layer.last_path_reason)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_nan_at_masked_steps_reaches_no_gradient_of_a_stack(residual):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, TIME, UNITS)).astype("float32")
+    mask = random_mask(rng, BATCH, TIME, "right")
+    deep = kerasrnn.DeepRNN(
+        [kerasrnn.LSTM(UNITS), kerasrnn.LSTM(UNITS)], residual=residual, return_sequences=True
+    )
+    results = _grads_with_and_without_poison(deep, x, mask)
+    _assert_masked_steps_never_reach_the_gradients(results, mask)
+    fused = BACKEND == "torch" and not residual
+    assert deep.last_path.startswith("fused:") == fused, (deep.last_path, deep.last_path_reason)
 
 
 # ------------------------------------------------------------------- empty batch

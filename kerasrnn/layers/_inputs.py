@@ -98,6 +98,19 @@ def sequences(layer, x):
     return x
 
 
+def zero_masked_steps(x, mask):
+    """`x` with zeros at the masked steps.
+
+    Those steps' results are discarded (the state is carried), but the step still
+    runs: an infinite or NaN input there would reach the gradients as `0 · NaN`.
+    Zeroed before the input projection, it reaches nothing, and the gradient of the
+    input at a masked step is exactly zero.
+    """
+    if mask is None:
+        return x
+    return ops.where(ops.expand_dims(mask, -1), x, ops.zeros_like(x))
+
+
 def check_mask(layer, mask, sequences):
     """The mask as a boolean `(batch, time)` tensor (or `None`), checked."""
     if mask is None:

@@ -95,7 +95,8 @@ class RNN(keras.layers.Layer):
         initial_state: list of initial states (`[h]` or `[h, c]`), each `(batch, size)`.
         mask: boolean `(batch, time)` (or numbers: nonzero is valid); masked steps
             carry the state unchanged and the output repeats the last valid output
-            (zeros before any).
+            (zeros before any). Their inputs are never used: even a NaN there puts
+            no NaN into the outputs or any gradient.
         training: whether dropout is active.
 
     After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"`,
@@ -230,6 +231,7 @@ class RNN(keras.layers.Layer):
         batch = ops.shape(sequences)[0]
         states = self._initial_states(initial_state, sequences, batch)
         mask = _check_mask(self, mask, sequences)
+        sequences = _inputs.zero_masked_steps(sequences, mask)
         constants = self.cell.loop_constants(sequences, training)
 
         spec, lengths = self._fused_spec(constants, mask, sequences, training)

@@ -239,6 +239,7 @@ class DeepRNN(keras.layers.Layer):
     def call(self, sequences, initial_state=None, mask=None, training=False):
         sequences = _inputs.sequences(self, sequences)
         mask = _inputs.check_mask(self, mask, sequences)
+        sequences = _inputs.zero_masked_steps(sequences, mask)
         per_layer_states = self._split_initial_state(initial_state, sequences)
         spec, lengths = self._fused_stack(sequences, mask, training)
         if spec is not None:
