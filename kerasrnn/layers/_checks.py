@@ -2,7 +2,7 @@
 
 import numbers
 
-from keras import activations
+from keras import activations, constraints, initializers, regularizers
 
 ZONEOUT_MEANING = "the probability that a unit keeps its previous value"
 
@@ -49,11 +49,11 @@ def choice(name, value, options):
     raise ValueError(f"`{name}` must be one of {options}; received {value!r}.")
 
 
-def positive_float(name, value):
+def positive_float(name, value, meaning="it keeps the division finite"):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a positive float; received {value!r}.")
     if not value > 0:
-        raise ValueError(f"`{name}` must be > 0 (it keeps the division finite); received {value}.")
+        raise ValueError(f"`{name}` must be > 0 ({meaning}); received {value}.")
     return float(value)
 
 
@@ -63,6 +63,36 @@ def non_negative_int(name, value):
     if value < 0:
         raise ValueError(f"`{name}` must be >= 0; received {value}.")
     return int(value)
+
+
+def initializer(name, value):
+    try:
+        return initializers.get(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"Unknown initializer for `{name}`: {value!r}. Use a name such as "
+            "'glorot_uniform', 'orthogonal', 'zeros', or a keras.initializers.Initializer."
+        ) from err
+
+
+def regularizer(name, value):
+    try:
+        return regularizers.get(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"Unknown regularizer for `{name}`: {value!r}. Use 'l1', 'l2', 'l1_l2', "
+            "a keras.regularizers.Regularizer, or None."
+        ) from err
+
+
+def constraint(name, value):
+    try:
+        return constraints.get(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"Unknown constraint for `{name}`: {value!r}. Use 'max_norm', 'non_neg', "
+            "'unit_norm', a keras.constraints.Constraint, or None."
+        ) from err
 
 
 #: `implementation` of keras.layers.LSTM/GRU: 1 runs one small matrix product per gate,
@@ -114,3 +144,19 @@ def keras_layer_options(layer_class, kwargs, fused):
         )
     return use_cudnn if fused == "auto" else fused
 
+
+def distinct_layers(layers):
+    """ValueError if the same layer (or cell) object is at two places of a stack."""
+    seen = {}
+    for i, layer in enumerate(layers):
+        for obj in (layer, getattr(layer, "cell", None)):
+            if obj is None:
+                continue
+            if id(obj) in seen:
+                kind = "layer" if obj is layer else "cell"
+                raise ValueError(
+                    f"`layers[{seen[id(obj)]}]` and `layers[{i}]` are the same {kind} "
+                    f"object ({obj.name}); a stack needs its own layer at each place. "
+                    "Build a new layer for each, or use DeepRNN.repeat(layer, n)."
+                )
+            seen[id(obj)] = i

@@ -121,6 +121,7 @@ class DeepRNN(keras.layers.Layer):
                 f"e.g. [kerasrnn.LSTM(64), kerasrnn.LSTM(64)]; received {layers!r}."
             )
         layers = [_as_recurrent_layer(layer, i) for i, layer in enumerate(layers)]
+        _checks.distinct_layers(layers)
         n = len(layers)
         self.dropout = _checks.rate("dropout", dropout)
         self.per_sequence_dropout = bool(per_sequence_dropout)
