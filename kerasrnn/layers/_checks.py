@@ -65,34 +65,32 @@ def non_negative_int(name, value):
     return int(value)
 
 
-def initializer(name, value):
+#: What `keras_object` looks names up with, and what it suggests, by kind.
+_KERAS_OBJECTS = {
+    "initializer": (
+        initializers.get,
+        "a name such as 'glorot_uniform', 'orthogonal', 'zeros', or a keras.initializers.Initializer",
+    ),
+    "regularizer": (
+        regularizers.get,
+        "'l1', 'l2', a keras.regularizers.Regularizer (e.g. L1L2(0.01, 0.01)), or None",
+    ),
+    "constraint": (
+        constraints.get,
+        "'max_norm', 'non_neg', 'unit_norm', a keras.constraints.Constraint, or None",
+    ),
+}
+
+
+def keras_object(name, value):
+    """The initializer, regularizer or constraint `value` of the argument `name`
+    (its kind is the name's last word: `kernel_initializer` is an initializer)."""
+    kind = name.rsplit("_", 1)[-1]
+    get, examples = _KERAS_OBJECTS[kind]
     try:
-        return initializers.get(value)
+        return get(value)
     except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"Unknown initializer for `{name}`: {value!r}. Use a name such as "
-            "'glorot_uniform', 'orthogonal', 'zeros', or a keras.initializers.Initializer."
-        ) from err
-
-
-def regularizer(name, value):
-    try:
-        return regularizers.get(value)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"Unknown regularizer for `{name}`: {value!r}. Use 'l1', 'l2', 'l1_l2', "
-            "a keras.regularizers.Regularizer, or None."
-        ) from err
-
-
-def constraint(name, value):
-    try:
-        return constraints.get(value)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"Unknown constraint for `{name}`: {value!r}. Use 'max_norm', 'non_neg', "
-            "'unit_norm', a keras.constraints.Constraint, or None."
-        ) from err
+        raise ValueError(f"Unknown {kind} for `{name}`: {value!r}. Use {examples}.") from err
 
 
 #: `implementation` of keras.layers.LSTM/GRU: 1 runs one small matrix product per gate,
