@@ -31,7 +31,7 @@ TORCH_NAMES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "RNN"}
 
 
 def extension_variants(cell, shape, backend):
-    """The options of issue 3 that `cell` has, as `--variants` entries (`--extensions`).
+    """The options (extensions) that `cell` has, as `--variants` entries (`--extensions`).
 
     On torch the plain layer runs torch's fused kernel and the options the `keras.ops`
     loop, so the loop itself (`fused=False`) is a row too.

@@ -219,7 +219,7 @@ def _torch_param_names(bias, projection):
 
 def _load_torch_params(cell, params):
     """Assigns torch-layout `params` (numpy, by torch name) to a kerasrnn cell."""
-    order = cell.torch_gate_order
+    order = cell._torch_gate_order or tuple(range(cell.gates))
     ours = [order.index(k) for k in range(len(order))]  # the inverse permutation
 
     def keras_order(w):
@@ -247,8 +247,8 @@ def _torch_spec(layer, where, backward=False):
     cell = layer.cell
     constants = cell.loop_constants(keras.ops.zeros((1, 1, cell.input_dim), cell.compute_dtype), False)
     spec = cell.fused_spec(constants, training=False)
-    if spec is None:
-        raise ValueError(f"to_torch: torch.nn cannot compute {where}: {cell.unfused_reason}.")
+    if isinstance(spec, str) or spec is None:
+        raise ValueError(f"to_torch: torch.nn cannot compute {where}: {spec}.")
     return spec, cell
 
 
@@ -275,7 +275,6 @@ def _check_bidirectional(layer):
         raise ValueError(
             f"to_torch: torch.nn concatenates the two directions; merge_mode={layer.merge_mode!r}."
         )
-    layer.backward_layer._in_bidirectional = True
 
 
 def _directions(layer):

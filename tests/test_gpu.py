@@ -17,8 +17,8 @@ import pytest
 from _util import loss_and_grads, nonzero_uniform, random_weights
 
 import kerasrnn
-from kerasrnn.layers.rnn import HOIST_DEFAULTS
 from kerasrnn.ops.device import on_accelerator
+from kerasrnn.ops.plan import LOOP_DEFAULTS, device_kind, plan_call
 from tests.conftest import BACKEND, CUDNN_FLOAT32, to_numpy
 
 pytestmark = pytest.mark.gpu
@@ -194,10 +194,14 @@ def test_host_tensors_in_gpu_layers(layer_cls, rng):
     assert x.grad is not None and x.grad.device.type == "cpu"
 
 
-def test_hoisting_default_on_gpu_is_the_tables(rng):
-    layer = kerasrnn.GRU(8)
-    x = _x(rng)
-    assert layer._hoist(keras.ops.convert_to_tensor(x)) == HOIST_DEFAULTS[(BACKEND, True)]
+def test_loop_choices_on_gpu_are_the_planners_gpu_column(rng):
+    x = keras.ops.convert_to_tensor(_x(rng))
+    layer = kerasrnn.GRU(8, fused=False)
+    layer(x)
+    plan = plan_call(layer.cell, x, None, False, layer.cell.loop_constants(x), fused=False)
+    assert device_kind(x) == "gpu"
+    assert plan.hoist == LOOP_DEFAULTS[(BACKEND, "gpu")]["hoist"]
+    assert plan.remat is False and plan.xla is False
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS)

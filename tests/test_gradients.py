@@ -136,15 +136,38 @@ def test_remat_changes_nothing_but_the_schedule(form, options, rng, float64):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-14)
 
 
+def _loop_plan(layer, x):
+    """The loop's choices the planner makes for `layer` on `x` (inside a tf.function on
+    TensorFlow, where the loop may be compiled)."""
+    import keras
+
+    from kerasrnn.ops.plan import plan_call
+
+    layer.build(tuple(x.shape))
+
+    def plan():
+        constants = layer.cell.loop_constants(x)
+        return plan_call(layer.cell, x, None, False, constants, fused=False,
+                         hoist_inputs=layer.hoist_inputs, remat=layer.remat, xla=layer.xla)
+
+    if keras.backend.backend() != "tensorflow":
+        return plan()
+    import tensorflow as tf
+
+    plans = []
+    tf.function(lambda: plans.append(plan()))()
+    return plans[0]
+
+
 def test_remat_auto_choice():
     """`remat="auto"`: on JAX on a CPU where the step is worth recomputing (measured):
     LSTM always, GRU with layer norm or zoneout, SimpleRNN with layer norm."""
     import keras
 
-    from kerasrnn.layers.rnn import REMAT_DEFAULTS
+    from kerasrnn.ops.plan import LOOP_DEFAULTS, device_kind
 
     x = keras.ops.zeros((1, 2, FEATURES))
-    allowed = REMAT_DEFAULTS.get((keras.backend.backend(), on_accelerator(x)), False)
+    allowed = LOOP_DEFAULTS[(keras.backend.backend(), device_kind(x))]["remat"] == "cell"
     cases = [
         (kerasrnn.LSTM, {}, True),
         (kerasrnn.GRU, {}, False),
@@ -154,10 +177,11 @@ def test_remat_auto_choice():
         (kerasrnn.SimpleRNN, {"zoneout": 0.1}, False),
         (kerasrnn.SimpleRNN, {"layer_norm": True}, True),
     ]
+    jax = keras.backend.backend() == "jax"
     for layer_class, options, pays in cases:
-        assert layer_class(UNITS, **options)._remat(x) is (allowed and pays)
-        assert layer_class(UNITS, remat=True, **options)._remat(x) is True
-        assert layer_class(UNITS, remat=False, **options)._remat(x) is False
+        assert _loop_plan(layer_class(UNITS, **options), x).remat is (allowed and pays)
+        assert _loop_plan(layer_class(UNITS, remat=True, **options), x).remat is jax
+        assert _loop_plan(layer_class(UNITS, remat=False, **options), x).remat is False
     assert allowed is (keras.backend.backend() == "jax" and not on_accelerator(x))
 
 
@@ -256,15 +280,21 @@ def test_xla_loop_inside_a_compiled_training_step(rng):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
 
 
+#: Whether the compiled loop is the default of the plain GRU and SimpleRNN on
+#: TensorFlow on a CPU (docs/performance.md has the whole-step measurements).
+XLA_PAYS_PLAIN = {"gru": True, "simple_rnn": True}
+
+
 def test_xla_auto_choice():
     """`xla="auto"`: on TensorFlow on a CPU (where Keras's training step is not
-    compiled by XLA), for every cell but the plain LSTM (measured)."""
+    compiled by XLA), for the cells whose options make the compiled loop faster in a
+    whole training step (measured): not for the plain LSTM, GRU and SimpleRNN."""
     import keras
 
-    from kerasrnn.layers.rnn import XLA_DEFAULTS
+    from kerasrnn.ops.plan import LOOP_DEFAULTS, device_kind
 
     x = keras.ops.zeros((1, 2, FEATURES))
-    allowed = XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(x)), False)
+    allowed = LOOP_DEFAULTS[(keras.backend.backend(), device_kind(x))]["xla"] == "cell"
     assert allowed is (keras.backend.backend() == "tensorflow" and not on_accelerator(x))
     cases = [
         (kerasrnn.LSTM, {}, False),
@@ -272,10 +302,11 @@ def test_xla_auto_choice():
         (kerasrnn.LSTM, {"use_peepholes": True}, True),
         (kerasrnn.LSTM, {"proj_size": 2}, True),
         (kerasrnn.LSTM, {"zoneout_cell": 0.1}, True),
-        (kerasrnn.GRU, {}, True),
-        (kerasrnn.SimpleRNN, {}, True),
+        (kerasrnn.GRU, {}, XLA_PAYS_PLAIN["gru"]),
+        (kerasrnn.SimpleRNN, {}, XLA_PAYS_PLAIN["simple_rnn"]),
     ]
+    tf = keras.backend.backend() == "tensorflow"
     for layer_class, options, pays in cases:
-        assert layer_class(UNITS, **options)._xla(x) is (allowed and pays)
-        assert layer_class(UNITS, xla=True, **options)._xla(x) is True
-        assert layer_class(UNITS, xla=False, **options)._xla(x) is False
+        assert _loop_plan(layer_class(UNITS, **options), x).xla is (allowed and pays)
+        assert _loop_plan(layer_class(UNITS, xla=True, **options), x).xla is tf
+        assert _loop_plan(layer_class(UNITS, xla=False, **options), x).xla is False

@@ -130,7 +130,10 @@ def test_extra_weights_keep_the_keras_layout(kind):
     layer.build((None, None, I))
     names = [w.name for w in layer.weights]
     assert names[:3] == ["kernel", "recurrent_kernel", "bias"]
-    sizes = layer.cell.layer_norm_sizes()
+    gated = {"lstm": 4, "gru": 3, "gru_cho": 3}.get(kind)
+    sizes = {"norm": U} if gated is None else {"kernel_norm": gated * U, "recurrent_norm": gated * U}
+    if kind == "lstm":
+        sizes["state_norm"] = U
     assert names[3:] == [f"{n}_{p}" for n in sizes for p in ("gamma", "beta")]
     for w in layer.weights[3:]:
         expected = 1.0 if w.name.endswith("gamma") else 0.0

@@ -43,7 +43,7 @@ def test_inference_is_the_expectation(kind, rng):
     layer.build((None, None, I))
     w = random_weights(layer, rng)
     out, *states = layer(x.astype("float32"))
-    rates = layer.cell.state_zoneout()
+    rates = [layer.zoneout] + ([layer.zoneout_cell] if isinstance(layer, kerasrnn.LSTM) else [])
     init = [np.zeros((B, s)) for s in layer.state_size]
     expected, expected_states = ref.run_sequence(ref.zoneout_step(_steps(layer, w), rates), x, init)
     np.testing.assert_allclose(to_numpy(out), expected, atol=1e-5)

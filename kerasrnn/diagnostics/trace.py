@@ -2,7 +2,8 @@
 
 Everything in `kerasrnn.diagnostics` that looks inside the time loop goes through
 `traced(model)`: while it is active, each kerasrnn recurrent layer runs its own cell's
-`project_inputs` and `step` through `kerasrnn.ops.unroll` (never a fused kernel), and
+`project_inputs` and `step` through the loop (`kerasrnn.ops.run.run_cell`, never a fused
+kernel; the same dropout and zoneout masks as the layer), and
 
 - records what the step hands to `RecurrentCell.record` (the gates) and the output `h_t`;
 - optionally adds a probe tensor `p_t` to each `h_t` *inside* the recurrence,
@@ -20,8 +21,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasrnn.layers.rnn import RNN, _check_mask
-from kerasrnn.ops import unroll
+from kerasrnn.layers.rnn import RNN, prepare_call
+from kerasrnn.ops.plan import plan_call
+from kerasrnn.ops.run import run_cell
 
 __all__ = ["as_tensor", "recurrent_layers", "traced"]
 
@@ -121,31 +123,36 @@ def _traced_call(layer, probe, records):
     cell = layer.cell
 
     def call(sequences, initial_state=None, mask=None, training=False):
-        batch = ops.shape(sequences)[0]
-        states = layer._initial_states(initial_state, sequences, batch)
-        mask = _check_mask(layer, mask, sequences)
+        sequences, states, mask = prepare_call(layer, sequences, initial_state, mask)
         constants = cell.loop_constants(sequences, training)
-        projected = cell.project_inputs(sequences, constants)
-        names = _recorded_names(cell, projected, states, constants)
+        # The loop, never a fused kernel, with the projection hoisted, as the layer
+        # would run it otherwise (the same dropout and zoneout masks).
+        plan = plan_call(cell, sequences, mask, training, constants, fused=False,
+                         hoist_inputs=True, remat=False, xla=False, name=layer.name)
+        names, sizes = _recorded_names(cell, sequences, states, constants)
         units = cell.output_size
 
-        def step_fn(inputs_t, states):
-            observer = {}
-            output, new_states = cell.step(inputs_t[0], states, {**constants, "observer": observer})
-            if probe is not None:
-                # The cell's output is its first state (h); the next step sees h + p.
-                output = output + inputs_t[1]
-                new_states = [output, *new_states[1:]]
-            return ops.concatenate([output] + [observer[n] for n in names], axis=-1), new_states
+        def wrap(cell_step):
+            def step(z_t, states, constants_t, *probe_t):
+                observer = {}
+                output, new_states = cell_step(z_t, states, constants_t.at_step(observer=observer))
+                if probe_t:
+                    # The cell's output is its first state (h); the next step sees h + p.
+                    output = output + probe_t[0]
+                    new_states = [output, *new_states[1:]]
+                return ops.concatenate([output] + [observer[n] for n in names], axis=-1), new_states
 
-        inputs = (projected,) if probe is None else (projected, ops.cast(probe, projected.dtype))
-        last, outputs, final = unroll(
-            step_fn, inputs, states, mask=mask,
+            return step
+
+        scanned = () if probe is None else (ops.cast(probe, sequences.dtype),)
+        last, outputs, final = run_cell(
+            cell, sequences, states, constants, plan, mask=mask, training=training,
             go_backwards=layer.go_backwards, return_sequences=True,
-            zero_output_for_mask=layer.zero_output_for_mask,
-            output_size=units * (1 + len(names)),
+            zero_output_for_mask=layer.zero_output_for_mask, wrap=wrap, scanned=scanned,
+            output_size=units + sum(sizes),
         )
-        pieces = ops.split(outputs, 1 + len(names), axis=-1)
+        cuts = [units + sum(sizes[:i]) for i in range(len(sizes))]  # h, then each value
+        pieces = ops.split(outputs, cuts, axis=-1) if cuts else [outputs]
         if records is not None:
             records[layer.name] = {"h": pieces[0], **dict(zip(names, pieces[1:]))}
         output = pieces[0] if layer.return_sequences else last[..., :units]
@@ -157,8 +164,11 @@ def _traced_call(layer, probe, records):
     return call
 
 
-def _recorded_names(cell, projected, states, constants):
-    """The names the cell's `step` records, in a fixed order (one traced step to see)."""
+def _recorded_names(cell, sequences, states, constants):
+    """The names the cell's `step` records, in a fixed order, and the size of each
+    (one traced step to see: an LSTM with a projection records gates wider than h)."""
     observer = {}
-    cell.step(projected[:, 0], states, {**constants, "observer": observer})
-    return sorted(n for n in observer if n != "h")
+    projected = cell.project_inputs(sequences[:, 0], constants)
+    cell.step(projected, states, constants.at_step(observer=observer))
+    names = sorted(n for n in observer if n != "h")
+    return names, [int(observer[n].shape[-1]) for n in names]

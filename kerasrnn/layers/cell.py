@@ -1,4 +1,10 @@
-"""The base class of every kerasrnn cell: weights, dropout masks and the two-part step."""
+"""The base class of every kerasrnn cell, and what its `step` works with.
+
+A cell says what one time step computes; everything around the step (weights in
+Keras's layout, dropout masks drawn once per sequence, zoneout, masking,
+`go_backwards`, the fast loop, a fused kernel where one exists, saving, the
+diagnostics) is the base class's and the sequence layer's.
+"""
 
 from typing import ClassVar
 
@@ -8,48 +14,125 @@ from keras import activations, constraints, initializers, ops, regularizers
 from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks
 from kerasrnn.ops.math import layer_normalization, matmul, reshape, rms_scale
+from kerasrnn.ops.run import zoneout_masks
 
 
-class RecurrentCell(keras.layers.Layer):
-    """Base class of kerasrnn cells (not used directly).
+def _keras_dropout_cell():
+    """Keras's dropout-mask cache for cells, found through a public Keras cell class.
 
-    A cell keeps the Keras cell protocol — `call(inputs, states, training)` returns
-    `(output, new_states)`, with `state_size`, `output_size` and `get_initial_state` — so
-    it works inside `keras.layers.RNN`. It also splits its work in two so that
-    `kerasrnn.layers.RNN` can run it fast:
+    `keras.layers.RNN` fills it once per sequence before its time loop (and clears it
+    after) for the cells that have it, so that every step of a sequence shares one
+    input mask and one recurrent mask. Inheriting it gives kerasrnn cells the same
+    masks per sequence under `keras.layers.RNN` as under `kerasrnn.layers.RNN`.
+    """
+    for klass in keras.layers.SimpleRNNCell.__mro__:
+        if klass.__name__ == "DropoutRNNCell":
+            return (klass,)
+    return ()
 
-    - `project_inputs(x, constants)`: everything that depends only on the input,
-      `x @ kernel + bias` (with the input dropout mask). It accepts one step
-      `(batch, features)` or a whole sequence `(batch, time, features)`.
-    - `step(projected_t, states, constants)`: the recurrent part only.
 
-    `loop_constants(inputs, training)` returns what stays fixed over the sequence (the
-    weights as tensors, already split and cast; dropout masks drawn once per sequence).
-    It runs before the time loop so the loop body is stateless.
+class LoopConstants(dict):
+    """What stays fixed over a sequence, and what a cell's `step` calls.
 
-    Weights follow the Keras layout: `kernel (input_dim, G*units)`,
-    `recurrent_kernel (units, G*units)`, `bias`, where `G` is the number of gates.
-    With `layer_norm=True` each normalization adds a gain `<name>_gamma` (ones) and a
-    shift `<name>_beta` (zeros) after those three (see `layer_norm_sizes`).
+    `loop_constants` returns one: the weights as tensors (`"kernel"`,
+    `"recurrent_kernel"`, `"bias"`, `"input_bias"`, and what the cell adds), the dropout
+    masks drawn for this sequence, and the zoneout rates. The layer gives each step
+    its own copy with that step's zoneout masks. In `step`, a cell reads its weights
+    by key and calls:
 
-    Random numbers that change at every step (zoneout) are drawn before the loop by
-    `per_step_inputs(inputs, constants, training)` as `(batch, time, ...)` tensors;
-    the layer scans them with the inputs and `step` finds their slices in `constants`.
+    - `recurrent(h)`: `h` as the recurrent product sees it (recurrent dropout applied);
+    - `zoneout(states, new_states)`: the new states with zoneout applied;
+    - `record(**values)`: hands intermediate values (the gates) to the diagnostics.
+    """
+
+    def drop_inputs(self, inputs):
+        """`inputs` times the input dropout mask (one mask for every time step)."""
+        mask = self.get("input_mask")
+        if mask is None:
+            return inputs
+        if len(inputs.shape) == 3:
+            mask = ops.expand_dims(mask, 1)
+        return inputs * mask
+
+    def recurrent(self, h):
+        """`h` times the recurrent dropout mask, if one is active."""
+        mask = self.get("recurrent_mask")
+        return h if mask is None else h * mask
+
+    def zoneout(self, states, new_states):
+        """Zoneout of each state (Krueger et al. 2016); the identity at rate 0.
+
+        With this step's mask `d_t` (training) each unit keeps its previous value
+        where `d_t = 1`; without one (inference) the state is the expectation
+        `p · u_{t-1} + (1 − p) · ũ_t`.
+        """
+        rates, zoned = self.get("zoneout_rates", ()), []
+        for i, (old, new) in enumerate(zip(states, new_states)):
+            rate = rates[i] if i < len(rates) else 0.0
+            if rate > 0:
+                new = rnn_regularizers.zoneout(old, new, self.get(f"zoneout_{i}", rate))
+            zoned.append(new)
+        return zoned
+
+    def record(self, **values):
+        """Diagnostics hook: hands a step's intermediate values to an observer.
+
+        `kerasrnn.diagnostics` runs the cell's own `step` with a fresh dict under
+        `"observer"` and reads the values back inside the same step, so nothing
+        leaves the scan body and the gates are never computed a second way.
+        Elsewhere there is no observer and this does nothing.
+        """
+        observer = self.get("observer")
+        if observer is not None:
+            observer.update(values)
+
+    def at_step(self, **entries):
+        """A copy with this step's entries (its zoneout masks, an observer)."""
+        return LoopConstants(self, **entries) if entries else self
+
+
+class RecurrentCell(keras.layers.Layer, *_keras_dropout_cell()):
+    """Base class of kerasrnn cells.
+
+    **What a cell writes** (see "Write your own cell" in the docs):
+
+    - `gates`, a class attribute: the number `G` of gate blocks. The base class makes
+      `kernel (input_dim, G·units)`, `recurrent_kernel (output_size, G·units)` and
+      `bias (G·units,)` in Keras's layout.
+    - `step(projected, states, constants) -> (output, new_states)`: one time step from
+      the projected input `x_t W_x + b` (`G·units` wide), the previous states and the
+      `LoopConstants` (weights by key; `constants.recurrent(h)`,
+      `constants.zoneout(states, new_states)`, `constants.record(**values)`).
+
+    **What it may add**:
+
+    - `state_size` and `output_size` (default `units` for both);
+    - `loop_constants(inputs, training)`: more per-sequence tensors (call `super()`
+      and add to what it returns: weights read once, blocks split once);
+    - `project_inputs(inputs, constants)`: the input side, applied to one step or the
+      whole sequence (default: input dropout, then `x W_x + b`);
+    - `fused_spec(constants, training)`: a backend kernel that computes the cell
+      exactly (`kerasrnn.ops.fused.FusedSpec`), or why none does (a string);
+    - `cost_hints()`: `{"remat": bool, "xla": bool}`, whether recomputing the step in
+      the backward pass (JAX on a CPU) or compiling the loop (TensorFlow on a CPU)
+      pays for this cell, where the planner may use them (default: neither).
+
+    The Keras cell protocol is kept, `call(inputs, states, training)` returning
+    `(output, new_states)`, so a kerasrnn cell also runs in `keras.layers.RNN`, with
+    one dropout mask per sequence there too.
     """
 
     #: Number of gate blocks in the fused weight layout (1, 3 or 4).
     gates = 1
-    #: Names of the gate blocks of `recurrent_kernel`, in the fused layout's order.
+    #: Names of the gate blocks of `recurrent_kernel`, in the fused layout's order
+    #: (the diagnostics' spectrum per gate).
     gate_names = ("h",)
-    #: What `step` passes to `record`: value name -> the name of the cell attribute
-    #: holding the activation that produced it (`None`: unbounded, e.g. LSTM's `c`).
-    #: `kerasrnn.diagnostics` reads it to find each value's saturation limits.
+    #: What `step` passes to `constants.record`: value name -> the name of the cell
+    #: attribute holding the activation that produced it (`None`: unbounded, e.g.
+    #: LSTM's `c`). `kerasrnn.diagnostics` reads it to find each value's saturation.
     recorded_values: ClassVar[dict] = {}
-
-    @property
-    def torch_gate_order(self):
-        """torch.nn's gate blocks as indices of ours (the same order unless overridden)."""
-        return tuple(range(self.gates))
+    #: torch.nn's gate blocks as indices of ours, where they differ (the GRU).
+    _torch_gate_order = None
 
     def __init__(
         self,
@@ -104,8 +187,7 @@ class RecurrentCell(keras.layers.Layer):
         return self.units
 
     def get_initial_state(self, batch_size=None):
-        sizes = self.state_size if isinstance(self.state_size, (list, tuple)) else [self.state_size]
-        return [ops.zeros((batch_size, s), dtype=self.compute_dtype) for s in sizes]
+        return [ops.zeros((batch_size, s), dtype=self.compute_dtype) for s in _sizes(self.state_size)]
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -139,213 +221,126 @@ class RecurrentCell(keras.layers.Layer):
             )
         else:
             self.bias = None
-        if self.layer_norm:
-            for name, size in self.layer_norm_sizes().items():
-                gamma = self.add_weight(shape=(size,), name=f"{name}_gamma", initializer="ones")
-                beta = self.add_weight(shape=(size,), name=f"{name}_beta", initializer="zeros")
-                setattr(self, f"{name}_gamma", gamma)
-                setattr(self, f"{name}_beta", beta)
-
-    def layer_norm_sizes(self):
-        """`{name: size}` of the layer normalizations this cell applies with
-        `layer_norm=True`; each has the weights `<name>_gamma` and `<name>_beta`."""
-        return {}
-
-    def state_zoneout(self):
-        """Zoneout probability of each state, in the order of `state_size`."""
-        return [self.zoneout]
-
-    def remat_pays(self):
-        """Whether recomputing this cell's step in the backward pass (`remat`) beats
-        storing its intermediates, where the backend allows it (JAX on a CPU).
-
-        Measured (`nox -s bench`, docs/performance.md): yes with layer norm, whose
-        statistics and normalized values would be stored at every step; the cells
-        override it for their other configurations.
-        """
-        return self.layer_norm
-
-    def xla_pays(self):
-        """Whether the XLA-compiled loop (`xla`) beats TensorFlow's graph-mode loop for
-        this cell, where the backend allows it (TensorFlow on a CPU).
-
-        Measured (`nox -s bench`, docs/performance.md): the compiled loop and its
-        recomputed forward pass cost about what the graph loop does for a plain GRU or
-        SimpleRNN (0.95–0.97×) and much less with layer norm or zoneout; `LSTMCell`
-        overrides it.
-        """
-        return True
-
-    def _bias_shape(self):
-        return (self.gates * self.units,)
-
-    def _bias_initializer(self):
-        return self.bias_initializer
 
     def call(self, inputs, states, training=False):
+        """One step (the Keras cell protocol): `(output, new_states)`."""
         nested = isinstance(states, (list, tuple))
         states = list(states) if nested else [states]
-        constants = self.loop_constants(inputs, training)
-        constants.update(self.per_step_inputs(inputs, constants, training))
+        self._in_keras_step = True  # take the masks keras.layers.RNN drew for the sequence
+        try:
+            constants = self.loop_constants(inputs, training)
+        finally:
+            self._in_keras_step = False
+        if training and any(r > 0 for r in constants["zoneout_rates"]) and _in_keras_jax_scan(self):
+            raise ValueError(
+                f"{type(self).__name__}: zoneout in training needs a new random mask at every "
+                "step, which keras.layers.RNN cannot draw on JAX (its loop is traced once). "
+                "Run the cell in kerasrnn.layers.RNN, which draws the masks before the loop."
+            )
+        constants = constants.at_step(**zoneout_masks(self, constants, inputs, training))
         output, new_states = self.step(self.project_inputs(inputs, constants), states, constants)
         return output, (new_states if nested else new_states[0])
 
-    # ------------------------------------------------------------ the fast split
+    # ----------------------------------------------------------------- the split
     def loop_constants(self, inputs, training=False):
-        """Loop-invariant tensors: weights (cast to the compute dtype) and dropout masks.
+        """Tensors fixed over the sequence: the weights, cast to the compute dtype and
+        read once, and the dropout masks (one per sequence, in training).
 
         Args:
             inputs: the sequence `(batch, time, features)` or one step
                 `(batch, features)`; only its batch size and feature size are used.
             training: whether dropout is active.
         """
-        constants = {
-            "kernel": read(self.kernel, self.compute_dtype),
-            "recurrent_kernel": read(self.recurrent_kernel, self.compute_dtype),
-            "bias": read(self.bias, self.compute_dtype) if self.use_bias else None,
-            "input_mask": None,
-            "recurrent_mask": None,
-        }
+        bias = read(self.bias, self.compute_dtype) if self.use_bias else None
+        constants = LoopConstants(
+            kernel=read(self.kernel, self.compute_dtype),
+            recurrent_kernel=read(self.recurrent_kernel, self.compute_dtype),
+            bias=bias,
+            input_bias=bias,
+            input_mask=None,
+            recurrent_mask=None,
+            zoneout_rates=tuple(self._zoneout_rates()),
+        )
         if training:
             batch = ops.shape(inputs)[0]
             if self.dropout > 0:
-                constants["input_mask"] = self._dropout_mask((batch, inputs.shape[-1]), self.dropout)
+                constants["input_mask"] = self._draw_dropout_mask(
+                    "_dropout_mask", (batch, inputs.shape[-1]), self.dropout
+                )
             if self.recurrent_dropout > 0:
-                constants["recurrent_mask"] = self._dropout_mask((batch, self.output_size), self.recurrent_dropout)
-        if self.layer_norm:
-            for name in self.layer_norm_sizes():
-                constants[name] = (
-                    read(getattr(self, f"{name}_gamma"), self.compute_dtype),
-                    read(getattr(self, f"{name}_beta"), self.compute_dtype),
+                constants["recurrent_mask"] = self._draw_dropout_mask(
+                    "_recurrent_dropout_mask", (batch, self.output_size), self.recurrent_dropout
                 )
-            if "kernel_norm" in constants:
-                # LN_x(x W) only sees x W minus its block means: take them out of W
-                # once here, and the step's normalization needs no mean (see
-                # `center_blocks`).
-                constants["kernel"] = center_blocks(constants["kernel"], self.gates)
         return constants
 
-    def _dropout_mask(self, shape, rate):
-        return rnn_regularizers.dropout_mask(shape, rate, self.seed_generator, self.compute_dtype)
-
-    def per_step_inputs(self, inputs, constants, training=False):
-        """Random tensors that change at every step, drawn before the loop.
-
-        Returns `{name: tensor}` with tensors `(batch, time, size)` for a sequence
-        `inputs (batch, time, features)`, or `(batch, size)` for one step; the layer
-        scans them along with the inputs and `step` reads each step's slice as
-        `constants[name]`. Here: the zoneout masks `zoneout_<i>` of the states whose
-        zoneout probability is positive, in training only (inference uses the
-        expectation, no random numbers).
-        """
-        if not training:
-            return {}
-        sizes = self.state_size if isinstance(self.state_size, (list, tuple)) else [self.state_size]
-        leading = tuple(ops.shape(inputs)[:-1])
-        masks = {}
-        for i, (rate, size) in enumerate(zip(self.state_zoneout(), sizes)):
-            if rate > 0:
-                masks[f"zoneout_{i}"] = rnn_regularizers.zoneout_mask(
-                    leading + (size,), rate, self.seed_generator, self.compute_dtype
-                )
-        return masks
-
-    def apply_zoneout(self, states, new_states, constants):
-        """Zoneout of each state (Krueger et al. 2016); the identity at rate 0.
-
-        With a per-step mask `d_t` in `constants` (training) each unit keeps its
-        previous value where `d_t = 1`; without one (inference) the state is the
-        expectation `p · u_{t-1} + (1 − p) · ũ_t`.
-        """
-        zoned = []
-        for i, (old, new, rate) in enumerate(zip(states, new_states, self.state_zoneout())):
-            if rate > 0:
-                new = rnn_regularizers.zoneout(old, new, constants.get(f"zoneout_{i}", rate))
-            zoned.append(new)
-        return zoned
-
-    def normalize(self, z, constants, name, groups=1, centered=False, shift=True):
-        """Layer normalization of `z` with the gain and shift `constants[name]`.
-
-        `centered=True` says each block of `z` already has mean zero (a product with
-        weights that `center_blocks` centered), so only the variance is computed.
-        `shift=False` leaves out `β` (a cell that added it to its bias instead).
-        """
-        gamma, beta = constants[name]
-        if centered:
-            return normalize_centered(z, gamma, beta if shift else None, self.layer_norm_epsilon, groups)
-        return layer_norm(z, gamma, beta if shift else None, self.layer_norm_epsilon, groups)
-
-    def input_bias(self, constants):
-        """The part of the bias added to the input projection."""
-        return constants["bias"]
-
-    def project_inputs(self, inputs, constants=None):
-        """`inputs @ kernel + bias` for one step or a whole sequence.
-
-        With `layer_norm=True` on a gated cell the projection is normalized per gate
-        block before the bias is added: `LN(inputs @ kernel) + bias`.
-        """
-        if constants is None:
-            constants = self.loop_constants(inputs)
-        z = matmul(self.drop_inputs(inputs, constants), constants["kernel"])
-        if constants.get("kernel_norm") is not None:  # `kernel` is centered
-            z = self.normalize(z, constants, "kernel_norm", groups=self.gates, centered=True, shift=False)
-            return z + constants["input_shift"]  # see `fold_input_shift`
-        bias = self.input_bias(constants)
-        if bias is not None:
-            z = z + bias
-        return z
-
-    def fold_input_shift(self, constants):
-        """With layer norm, `constants["input_shift"]`: the bias plus `LN_x`'s shift `β_x`
-        (and what else the cell folds into it), the one vector `project_inputs` adds
-        after `LN_x`. Gated cells call it last in `loop_constants`, so the sum is formed
-        once per sequence, never inside the time loop.
-        """
-        bias = self.input_bias(constants)
-        beta = constants["kernel_norm"][1]
-        constants["input_shift"] = beta if bias is None else bias + beta
-        return constants
-
-    def drop_inputs(self, inputs, constants):
-        """`inputs` times the input dropout mask (one mask for every time step)."""
-        mask = constants["input_mask"]
-        if mask is None:
-            return inputs
-        if len(inputs.shape) == 3:
-            mask = ops.expand_dims(mask, 1)
-        return inputs * mask
-
-    def recurrent_input(self, h, constants):
-        """`h` as the recurrent matrix product sees it (recurrent dropout applied)."""
-        mask = constants["recurrent_mask"]
-        return h if mask is None else h * mask
+    def project_inputs(self, inputs, constants):
+        """`dropout(inputs) @ kernel + input_bias`, for one step or a whole sequence."""
+        z = matmul(constants.drop_inputs(inputs), constants["kernel"])
+        bias = constants["input_bias"]
+        return z if bias is None else z + bias
 
     def step(self, projected, states, constants):
         """One time step from the projected input; returns `(output, new_states)`."""
-        raise NotImplementedError
-
-    def record(self, constants, **values):
-        """Diagnostics hook: hands a step's intermediate values (its gates) to an observer.
-
-        `kerasrnn.diagnostics` runs the cell's own `step` with a fresh dict under
-        `constants["observer"]` and reads the values back inside the same step, so
-        nothing leaves the scan body and the gates are never computed a second way.
-        Everywhere else `constants` has no observer and this does nothing.
-
-        Args:
-            constants: the dict from `loop_constants` (plus `"observer"` when traced).
-            **values: tensors `(batch, units)` named as in `recorded_values`.
-        """
-        observer = constants.get("observer")
-        if observer is not None:
-            observer.update(values)
+        raise NotImplementedError(f"{type(self).__name__} must define `step`.")
 
     def fused_spec(self, constants, training=False):
         """A `kerasrnn.ops.fused.FusedSpec` if a backend kernel computes this cell
-        exactly with these constants, else `None` with the reason in `self.unfused_reason`."""
-        return
+        exactly with these constants, else a string that says why none does."""
+        return f"{type(self).__name__} has no fused kernel"
+
+    def cost_hints(self):
+        """`{"remat": bool, "xla": bool}`: what pays for this cell, where allowed."""
+        return {"remat": False, "xla": False}
+
+    # ------------------------------------------------------------------ private
+    def _bias_shape(self):
+        return (self.gates * self.units,)
+
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    def _zoneout_rates(self):
+        """The zoneout probability of each state, in the order of `state_size`."""
+        return [self.zoneout]
+
+    def get_dropout_mask(self, step_input):
+        # keras.layers.RNN calls this before its loop and `reset_dropout_mask` after it.
+        self._keras_rnn_running = True
+        return super().get_dropout_mask(step_input)
+
+    def reset_dropout_mask(self):
+        self._keras_rnn_running = False
+        super().reset_dropout_mask()
+
+    def _draw_dropout_mask(self, cached, shape, rate):
+        # `keras.layers.RNN` draws the masks of a sequence before its loop (see
+        # `_keras_dropout_cell`); everywhere else they are drawn here, once per sequence.
+        mask = getattr(self, cached, None) if getattr(self, "_in_keras_step", False) else None
+        if mask is not None and tuple(mask.shape)[-1:] == tuple(shape)[-1:]:
+            return ops.cast(mask, self.compute_dtype)
+        return rnn_regularizers.dropout_mask(shape, rate, self.seed_generator, self.compute_dtype)
+
+    def _add_layer_norm(self, name, size):
+        """The gain `<name>_gamma` (ones) and shift `<name>_beta` (zeros) of one layer
+        normalization, made in `build`."""
+        gamma = self.add_weight(shape=(size,), name=f"{name}_gamma", initializer="ones")
+        beta = self.add_weight(shape=(size,), name=f"{name}_beta", initializer="zeros")
+        setattr(self, f"{name}_gamma", gamma)
+        setattr(self, f"{name}_beta", beta)
+
+    def _read_layer_norm(self, name):
+        """`(γ, β)` of the layer normalization `name`, as tensors."""
+        dtype = self.compute_dtype
+        return read(getattr(self, f"{name}_gamma"), dtype), read(getattr(self, f"{name}_beta"), dtype)
+
+    def _normalized_projection(self, inputs, constants):
+        """`LN_x(dropout(inputs) @ kernel) + input_shift` per gate block, on the
+        centered kernel that `loop_constants` made (see `center_blocks`); the gated
+        cells' input side with layer norm."""
+        z = matmul(constants.drop_inputs(inputs), constants["kernel"])
+        gamma = constants["kernel_norm"][0]
+        z = normalize_centered(z, gamma, None, self.layer_norm_epsilon, self.gates)
+        return z + constants["input_shift"]
 
     # --------------------------------------------------------------------- config
     def get_config(self):
@@ -372,6 +367,16 @@ class RecurrentCell(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
+def _in_keras_jax_scan(cell):
+    """Whether `keras.layers.RNN` is running `cell` on JAX (it drew the sequence's
+    dropout masks, `_keras_dropout_cell`, and clears them after its loop)."""
+    return keras.backend.backend() == "jax" and getattr(cell, "_keras_rnn_running", False)
+
+
+def _sizes(size):
+    return list(size) if isinstance(size, (list, tuple)) else [size]
+
+
 def gated_fused_ok(cell, constants):
     """Why a gated cell cannot use a fused kernel (`None` if it can)."""
     if cell.activation is not activations.tanh:
@@ -387,9 +392,22 @@ def common_fused_reason(cell, constants):
         return "recurrent dropout is active"
     if cell.layer_norm:
         return "layer_norm=True (no backend kernel normalizes inside the step)"
-    if any(rate > 0 for rate in cell.state_zoneout()):
+    if any(rate > 0 for rate in constants["zoneout_rates"]):
         return "zoneout is active (no backend kernel computes it, in training or inference)"
     return None
+
+
+def normalize(z, norm, epsilon, groups=1, centered=False, shift=True):
+    """Layer normalization of `z` with `norm = (γ, β)` (see `layer_norm`).
+
+    `centered=True` says each block of `z` already has mean zero (a product with
+    weights that `center_blocks` centered), so only the variance is computed.
+    `shift=False` leaves out `β` (a cell that added it to its bias instead).
+    """
+    gamma, beta = norm
+    if centered:
+        return normalize_centered(z, gamma, beta if shift else None, epsilon, groups)
+    return layer_norm(z, gamma, beta if shift else None, epsilon, groups)
 
 
 def read(variable, dtype=None):

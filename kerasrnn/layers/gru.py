@@ -6,7 +6,7 @@ import keras
 from keras import activations, ops
 
 from kerasrnn.layers import _checks
-from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok
+from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok, normalize
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec, Slot
 from kerasrnn.ops.math import activate, matmul
@@ -18,7 +18,7 @@ _register = keras.saving.register_keras_serializable(package="kerasrnn")
 class GRUCell(RecurrentCell):
     r"""Gated Recurrent Unit cell, in the form of Cho et al. (2014) or of Keras/cuDNN.
 
-    With `reset_after=False` (the seed lesson's equations, Cho et al. 2014), at step `t`:
+    With `reset_after=False` (the equations of Cho et al. 2014), at step `t`:
 
     ```
     z_t = σ(x_t W_xz + h_{t-1} W_hz + b_z)                  update gate
@@ -103,7 +103,7 @@ class GRUCell(RecurrentCell):
 
     gates = 3
     #: torch.nn.GRU's gate blocks `r, z, n` as indices of ours (`z, r, h`).
-    torch_gate_order = (1, 0, 2)
+    _torch_gate_order = (1, 0, 2)
     gate_names = ("z", "r", "g")
     recorded_values: ClassVar[dict] = {"z": "recurrent_activation", "r": "recurrent_activation", "g": "activation"}
 
@@ -124,20 +124,28 @@ class GRUCell(RecurrentCell):
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
-    def layer_norm_sizes(self):
-        return {"kernel_norm": 3 * self.units, "recurrent_norm": 3 * self.units}
+    def cost_hints(self):
+        # remat: the plain GRU step is cheaper stored (1.10x recomputed); layer norm
+        # and zoneout tip it. xla: see `RecurrentCell.cost_hints` and the measured table.
+        return {"remat": self.layer_norm or self.zoneout > 0, "xla": True}
 
-    def remat_pays(self):
-        # The plain GRU step is cheaper stored (1.10x recomputed); zoneout tips it.
-        return self.layer_norm or self.zoneout > 0
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.layer_norm:
+            self._add_layer_norm("kernel_norm", 3 * self.units)
+            self._add_layer_norm("recurrent_norm", 3 * self.units)
 
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         units = self.units
         recurrent = constants["recurrent_kernel"]
         if self.layer_norm:
-            # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no
-            # mean. Splitting after centering keeps the z, r, g blocks centered.
+            for name in ("kernel_norm", "recurrent_norm"):
+                constants[name] = self._read_layer_norm(name)
+            # LN(x W) only sees x W minus its block means: take them out of the weights
+            # once here (see `center_blocks`). Splitting after centering keeps the z, r,
+            # g blocks centered.
+            constants["kernel"] = center_blocks(constants["kernel"], 3)
             recurrent = constants["recurrent_kernel"] = center_blocks(recurrent, 3)
         if not self.reset_after:
             # Split once, outside the loop: the candidate sees r ⊗ h, not h.
@@ -154,21 +162,26 @@ class GRUCell(RecurrentCell):
         else:
             constants["input_bias"] = bias
             constants["recurrent_bias"] = None
-        if self.layer_norm:
-            self.fold_input_shift(constants)
+        if self.layer_norm:  # LN_x's shift β_x joins the input bias, once per sequence
+            beta_x = constants["kernel_norm"][1]
+            bias = constants["input_bias"]
+            constants["input_shift"] = beta_x if bias is None else bias + beta_x
         return constants
 
-    def input_bias(self, constants):
-        return constants["input_bias"]
+    def project_inputs(self, inputs, constants):
+        if self.layer_norm:
+            return self._normalized_projection(inputs, constants)
+        return super().project_inputs(inputs, constants)
 
     def step(self, projected, states, constants):
         h_prev = states[0]
-        h_in = self.recurrent_input(h_prev, constants)
+        h_in = constants.recurrent(h_prev)
+        eps = self.layer_norm_epsilon
         x_z, x_r, x_g = ops.split(projected, 3, axis=-1)
         if self.reset_after:
             rec = matmul(h_in, constants["recurrent_kernel"])
             if self.layer_norm:
-                rec = self.normalize(rec, constants, "recurrent_norm", groups=3, centered=True)
+                rec = normalize(rec, constants["recurrent_norm"], eps, groups=3, centered=True)
             if constants["recurrent_bias"] is not None:
                 rec = rec + constants["recurrent_bias"]
             rec_z, rec_r, rec_g = ops.split(rec, 3, axis=-1)
@@ -178,28 +191,28 @@ class GRUCell(RecurrentCell):
         else:
             rec_zr = matmul(h_in, constants["recurrent_zr"])
             if self.layer_norm:
-                rec_zr = self.normalize(rec_zr, constants, "recurrent_norm_zr", groups=2, centered=True)
+                rec_zr = normalize(rec_zr, constants["recurrent_norm_zr"], eps, groups=2, centered=True)
             rec_z, rec_r = ops.split(rec_zr, 2, axis=-1)
             z = self.recurrent_activation(x_z + rec_z)
             r = self.recurrent_activation(x_r + rec_r)
             rec_g = matmul(r * h_in, constants["recurrent_g"])
             if self.layer_norm:
-                rec_g = self.normalize(rec_g, constants, "recurrent_norm_g", centered=True)
+                rec_g = normalize(rec_g, constants["recurrent_norm_g"], eps, centered=True)
             g = activate(self.activation, x_g + rec_g)
         h = z * h_prev + (1.0 - z) * g
-        self.record(constants, z=z, r=r, g=g)
-        (h,) = self.apply_zoneout(states, [h], constants)
+        constants.record(z=z, r=r, g=g)
+        (h,) = constants.zoneout(states, [h])
         return h, [h]
 
     def fused_spec(self, constants, training=False):
-        self.unfused_reason = gated_fused_ok(self, constants)
         if not self.reset_after:
-            self.unfused_reason = "reset_after=False (no backend kernel computes Cho's form)"
-        if self.unfused_reason:
-            return None
+            return "reset_after=False (no backend kernel computes Cho's form)"
+        reason = gated_fused_ok(self, constants)
+        if reason:
+            return reason
 
         # Keras z, r, h -> torch r, z, n: torch's weights are reordered variables.
-        order = {"gate_order": self.torch_gate_order, "units": self.units}
+        order = {"gate_order": self._torch_gate_order, "units": self.units}
         slots = [
             Slot(self.kernel, constants["kernel"], transpose=True, **order),
             Slot(self.recurrent_kernel, constants["recurrent_kernel"], transpose=True, **order),

@@ -7,7 +7,13 @@ from keras import activations, ops
 
 from kerasrnn.initializers import ForgetGateBias
 from kerasrnn.layers import _checks
-from kerasrnn.layers.cell import RecurrentCell, center_blocks, gated_fused_ok, read
+from kerasrnn.layers.cell import (
+    RecurrentCell,
+    center_blocks,
+    gated_fused_ok,
+    normalize,
+    read,
+)
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec, Slot
 from kerasrnn.ops.math import activate, matmul
@@ -17,7 +23,7 @@ _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
 @_register
 class LSTMCell(RecurrentCell):
-    r"""Long Short-Term Memory cell, with the equations of the seed lesson.
+    r"""Long Short-Term Memory cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al.).
 
     At time step `t`, with input `x_t`, short-term state `h_{t-1}` and long-term
     state `c_{t-1}`:
@@ -191,24 +197,23 @@ class LSTMCell(RecurrentCell):
     def output_size(self):
         return self.proj_size or self.units
 
-    def layer_norm_sizes(self):
-        return {"kernel_norm": 4 * self.units, "recurrent_norm": 4 * self.units, "state_norm": self.units}
+    def cost_hints(self):
+        # remat: four gates and a cell state per product, 0.80x the time even plain
+        # (JAX, CPU, shape A). xla: the plain LSTM's graph loop is as fast (0.93-1.02x
+        # the compiled one, three runs); every option is faster compiled: layer norm
+        # 0.82x, peepholes 0.83x, projection 0.74x.
+        options = self.layer_norm or self.use_peepholes or self.proj_size or max(self._zoneout_rates()) > 0
+        return {"remat": True, "xla": bool(options)}
 
-    def state_zoneout(self):
+    def _zoneout_rates(self):
         return [self.zoneout, self.zoneout_cell]
-
-    def remat_pays(self):
-        # Four gates and a cell state per product: 0.80x the time even plain (shape A).
-        return True
-
-    def xla_pays(self):
-        # The plain LSTM's graph loop is as fast (0.93-1.02x the compiled one, three
-        # runs); every option is faster compiled: layer norm 0.82x, peepholes 0.83x,
-        # projection 0.74x.
-        return bool(self.layer_norm or self.use_peepholes or self.proj_size or max(self.state_zoneout()) > 0)
 
     def build(self, input_shape):
         super().build(input_shape)
+        if self.layer_norm:
+            self._add_layer_norm("kernel_norm", 4 * self.units)
+            self._add_layer_norm("recurrent_norm", 4 * self.units)
+            self._add_layer_norm("state_norm", self.units)
         if self.use_peepholes:
             self.peephole_kernel = self.add_weight(
                 shape=(3, self.units), name="peephole_kernel", initializer="zeros"
@@ -230,19 +235,23 @@ class LSTMCell(RecurrentCell):
         if self.proj_size:
             constants["projection_kernel"] = read(self.projection_kernel, self.compute_dtype)
         if self.layer_norm:
-            # As for `kernel` (RecurrentCell.loop_constants): the step's LN_h needs no mean.
+            for name in ("kernel_norm", "recurrent_norm", "state_norm"):
+                constants[name] = self._read_layer_norm(name)
+            # LN(x W) only sees x W minus its block means: take them out of the weights
+            # once here, and the normalizations need no mean (see `center_blocks`).
+            constants["kernel"] = center_blocks(constants["kernel"], 4)
             constants["recurrent_kernel"] = center_blocks(constants["recurrent_kernel"], 4)
-            self.fold_input_shift(constants)
+            # b and LN_h's shift β_h are added to every step's pre-activations, and LN_x's
+            # β_x too: one vector, formed once per sequence and added with the input.
+            bias, beta_h = constants["bias"], constants["recurrent_norm"][1]
+            constants["input_bias"] = beta_h if bias is None else bias + beta_h
+            constants["input_shift"] = constants["input_bias"] + constants["kernel_norm"][1]
         return constants
 
-    def input_bias(self, constants):
-        """`b`, plus `LN_h`'s shift `β_h` with layer norm: both are added to every
-        step's pre-activations, so the step adds them once, with the input."""
-        bias = constants["bias"]
-        if not self.layer_norm:
-            return bias
-        beta = constants["recurrent_norm"][1]
-        return beta if bias is None else bias + beta
+    def project_inputs(self, inputs, constants):
+        if self.layer_norm:
+            return self._normalized_projection(inputs, constants)
+        return super().project_inputs(inputs, constants)
 
     def _bias_initializer(self):
         if self.unit_forget_bias:
@@ -251,9 +260,10 @@ class LSTMCell(RecurrentCell):
 
     def step(self, projected, states, constants):
         h_prev, c_prev = states
-        rec = matmul(self.recurrent_input(h_prev, constants), constants["recurrent_kernel"])
+        eps = self.layer_norm_epsilon
+        rec = matmul(constants.recurrent(h_prev), constants["recurrent_kernel"])
         if self.layer_norm:
-            rec = self.normalize(rec, constants, "recurrent_norm", groups=4, centered=True, shift=False)
+            rec = normalize(rec, constants["recurrent_norm"], eps, groups=4, centered=True, shift=False)
         z_i, z_f, z_g, z_o = ops.split(projected + rec, 4, axis=-1)
         if self.use_peepholes:
             w_ci, w_cf, w_co = constants["peepholes"]
@@ -266,19 +276,19 @@ class LSTMCell(RecurrentCell):
         if self.use_peepholes:
             z_o = z_o + w_co * c
         o = self.recurrent_activation(z_o)
-        h = o * activate(self.activation, self.normalize(c, constants, "state_norm") if self.layer_norm else c)
+        h = o * activate(self.activation, normalize(c, constants["state_norm"], eps) if self.layer_norm else c)
         if self.proj_size:
             h = matmul(h, constants["projection_kernel"])
-        self.record(constants, i=i, f=f, g=g, o=o, c=c)
-        h, c = self.apply_zoneout(states, [h, c], constants)
+        constants.record(i=i, f=f, g=g, o=o, c=c)
+        h, c = constants.zoneout(states, [h, c])
         return h, [h, c]
 
     def fused_spec(self, constants, training=False):
-        self.unfused_reason = gated_fused_ok(self, constants)
         if self.use_peepholes:
-            self.unfused_reason = "use_peepholes=True (no backend kernel has peepholes)"
-        if self.unfused_reason:
-            return None
+            return "use_peepholes=True (no backend kernel has peepholes)"
+        reason = gated_fused_ok(self, constants)
+        if reason:
+            return reason
         # torch's LSTM has Keras's gate order: its weights are the transposed variables.
         slots = [
             Slot(self.kernel, constants["kernel"], transpose=True),

@@ -9,50 +9,20 @@ from kerasrnn.layers import _checks, _inputs
 from kerasrnn.layers._inputs import check_mask as _check_mask
 from kerasrnn.layers._inputs import check_rank as _check_rank
 from kerasrnn.layers.cell import RecurrentCell
-from kerasrnn.ops import unroll
-from kerasrnn.ops.device import on_accelerator
-from kerasrnn.ops.fused import jax_unfused_reason, right_padded_lengths, run_fused
+from kerasrnn.ops.plan import plan_call
+from kerasrnn.ops.run import run_cell
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
-
-#: Whether `hoist_inputs="auto"` projects the whole sequence before the loop, by
-#: (backend, on an accelerator). Measured with `nox -s bench` (docs/performance.md): on
-#: CPU, JAX (XLA) and TensorFlow train faster with the projection inside the step (one
-#: loop body, no `(batch, time, G*units)` buffer and its gradient); on GPUs one large
-#: matrix product beats `time` small ones. Eager torch without a fused kernel hoists.
-HOIST_DEFAULTS = {
-    ("jax", False): False,
-    ("jax", True): True,
-    ("tensorflow", False): False,
-    ("tensorflow", True): True,
-    ("torch", False): True,
-    ("torch", True): True,
-}
-
-
-#: Whether `remat="auto"` may recompute the step's intermediates in the backward pass
-#: (`kerasrnn.ops.unroll(remat=True)`), by (backend, on an accelerator); where it may,
-#: the cell decides (`RecurrentCell.remat_pays`). Measured with `nox -s bench` on CPU
-#: (docs/performance.md). Unmeasured on GPUs, so off there; only JAX implements it.
-REMAT_DEFAULTS = {("jax", False): True}
-
-#: Whether `xla="auto"` compiles the time loop with XLA (`kerasrnn.ops.unroll(xla=True)`)
-#: by (backend, on an accelerator). TensorFlow on a CPU: Keras compiles the training step
-#: with XLA only on a GPU, and there the graph-mode loop costs more than the compiled one
-#: with its recomputed forward pass, but for the plain LSTM, where they are even (the
-#: cell decides: `RecurrentCell.xla_pays`; docs/performance.md). On a GPU Keras's own
-#: `jit_compile` covers the loop.
-XLA_DEFAULTS = {("tensorflow", False): True}
-
 
 @_register
 class RNN(keras.layers.Layer):
     """Runs a kerasrnn cell over the time axis of a sequence.
 
-    The cell's `project_inputs` is applied either to the whole sequence at once
-    (`hoist_inputs`) or inside each step; its `step` is scanned over time by
-    `kerasrnn.ops.unroll`. Where a backend kernel computes the cell exactly (torch's
-    native LSTM/GRU/RNN), `fused` dispatches to it.
+    Each call is planned once (`kerasrnn.ops.plan.plan_call`): a backend kernel where
+    one computes the cell exactly (torch's native LSTM/GRU/RNN and cuDNN, JAX's cuDNN
+    LSTM on a GPU), otherwise the cell's `step` scanned over time by
+    `kerasrnn.ops.unroll`, with the choices below per backend and device
+    (`kerasrnn.ops.plan.LOOP_DEFAULTS`).
 
     Args:
         cell: a kerasrnn cell (`SimpleRNNCell`, `LSTMCell`, `GRUCell`, ...). For a
@@ -70,15 +40,15 @@ class RNN(keras.layers.Layer):
             same function, `True` requires it (error otherwise), `False` never.
             `use_cudnn=`, keras.layers's name for it, is accepted with the same
             values (`True`: a fused kernel or an error naming why none runs).
-        hoist_inputs: `"auto"` (per backend and device, see `HOIST_DEFAULTS`),
-            `True` or `False`: project the whole input sequence before the loop.
+        hoist_inputs: `"auto"` (per backend and device), `True` or `False`: project
+            the whole input sequence before the loop.
         remat: `"auto"` (on JAX on a CPU where the cell's step is worth recomputing,
-            see `REMAT_DEFAULTS` and `RecurrentCell.remat_pays`), `True`
-            or `False`: on JAX, recompute each step in the backward pass instead of
-            storing its intermediate values (`kerasrnn.ops.unroll(remat=...)`); the
-            same function and gradients, and ignored on the other backends.
-        xla: `"auto"` (on TensorFlow on a CPU where the cell gains from it, see
-            `XLA_DEFAULTS` and `RecurrentCell.xla_pays`), `True` or `False`:
+            its `cost_hints()`), `True` or `False`: on JAX, recompute each step in the
+            backward pass instead of storing its intermediate values
+            (`kerasrnn.ops.unroll(remat=...)`); the same function and gradients, and
+            ignored on the other backends.
+        xla: `"auto"` (on TensorFlow on a CPU where the cell gains from it, its
+            `cost_hints()`), `True` or `False`:
             on TensorFlow, inside a `tf.function` that XLA does not already compile
             (Keras's training step without `jit_compile=True`), run the time loop as
             an XLA-compiled function, whose backward pass recomputes the loop
@@ -100,9 +70,10 @@ class RNN(keras.layers.Layer):
         training: whether dropout is active.
 
     After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"`,
-    `"kerasrnn.ops.unroll"`, or `"kerasrnn.ops.unroll:xla"` for the loop compiled by
-    XLA) and `last_path_reason` why the fused one was not taken (or, with `xla`, why
-    the loop was not compiled). Inside a `tf.function` they describe the last trace.
+    `"fused:jax.experimental.rnn.lstm"`, `"kerasrnn.ops.unroll"`, or
+    `"kerasrnn.ops.unroll:xla"` for the loop compiled by XLA) and `last_path_reason`
+    why the fused one was not taken (or, with `xla`, why the loop was not compiled).
+    Inside a `tf.function` they describe the last trace.
 
     Example:
 
@@ -220,70 +191,18 @@ class RNN(keras.layers.Layer):
         return super().__call__(*args, **kwargs)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        sequences = _inputs.sequences(self, sequences)
-        if sequences.shape[-1] != self.cell.input_dim:
-            raise ValueError(
-                f"{self.name}: the input feature size changed after the layer was "
-                f"built: expected {self.cell.input_dim}, received {sequences.shape[-1]} "
-                f"(input shape {tuple(sequences.shape)}). Build a new layer for "
-                "inputs of another size."
-            )
-        batch = ops.shape(sequences)[0]
-        states = self._initial_states(initial_state, sequences, batch)
-        mask = _check_mask(self, mask, sequences)
-        sequences = _inputs.zero_masked_steps(sequences, mask)
+        sequences, states, mask = prepare_call(self, sequences, initial_state, mask)
         constants = self.cell.loop_constants(sequences, training)
-
-        spec, lengths = self._fused_spec(constants, mask, sequences, training)
-        if spec is not None:
-            # The kernel multiplies the inputs by its own weights: the input dropout
-            # mask (one per sequence) goes on before it, as in `project_inputs`.
-            last, outputs, states = run_fused(
-                spec, self.cell.drop_inputs(sequences, constants), states, lengths=lengths,
-                go_backwards=self.go_backwards, return_sequences=self.return_sequences,
-                zero_output_for_mask=self.zero_output_for_mask,
-            )
-        else:
-            cell = self.cell
-            if self._hoist(sequences):
-                inputs = cell.project_inputs(sequences, constants)
-
-                def step_fn(z_t, states, constants=constants):
-                    return cell.step(z_t, states, constants)
-
-            else:
-                inputs = sequences
-
-                def step_fn(x_t, states, constants=constants):
-                    return cell.step(cell.project_inputs(x_t, constants), states, constants)
-
-            # Per-step random tensors (zoneout masks), drawn before the loop and
-            # scanned with the inputs; each step sees its slices in `constants`.
-            per_step = cell.per_step_inputs(sequences, constants, training)
-            if per_step:
-                names, plain_step = list(per_step), step_fn
-                inputs = (inputs, *per_step.values())
-
-                def step_fn(inputs_t, states):
-                    x_t, *slices = inputs_t
-                    return plain_step(x_t, states, {**constants, **dict(zip(names, slices))})
-
-            report = {}
-            last, outputs, states = unroll(
-                step_fn, inputs, states, mask=mask,
-                go_backwards=self.go_backwards,
-                return_sequences=self.return_sequences,
-                zero_output_for_mask=self.zero_output_for_mask,
-                output_size=cell.output_size,
-                remat=self._remat(sequences),
-                xla=self._xla(sequences),
-                report=report,
-            )
-            if report.get("xla"):
-                self.last_path = "kerasrnn.ops.unroll:xla"
-            elif report.get("xla_reason"):
-                self.last_path_reason = f"{self.last_path_reason}; not compiled by XLA: {report['xla_reason']}"
-
+        plan = plan_call(
+            self.cell, sequences, mask, training, constants, fused=self.fused,
+            hoist_inputs=self.hoist_inputs, remat=self.remat, xla=self.xla, name=self.name,
+        )
+        self.last_path, self.last_path_reason = plan.path, plan.last_path_reason
+        last, outputs, states = run_cell(
+            self.cell, sequences, states, constants, plan, mask=mask, training=training,
+            go_backwards=self.go_backwards, return_sequences=self.return_sequences,
+            zero_output_for_mask=self.zero_output_for_mask,
+        )
         if self.stateful:
             for variable, state in zip(self.states, states):
                 variable.assign(ops.cast(ops.stop_gradient(state), variable.dtype))
@@ -314,56 +233,6 @@ class RNN(keras.layers.Layer):
             _inputs.check_state(self, f"initial_state[{i}]", state, size, sequences.shape[0])
             for i, (state, size) in enumerate(zip(initial_state, sizes))
         ]
-
-    def _hoist(self, sequences):
-        if self.hoist_inputs != "auto":
-            return self.hoist_inputs
-        key = (keras.backend.backend(), on_accelerator(sequences))
-        return HOIST_DEFAULTS.get(key, True)
-
-    def _remat(self, sequences):
-        if self.remat != "auto":
-            return self.remat
-        default = REMAT_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
-        return default and self.cell.remat_pays()
-
-    def _xla(self, sequences):
-        if self.xla != "auto":
-            return self.xla
-        default = XLA_DEFAULTS.get((keras.backend.backend(), on_accelerator(sequences)), False)
-        return default and self.cell.xla_pays()
-
-    def _fused_spec(self, constants, mask, sequences, training):
-        """`(FusedSpec, lengths)` when a fused kernel computes this call exactly."""
-        spec, reason, lengths = None, None, None
-        backend = keras.backend.backend()
-        if self.fused is False:
-            reason = "fused=False"
-        elif backend == "jax":
-            reason = jax_unfused_reason(sequences, mask)
-            if reason is None:
-                spec = self.cell.fused_spec(constants, training)
-                reason = getattr(self.cell, "unfused_reason", None) if spec is None else None
-                reason = reason or jax_unfused_reason(sequences, mask, spec)
-                spec = None if reason else spec
-        elif backend != "torch":
-            reason = f"no fused kernel is used on the {backend} backend"
-        elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
-            reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
-        elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
-            reason = f"{sequences.dtype} on CPU"
-        else:
-            spec = self.cell.fused_spec(constants, training)
-            reason = getattr(self.cell, "unfused_reason", None) if spec is None else None
-        if spec is None and self.fused is True:
-            raise ValueError(
-                f"{self.name}: fused=True, but no fused kernel computes this "
-                f"configuration: {reason}. Use fused='auto' to fall back to the "
-                "kerasrnn.ops loop."
-            )
-        self.last_path = f"fused:{spec.kernel_name}" if spec else "kerasrnn.ops.unroll"
-        self.last_path_reason = reason
-        return spec, lengths
 
     # ------------------------------------------------------------------- config
     def get_config(self):
@@ -460,3 +329,22 @@ def _all_subclasses(klass):
     for sub in klass.__subclasses__():
         yield sub
         yield from _all_subclasses(sub)
+
+
+def prepare_call(layer, sequences, initial_state, mask):
+    """`(sequences, states, mask)` of a call of the `RNN` `layer`, checked: the inputs
+    on the device Keras computes on (a torch tensor may arrive from the CPU), in the
+    layer's compute dtype, with zeros at the masked steps (`_inputs.zero_masked_steps`),
+    the initial states (given, the stateful ones, or zeros) and the mask as a boolean
+    tensor."""
+    sequences = _inputs.sequences(layer, sequences)
+    if sequences.shape[-1] != layer.cell.input_dim:
+        raise ValueError(
+            f"{layer.name}: the input feature size changed after the layer was "
+            f"built: expected {layer.cell.input_dim}, received {sequences.shape[-1]} "
+            f"(input shape {tuple(sequences.shape)}). Build a new layer for "
+            "inputs of another size."
+        )
+    states = layer._initial_states(initial_state, sequences, ops.shape(sequences)[0])
+    mask = _check_mask(layer, mask, sequences)
+    return _inputs.zero_masked_steps(sequences, mask), states, mask

@@ -6,7 +6,12 @@ import keras
 from keras import activations
 
 from kerasrnn.layers import _checks
-from kerasrnn.layers.cell import RecurrentCell, center_blocks, common_fused_reason
+from kerasrnn.layers.cell import (
+    RecurrentCell,
+    center_blocks,
+    common_fused_reason,
+    normalize,
+)
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec, Slot
 from kerasrnn.ops.math import activate, matmul
@@ -26,7 +31,7 @@ class SimpleRNNCell(RecurrentCell):
 
     `W_x` is `kernel (input_dim, units)`, `W_h` is `recurrent_kernel (units, units)`,
     `b` is `bias (units,)` and `φ` is `activation` (`tanh` by default). This is the
-    memory cell of the seed lesson, `ŷ_(t) = φ(X_(t) W_x + ŷ_(t-1) W_ŷ + b)`.
+    recurrent neuron of Géron's chapter 15, `ŷ_(t) = φ(X_(t) W_x + ŷ_(t-1) W_ŷ + b)`.
 
     With `layer_norm=True` (the LN-SimpleRNN cell of Géron's chapter 15; Ba et al.
     2016) the pre-activation is normalized before `φ`:
@@ -92,36 +97,44 @@ class SimpleRNNCell(RecurrentCell):
     gate_names = ("h",)
     recorded_values: ClassVar[dict] = {"h": "activation"}
 
-    def layer_norm_sizes(self):
-        return {"norm": self.units}
+    def cost_hints(self):
+        # remat pays with layer norm only (its statistics would be stored per step).
+        return {"remat": self.layer_norm, "xla": True}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.layer_norm:
+            self._add_layer_norm("norm", self.units)
 
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         if self.layer_norm:
+            constants["norm"] = self._read_layer_norm("norm")
             # The mean of a_t = x_t W_x + h_{t-1} W_h + b is linear in the weights:
             # take it out of them once, and the step's LN needs no mean (see
             # `center_blocks`).
             for name in ("kernel", "recurrent_kernel", "bias"):
                 if constants[name] is not None:
                     constants[name] = center_blocks(constants[name])
+            constants["input_bias"] = constants["bias"]
         return constants
 
     def step(self, projected, states, constants):
-        a = projected + matmul(self.recurrent_input(states[0], constants), constants["recurrent_kernel"])
+        a = projected + matmul(constants.recurrent(states[0]), constants["recurrent_kernel"])
         if self.layer_norm:
-            a = self.normalize(a, constants, "norm", centered=True)
+            a = normalize(a, constants["norm"], self.layer_norm_epsilon, centered=True)
         h = activate(self.activation, a)
-        self.record(constants, h=h)
-        (h,) = self.apply_zoneout(states, [h], constants)
+        constants.record(h=h)
+        (h,) = constants.zoneout(states, [h])
         return h, [h]
 
     def fused_spec(self, constants, training=False):
         modes = {activations.tanh: "RNN_TANH", activations.relu: "RNN_RELU"}
-        self.unfused_reason = common_fused_reason(self, constants)
         if self.activation not in modes:
-            self.unfused_reason = "activation is neither tanh nor relu"
-        if self.unfused_reason:
-            return None
+            return "activation is neither tanh nor relu"
+        reason = common_fused_reason(self, constants)
+        if reason:
+            return reason
         slots = [
             Slot(self.kernel, constants["kernel"], transpose=True),
             Slot(self.recurrent_kernel, constants["recurrent_kernel"], transpose=True),

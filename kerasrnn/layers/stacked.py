@@ -8,8 +8,8 @@ from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks, _inputs
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.layers.rnn import RNN
-from kerasrnn.ops.device import on_accelerator
-from kerasrnn.ops.fused import right_padded_lengths, run_fused, stack_fused_specs
+from kerasrnn.ops.fused import run_fused
+from kerasrnn.ops.plan import plan_stack
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -242,9 +242,10 @@ class DeepRNN(keras.layers.Layer):
         mask = _inputs.check_mask(self, mask, sequences)
         sequences = _inputs.zero_masked_steps(sequences, mask)
         per_layer_states = self._split_initial_state(initial_state, sequences)
-        spec, lengths = self._fused_stack(sequences, mask, training)
-        if spec is not None:
-            output, final_states = self._call_fused(spec, sequences, per_layer_states, lengths)
+        plan = plan_stack(self, sequences, mask, training)
+        self.last_path, self.last_path_reason = plan.path, plan.reason
+        if plan.fused is not None:
+            output, final_states = self._call_fused(plan.fused, sequences, per_layer_states, plan.lengths)
         else:
             output, final_states = self._call_layers(sequences, per_layer_states, mask, training)
         if training and self.output_dropout > 0:
@@ -296,64 +297,6 @@ class DeepRNN(keras.layers.Layer):
         return split
 
     # ------------------------------------------------------------------ fused path
-    def _fused_stack(self, sequences, mask, training):
-        """`(FusedSpec, lengths)` when torch's multi-layer kernel computes the stack."""
-        spec, lengths = None, None
-        reason = self._unfused_reason(sequences, mask, training)
-        if reason is None and mask is not None:
-            lengths = right_padded_lengths(ops.cast(mask, "bool"))
-            if lengths is None:
-                reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
-        if reason is None:
-            specs = []
-            for i in range(len(self.rnn_layers)):
-                layer = self.rnn_layers[i]
-                directions = [layer.forward_layer, layer.backward_layer] if self.bidirectional[i] else [layer]
-                for sub in directions:
-                    cell_spec = sub.cell.fused_spec(sub.cell.loop_constants(sequences, training), training)
-                    if cell_spec is None:
-                        reason = f"layer {i}: {sub.cell.unfused_reason}"
-                        break
-                    specs.append(cell_spec)
-                if reason:
-                    break
-            if reason is None:
-                spec, reason = stack_fused_specs(specs, self.bidirectional[0], owner=self)
-        if spec is None and self.fused is True:
-            raise ValueError(
-                f"{self.name}: fused=True, but torch's multi-layer kernel does not compute "
-                f"this stack exactly: {reason}. Use fused='auto'."
-            )
-        self.last_path = f"fused:{spec.kernel_name}" if spec is not None else "per-layer"
-        self.last_path_reason = reason
-        return spec, lengths
-
-    def _unfused_reason(self, sequences, mask, training):
-        backend = keras.backend.backend()
-        if self.fused is False:
-            return "fused=False"
-        if backend != "torch":
-            return f"no multi-layer fused kernel is used on the {backend} backend"
-        if self.residual:
-            return "residual connections"
-        if training and self.dropout > 0:
-            return "dropout between layers is active (torch's kernel draws its own masks)"
-        if len(set(self.bidirectional)) != 1:
-            return "some layers are bidirectional and others not"
-        if self.bidirectional[0] and self.merge_mode != "concat":
-            return f"merge_mode={self.merge_mode!r} (torch's kernel concatenates)"
-        if str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
-            return f"{sequences.dtype} on CPU"
-        for i in range(len(self.rnn_layers)):
-            base = self.base_layer(i)
-            if not isinstance(base, RNN):
-                return f"layer {i} is not a kerasrnn layer"
-            if base.fused is False or base.stateful or base.go_backwards:
-                return f"layer {i} has fused=False, stateful or go_backwards"
-            if training and base.cell.dropout > 0:
-                return f"layer {i} has input dropout"
-        return None
-
     def _call_fused(self, spec, sequences, per_layer_states, lengths):
         batch = ops.shape(sequences)[0]
         states = []

@@ -37,7 +37,6 @@ def unroll(
     output_size=None,
     remat=False,
     xla=False,
-    report=None,
 ):
     """Scans `step_fn` over the time axis (axis 1) of `sequences`.
 
@@ -67,12 +66,11 @@ def unroll(
         xla: on TensorFlow, inside a `tf.function` that XLA does not compile (Keras's
             training step on a CPU), compile the loop with XLA: the forward pass, and a
             backward pass that recomputes the loop (a second forward, inside the same
-            compiled function) and differentiates it. Outside a `tf.function`, or when
-            a step reads a variable, the loop runs as it is. Gradients of gradients
-            through it are not supported. Ignored on other backends.
-        report: optional dict; with `xla=True` on TensorFlow, `report["xla"]` is set
-            to whether the loop was built compiled (at trace time), and
-            `report["xla_reason"]` to why not.
+            compiled function) and differentiates it. Where that cannot be done
+            (`xla_unavailable_reason()`: called eagerly, or already inside XLA) the
+            loop runs as it is. The step must not read variables (read them before
+            the loop, as `loop_constants` does). Gradients of gradients through it are
+            not supported. Ignored on other backends.
 
     Returns:
         `(last_output, outputs, final_states)`, with `outputs` of shape
@@ -95,7 +93,14 @@ def unroll(
 
     def call_step(xs_t, states):
         output, new_states = step_fn(pack(xs_t), list(states))
-        return output, _as_list(new_states)
+        # A step may narrow float64 states (some keras.ops compute in float32 on JAX
+        # and torch): the loop's carry keeps its dtype.
+        new_states = [
+            n if n.dtype == s.dtype else ops.cast(n, s.dtype) for n, s in zip(_as_list(new_states), states)
+        ]
+        if states and output.dtype != states[0].dtype:
+            output = ops.cast(output, states[0].dtype)
+        return output, new_states
 
     if mask is not None or not return_sequences:
         if output_size is None:
@@ -121,10 +126,9 @@ def unroll(
         call_step = jax.checkpoint(
             call_step, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable
         )
-    if xla and backend == "tensorflow":
-        report = {} if report is None else report
+    if xla and backend == "tensorflow" and xla_unavailable_reason() is None:
         return _unroll_tensorflow_xla(
-            call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0, report
+            call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0
         )
     return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0)
 
@@ -263,7 +267,21 @@ def _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out
     return last, outputs, list(states)
 
 
-def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero_out, out0, report):
+def xla_unavailable_reason():
+    """Why the time loop cannot be compiled with XLA here (`None` if it can): on
+    TensorFlow, only inside a `tf.function` that XLA does not already compile."""
+    if keras.backend.backend() != "tensorflow":
+        return f"not on TensorFlow ({keras.backend.backend()})"
+    import tensorflow as tf
+
+    if not tf.inside_function():
+        return "called eagerly (outside a tf.function)"
+    if _in_xla_context():
+        return "the surrounding function is already compiled by XLA"
+    return None
+
+
+def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero_out, out0):
     """`_unroll_tensorflow`, compiled by XLA, with a backward pass that recomputes it.
 
     XLA cannot hand TensorFlow the per-step values a graph-mode gradient of its while
@@ -276,13 +294,6 @@ def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero
     """
     import tensorflow as tf
 
-    report["xla"], report["xla_reason"] = False, None
-    if not tf.inside_function():
-        report["xla_reason"] = "called eagerly (outside a tf.function)"
-    elif _in_xla_context():
-        report["xla_reason"] = "the surrounding function is already compiled by XLA"
-    if report["xla_reason"]:
-        return _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0)
     n_seqs, n_states = len(seqs), len(states)
 
     def run(seqs, states):
@@ -295,9 +306,10 @@ def _unroll_tensorflow_xla(call_step, seqs, states, mask, return_sequences, zero
     captured = forward.captured_inputs
     if any(c.dtype == tf.resource for c in captured):
         # A variable read inside the step would need its own gradient path.
-        report["xla_reason"] = "the step reads a variable"
-        return _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out, out0)
-    report["xla"] = True
+        raise ValueError(
+            "unroll(xla=True): the step reads a variable. Read the weights before the "
+            "loop (a kerasrnn cell reads them in `loop_constants`) or use xla=False."
+        )
     captured = [c for c in captured if c.dtype.is_floating]
 
     def gradient(seqs, states, upstream):

@@ -5,7 +5,8 @@ from keras import ops
 
 from kerasrnn.layers import _checks
 from kerasrnn.layers.rnn import RNN
-from kerasrnn.ops import unroll
+from kerasrnn.ops.plan import plan_call
+from kerasrnn.ops.run import run_cell
 from kerasrnn.seq2seq.attention import BahdanauAttention, LuongAttention
 from kerasrnn.seq2seq.encoder import deserialize_cell, make_cell, serialize_cell
 
@@ -159,6 +160,29 @@ class Decoder(keras.layers.Layer):
         cell = self.rnn.cell
         return cell.step(cell.project_inputs(x_t, cell_constants), states, cell_constants)
 
+    def _bahdanau_sequence(self, embedded, states, prepared, training, return_attention):
+        """Teacher forcing with attention inside the recurrence: the cell's input at each
+        step is `[e_t ; c_t]`, `c_t` attending from `s_{t-1}`, so the projection cannot
+        be hoisted; dropout and zoneout masks as in any kerasrnn layer."""
+        cell = self.rnn.cell
+        batch = ops.shape(embedded)[0]
+        constants = self.cell_constants(ops.zeros((batch, cell.input_dim), embedded.dtype), training)
+        plan = plan_call(cell, embedded, None, training, constants, fused=False, hoist_inputs=False,
+                         remat=False, xla=False, name=self.name)
+
+        def wrap(cell_step):
+            def step(e_t, states, constants_t):
+                context, weights = self.attention_layer.attend(states[0], prepared)
+                output, states = cell_step(ops.concatenate([e_t, context], axis=-1), states, constants_t)
+                parts = [output, context] + ([weights] if return_attention else [])
+                return ops.concatenate(parts, axis=-1), states
+
+            return step
+
+        # Unmasked and returning every step: the loop needs no output size.
+        _, outputs, _ = run_cell(cell, embedded, states, constants, plan, training=training, wrap=wrap)
+        return outputs
+
     def _bahdanau_step(self, e_t, states, prepared, cell_constants):
         context, weights = self.attention_layer.attend(states[0], prepared)
         output, states = self._cell_step(ops.concatenate([e_t, context], axis=-1), states, cell_constants)
@@ -175,15 +199,7 @@ class Decoder(keras.layers.Layer):
         prepared = self.prepare(memory, memory_mask)
         weights = None
         if self.attention == "bahdanau":
-            batch = ops.shape(embedded)[0]
-            cell_constants = self.cell_constants(ops.zeros((batch, self.rnn.cell.input_dim), embedded.dtype), training)
-
-            def step_fn(e_t, states):
-                output, context, w, states = self._bahdanau_step(e_t, states, prepared, cell_constants)
-                parts = [output, context] + ([w] if return_attention else [])
-                return ops.concatenate(parts, axis=-1), states
-
-            _, outputs, _ = unroll(step_fn, embedded, states, return_sequences=True)
+            outputs = self._bahdanau_sequence(embedded, states, prepared, training, return_attention)
             memory_dim = prepared["memory"].shape[-1]
             output = outputs[..., : self.units]
             context = outputs[..., self.units : self.units + memory_dim]

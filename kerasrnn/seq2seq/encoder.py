@@ -50,7 +50,10 @@ def serialize_cell(cell):
 
 
 def deserialize_cell(cell):
-    return cell if isinstance(cell, str) else keras.saving.deserialize_keras_object(cell)
+    """A cell name, a cell template (instance) or a serialized one, as `make_cell` takes it."""
+    if isinstance(cell, (str, RecurrentCell)):
+        return cell
+    return keras.saving.deserialize_keras_object(cell)
 
 
 def reverse_padded(x, lengths):

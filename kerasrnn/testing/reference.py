@@ -105,7 +105,7 @@ def run_sequence(step, x, initial_states, mask=None, go_backwards=False, zero_ou
 
 
 # ----------------------------------------------------------------------------------
-# Extensions (layer norm, peepholes, projection, zoneout): golden values of issue 3.
+# Extensions (layer norm, peepholes, projection, zoneout): their golden values.
 
 __all__ += ["gru_ln_step", "layer_norm", "lstm_extended_step", "simple_rnn_ln_step", "zoneout_step"]
 
