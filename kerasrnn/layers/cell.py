@@ -31,6 +31,19 @@ def _keras_dropout_cell():
     return ()
 
 
+class _KerasSequenceMasks(*_keras_dropout_cell()):
+    """Keras's mask cache, and whether `keras.layers.RNN` is running the cell: it calls
+    `get_dropout_mask` before its loop and `reset_dropout_mask` after it."""
+
+    def get_dropout_mask(self, step_input):
+        self._keras_rnn_running = True
+        return super().get_dropout_mask(step_input)
+
+    def reset_dropout_mask(self):
+        self._keras_rnn_running = False
+        super().reset_dropout_mask()
+
+
 class LoopConstants(dict):
     """What stays fixed over a sequence, and what a cell's `step` calls.
 
@@ -91,7 +104,7 @@ class LoopConstants(dict):
         return LoopConstants(self, **entries) if entries else self
 
 
-class RecurrentCell(keras.layers.Layer, *_keras_dropout_cell()):
+class RecurrentCell(keras.layers.Layer, _KerasSequenceMasks):
     """Base class of kerasrnn cells.
 
     **What a cell writes** (see "Write your own cell" in the docs):
@@ -113,9 +126,8 @@ class RecurrentCell(keras.layers.Layer, *_keras_dropout_cell()):
       whole sequence (default: input dropout, then `x W_x + b`);
     - `fused_spec(constants, training)`: a backend kernel that computes the cell
       exactly (`kerasrnn.ops.fused.FusedSpec`), or why none does (a string);
-    - `cost_hints()`: `{"remat": bool, "xla": bool}`, whether recomputing the step in
-      the backward pass (JAX on a CPU) or compiling the loop (TensorFlow on a CPU)
-      pays for this cell, where the planner may use them (default: neither).
+    - `cost_hints()`: `{"remat": bool}`, whether recomputing the step in the backward
+      pass pays for this cell, where the planner asks (JAX on a CPU; default: no).
 
     The Keras cell protocol is kept, `call(inputs, states, training)` returning
     `(output, new_states)`, so a kerasrnn cell also runs in `keras.layers.RNN`, with
@@ -289,8 +301,10 @@ class RecurrentCell(keras.layers.Layer, *_keras_dropout_cell()):
         return f"{type(self).__name__} has no fused kernel"
 
     def cost_hints(self):
-        """`{"remat": bool, "xla": bool}`: what pays for this cell, where allowed."""
-        return {"remat": False, "xla": False}
+        """`{"remat": bool}`: whether recomputing the step in the backward pass (instead
+        of storing its intermediate values) is faster for this cell, where the planner
+        asks (`kerasrnn.ops.plan.LOOP_DEFAULTS`)."""
+        return {"remat": False}
 
     # ------------------------------------------------------------------ private
     def _bias_shape(self):
@@ -302,15 +316,6 @@ class RecurrentCell(keras.layers.Layer, *_keras_dropout_cell()):
     def _zoneout_rates(self):
         """The zoneout probability of each state, in the order of `state_size`."""
         return [self.zoneout]
-
-    def get_dropout_mask(self, step_input):
-        # keras.layers.RNN calls this before its loop and `reset_dropout_mask` after it.
-        self._keras_rnn_running = True
-        return super().get_dropout_mask(step_input)
-
-    def reset_dropout_mask(self):
-        self._keras_rnn_running = False
-        super().reset_dropout_mask()
 
     def _draw_dropout_mask(self, cached, shape, rate):
         # `keras.layers.RNN` draws the masks of a sequence before its loop (see

@@ -125,9 +125,9 @@ class GRUCell(RecurrentCell):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def cost_hints(self):
-        # remat: the plain GRU step is cheaper stored (1.10x recomputed); layer norm
-        # and zoneout tip it. xla: see `RecurrentCell.cost_hints` and the measured table.
-        return {"remat": self.layer_norm or self.zoneout > 0, "xla": True}
+        # The plain GRU step is cheaper stored (1.10x recomputed); layer norm and
+        # zoneout tip it (JAX, CPU).
+        return {"remat": self.layer_norm or self.zoneout > 0}
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -99,7 +99,7 @@ class SimpleRNNCell(RecurrentCell):
 
     def cost_hints(self):
         # remat pays with layer norm only (its statistics would be stored per step).
-        return {"remat": self.layer_norm, "xla": True}
+        return {"remat": self.layer_norm}
 
     def build(self, input_shape):
         super().build(input_shape)

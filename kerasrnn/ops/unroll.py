@@ -259,6 +259,7 @@ def _unroll_tensorflow(call_step, seqs, states, mask, return_sequences, zero_out
         loop_vars,
         maximum_iterations=n_steps,
         swap_memory=True,
+        parallel_iterations=32,
     )
     out_ta = maybe_out_ta[0] if maybe_out_ta else None
     outputs = None
