@@ -78,24 +78,33 @@ def from_torch(module, return_sequences=True, return_state=False, **kwargs):
 
     kind = _torch_kind(module)
     directions = 2 if module.bidirectional else 1
+    _check_torch_shapes(module, kind)
     if next(module.parameters()).dtype == torch.float64:
         kwargs.setdefault("dtype", "float64")
-    options = dict(use_bias=module.bias, **kwargs)
+    from_module = {"units": module.hidden_size, "use_bias": module.bias}
     if kind == "RNN":
-        layer_class, options["activation"] = SimpleRNN, module.nonlinearity
+        layer_class, from_module["activation"] = SimpleRNN, module.nonlinearity
     elif kind == "LSTM":
-        layer_class, options["proj_size"] = LSTM, module.proj_size
+        layer_class, from_module["proj_size"] = LSTM, module.proj_size
     else:
-        layer_class, options["reset_after"] = GRU, True
+        layer_class, from_module["reset_after"] = GRU, True
+    for key, value in from_module.items():
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(
+                f"from_torch: `{key}` is read from the module ({key}={value!r}); received "
+                f"{key}={kwargs[key]!r}. Remove it, or change the module."
+            )
+    options = {**kwargs, **from_module}
+    units = options.pop("units")
     if module.num_layers == 1:
         layer = layer_class(
-            module.hidden_size, return_sequences=return_sequences, return_state=return_state, **options
+            units, return_sequences=return_sequences, return_state=return_state, **options
         )
         if directions == 2:
             layer = keras.layers.Bidirectional(layer, merge_mode="concat")
     else:
         layer = DeepRNN(
-            [layer_class(module.hidden_size, **options) for _ in range(module.num_layers)],
+            [layer_class(units, **options) for _ in range(module.num_layers)],
             dropout=module.dropout,
             bidirectional=directions == 2,
             return_sequences=return_sequences,
@@ -172,6 +181,32 @@ def _torch_kind(module):
     )
 
 
+def _check_torch_shapes(module, kind):
+    """ValueError if a parameter's shape is not what the module's sizes say (a
+    parameter replaced, or `input_size`/`hidden_size` changed after construction)."""
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    hidden, proj = module.hidden_size, getattr(module, "proj_size", 0)
+    out = proj or hidden
+    directions = 2 if module.bidirectional else 1
+    for index, suffix in _torch_slots(module.num_layers, directions):
+        inputs = module.input_size if index == 0 else out * directions
+        expected = {
+            "weight_ih": (gates * hidden, inputs),
+            "weight_hh": (gates * hidden, out),
+            "bias_ih": (gates * hidden,),
+            "bias_hh": (gates * hidden,),
+            "weight_hr": (proj, hidden),
+        }
+        for name in _torch_param_names(module.bias, kind == "LSTM" and proj > 0):
+            shape = tuple(getattr(module, f"{name}_l{index}{suffix}").shape)
+            if shape != expected[name]:
+                raise ValueError(
+                    f"from_torch: `{name}_l{index}{suffix}` has shape {shape}, but the "
+                    f"module's sizes (input_size={module.input_size}, hidden_size={hidden}"
+                    f"{f', proj_size={proj}' if proj else ''}) need {expected[name]}."
+                )
+
+
 def _torch_slots(num_layers, directions):
     """`(layer index, name suffix)` in torch's order: layer by layer, forward first."""
     return [(i, suffix) for i in range(num_layers) for suffix in ("", "_reverse")[:directions]]
@@ -203,6 +238,7 @@ def _torch_spec(layer, where, backward=False):
     """The torch-layout parameters of one direction, via the cell's fused spec."""
     if not isinstance(layer, RNN):
         raise TypeError(f"to_torch: {where} is {type(layer).__name__}, not a kerasrnn layer.")
+    _check_built("to_torch", layer)
     if layer.go_backwards != backward:
         raise ValueError(
             f"to_torch: {where} has go_backwards={layer.go_backwards}; torch.nn runs a layer "
@@ -275,6 +311,7 @@ def from_keras(layer, **overrides):
             f"from_keras: expected keras.layers.SimpleRNN, LSTM, GRU or Bidirectional; "
             f"received {name}."
         )
+    _check_built("from_keras", layer)
     target = _KERAS_TO_OURS[name]
     ours = target(**_accepted(target, {**layer.get_config(), **overrides}))
     return _copy_cell_weights(layer, ours)
@@ -295,6 +332,7 @@ def to_keras(layer, **overrides):
             f"to_keras: expected a kerasrnn SimpleRNN, LSTM, GRU (or a Bidirectional of "
             f"one); received {type(layer).__name__}."
         )
+    _check_built("to_keras", layer)
     plain = {"layer_norm": False, "use_peepholes": False, "proj_size": 0, "zoneout": 0.0, "zoneout_cell": 0.0}
     for key, default in plain.items():
         if config.get(key, default) != default:
@@ -305,6 +343,15 @@ def to_keras(layer, **overrides):
     target = getattr(keras.layers, type(layer).__name__)
     theirs = target(**_accepted(target, {**config, **overrides}))
     return _copy_cell_weights(layer, theirs)
+
+
+def _check_built(function, layer):
+    """ValueError if `layer` has no weights yet (nothing to convert)."""
+    if not layer.built:
+        raise ValueError(
+            f"{function}: {layer.name} is not built, so it has no weights to convert. "
+            "Call it on data, or `layer.build((None, None, features))`, first."
+        )
 
 
 def _accepted(target, config):

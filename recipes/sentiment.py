@@ -1,6 +1,6 @@
 """# Sentiment of movie reviews with a recurrent network (sequence → vector)
 
-The seed lesson's sequence-to-vector example: read a review word by word and predict
+The lecture's sequence-to-vector example: read a review word by word and predict
 whether it is positive. Two data sets:
 
 - **IMDB** (Maas et al. 2011): 25,000 training and 25,000 test reviews, ~230 words each.

@@ -257,8 +257,8 @@ EXTENSIONS = {
 LAYER_SPECIFIC = {
     kerasrnn.SimpleRNN: {},
     kerasrnn.IRNN: {"gain": 0.5, "input_stddev": 0.01},
-    kerasrnn.LSTM: {"recurrent_activation": "hard_sigmoid", "unit_forget_bias": False},
-    kerasrnn.GRU: {"recurrent_activation": "hard_sigmoid", "reset_after": False},
+    kerasrnn.LSTM: {"recurrent_activation": "hard_sigmoid", "unit_forget_bias": False, "implementation": 1},
+    kerasrnn.GRU: {"recurrent_activation": "hard_sigmoid", "reset_after": False, "implementation": 1},
 }
 
 

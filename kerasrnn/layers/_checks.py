@@ -2,7 +2,7 @@
 
 import numbers
 
-from keras import activations
+from keras import activations, constraints, initializers, regularizers
 
 ZONEOUT_MEANING = "the probability that a unit keeps its previous value"
 
@@ -42,16 +42,18 @@ def activation(name, value):
 
 
 def choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"`{name}` must be one of {options}; received {value!r}.")
-    return value
+    # By type too: `1 == True`, but `fused=1` is a mistake, not `fused=True`.
+    for option in options:
+        if type(value) is type(option) and value == option:
+            return option
+    raise ValueError(f"`{name}` must be one of {options}; received {value!r}.")
 
 
-def positive_float(name, value):
+def positive_float(name, value, meaning="it keeps the division finite"):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a positive float; received {value!r}.")
     if not value > 0:
-        raise ValueError(f"`{name}` must be > 0 (it keeps the division finite); received {value}.")
+        raise ValueError(f"`{name}` must be > 0 ({meaning}); received {value}.")
     return float(value)
 
 
@@ -61,3 +63,98 @@ def non_negative_int(name, value):
     if value < 0:
         raise ValueError(f"`{name}` must be >= 0; received {value}.")
     return int(value)
+
+
+#: What `keras_object` looks names up with, and what it suggests, by kind.
+_KERAS_OBJECTS = {
+    "initializer": (
+        initializers.get,
+        "a name such as 'glorot_uniform', 'orthogonal', 'zeros', or a keras.initializers.Initializer",
+    ),
+    "regularizer": (
+        regularizers.get,
+        "'l1', 'l2', a keras.regularizers.Regularizer (e.g. L1L2(0.01, 0.01)), or None",
+    ),
+    "constraint": (
+        constraints.get,
+        "'max_norm', 'non_neg', 'unit_norm', a keras.constraints.Constraint, or None",
+    ),
+}
+
+
+def keras_object(name, value):
+    """The initializer, regularizer or constraint `value` of the argument `name`
+    (its kind is the name's last word: `kernel_initializer` is an initializer)."""
+    kind = name.rsplit("_", 1)[-1]
+    get, examples = _KERAS_OBJECTS[kind]
+    try:
+        return get(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"Unknown {kind} for `{name}`: {value!r}. Use {examples}.") from err
+
+
+#: `implementation` of keras.layers.LSTM/GRU: 1 runs one small matrix product per gate,
+#: 2 one fused product for all gates (0 is an older name of 2). It groups the same sums,
+#: so it changes no result; kerasrnn always runs the fused products.
+IMPLEMENTATIONS = (0, 1, 2)
+
+
+def implementation(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`implementation` must be 1 or 2 (as in keras.layers); received {value!r}.")
+    if value not in IMPLEMENTATIONS:
+        raise ValueError(f"`implementation` must be 1 or 2 (as in keras.layers); received {value}.")
+    return int(value)
+
+
+#: keras.layers options that a kerasrnn layer cannot honour, and what to do instead.
+_KERAS_ONLY_OPTIONS = {
+    "time_major": "Keras 3 has no `time_major` either: inputs are (batch, time, "
+    "features); transpose time-major data first, e.g. `keras.ops.swapaxes(x, 0, 1)`",
+    "implementation": "keras.layers.LSTM and GRU take it (how their gate products are "
+    "grouped, never the result); keras.layers.SimpleRNN and RNN do not",
+}
+
+
+def keras_layer_options(layer_class, kwargs, fused):
+    """Takes keras.layers's implementation options out of `kwargs`; returns `fused`.
+
+    `unroll` is accepted and ignored (the loop is never unrolled; the same function).
+    `use_cudnn` maps onto `fused`: `"auto"` → `"auto"`, `True` → `True` (a fused
+    kernel, or an error saying why none computes the call), `False` → `False`.
+    The options in `_KERAS_ONLY_OPTIONS` raise a TypeError that says what to do.
+    """
+    kwargs.pop("unroll", None)
+    for key, instead in _KERAS_ONLY_OPTIONS.items():
+        if key in kwargs:
+            raise TypeError(
+                f"{layer_class.__name__} has no option `{key}`: {instead}. Remove it; "
+                "see docs/migrating.md."
+            )
+    if "use_cudnn" not in kwargs:
+        return fused
+    use_cudnn = choice("use_cudnn", kwargs.pop("use_cudnn"), ("auto", True, False))
+    fused = choice("fused", fused, ("auto", True, False))
+    if fused != "auto" and use_cudnn != "auto" and fused is not use_cudnn:
+        raise ValueError(
+            f"`use_cudnn={use_cudnn!r}` (keras.layers's name for `fused`) contradicts "
+            f"`fused={fused!r}`; pass only `fused`."
+        )
+    return use_cudnn if fused == "auto" else fused
+
+
+def distinct_layers(layers):
+    """ValueError if the same layer (or cell) object is at two places of a stack."""
+    seen = {}
+    for i, layer in enumerate(layers):
+        for obj in (layer, getattr(layer, "cell", None)):
+            if obj is None:
+                continue
+            if id(obj) in seen:
+                kind = "layer" if obj is layer else "cell"
+                raise ValueError(
+                    f"`layers[{seen[id(obj)]}]` and `layers[{i}]` are the same {kind} "
+                    f"object ({obj.name}); a stack needs its own layer at each place. "
+                    "Build a new layer for each, or use DeepRNN.repeat(layer, n)."
+                )
+            seen[id(obj)] = i

@@ -172,15 +172,15 @@ class RecurrentCell(keras.layers.Layer, _KerasSequenceMasks):
         self.units = _checks.positive_int("units", units)
         self.activation = _checks.activation("activation", activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.recurrent_constraint = constraints.get(recurrent_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        self.kernel_initializer = _checks.keras_object("kernel_initializer", kernel_initializer)
+        self.recurrent_initializer = _checks.keras_object("recurrent_initializer", recurrent_initializer)
+        self.bias_initializer = _checks.keras_object("bias_initializer", bias_initializer)
+        self.kernel_regularizer = _checks.keras_object("kernel_regularizer", kernel_regularizer)
+        self.recurrent_regularizer = _checks.keras_object("recurrent_regularizer", recurrent_regularizer)
+        self.bias_regularizer = _checks.keras_object("bias_regularizer", bias_regularizer)
+        self.kernel_constraint = _checks.keras_object("kernel_constraint", kernel_constraint)
+        self.recurrent_constraint = _checks.keras_object("recurrent_constraint", recurrent_constraint)
+        self.bias_constraint = _checks.keras_object("bias_constraint", bias_constraint)
         self.dropout = _checks.rate("dropout", dropout)
         self.recurrent_dropout = _checks.rate("recurrent_dropout", recurrent_dropout)
         self.seed = seed
@@ -263,10 +263,10 @@ class RecurrentCell(keras.layers.Layer, _KerasSequenceMasks):
                 `(batch, features)`; only its batch size and feature size are used.
             training: whether dropout is active.
         """
-        bias = read(self.bias) if self.use_bias else None
+        bias = read(self.bias, self.compute_dtype) if self.use_bias else None
         constants = LoopConstants(
-            kernel=read(self.kernel),
-            recurrent_kernel=read(self.recurrent_kernel),
+            kernel=read(self.kernel, self.compute_dtype),
+            recurrent_kernel=read(self.recurrent_kernel, self.compute_dtype),
             bias=bias,
             input_bias=bias,
             input_mask=None,
@@ -335,7 +335,8 @@ class RecurrentCell(keras.layers.Layer, _KerasSequenceMasks):
 
     def _read_layer_norm(self, name):
         """`(γ, β)` of the layer normalization `name`, as tensors."""
-        return read(getattr(self, f"{name}_gamma")), read(getattr(self, f"{name}_beta"))
+        dtype = self.compute_dtype
+        return read(getattr(self, f"{name}_gamma"), dtype), read(getattr(self, f"{name}_beta"), dtype)
 
     def _normalized_projection(self, inputs, constants):
         """`LN_x(dropout(inputs) @ kernel) + input_shift` per gate block, on the
@@ -414,12 +415,17 @@ def normalize(z, norm, epsilon, groups=1, centered=False, shift=True):
     return layer_norm(z, gamma, beta if shift else None, epsilon, groups)
 
 
-def read(variable):
-    """A weight's value as a tensor, read once (for `loop_constants`).
+def read(variable, dtype=None):
+    """A weight's value as a tensor, read once (for `loop_constants`), in `dtype`.
 
     On TensorFlow `keras.ops.convert_to_tensor` returns the variable itself: a time
     loop using it reads it again at every step, and the XLA-compiled loop
     (`kerasrnn.ops.unroll(xla=True)`) needs the value, not the variable.
+
+    `dtype` is the cell's compute dtype. `Layer.__call__` reads the variables of a
+    mixed-precision layer in it already (autocast); `Layer.stateless_call` does not,
+    and the loop must not mix dtypes. Where they agree the value is the variable's
+    own tensor, which the fused torch kernel's weight buffer relies on.
     """
     value = ops.convert_to_tensor(variable)
     if keras.backend.backend() == "tensorflow":
@@ -427,6 +433,8 @@ def read(variable):
 
         if not isinstance(value, tf.Tensor):
             value = tf.convert_to_tensor(value)
+    if dtype is not None and keras.backend.standardize_dtype(value.dtype) != dtype:
+        value = ops.cast(value, dtype)
     return value
 
 

@@ -74,6 +74,10 @@ class GRUCell(RecurrentCell):
         layer_norm: layer-normalize the projections as above (default False).
         layer_norm_epsilon: the `ε` of the normalizations, > 0 (default 1e-3).
         zoneout: zoneout probability of `h`, in [0, 1) (default 0).
+        implementation: accepted for `keras.layers` compatibility, 1 or 2 (default
+            2). In Keras it chooses one small matrix product per gate (1) or one for
+            all gates (2): the same sums, grouped differently. kerasrnn always runs
+            the fused products, so it changes nothing here.
 
     Call arguments:
         inputs: `(batch, input_dim)`; states: `[h_{t-1}]`; training: bool.
@@ -109,11 +113,13 @@ class GRUCell(RecurrentCell):
         activation="tanh",
         recurrent_activation="sigmoid",
         reset_after=True,
+        implementation=2,
         **kwargs,
     ):
         super().__init__(units, activation=activation, **kwargs)
         self.recurrent_activation = _checks.activation("recurrent_activation", recurrent_activation)
         self.reset_after = bool(reset_after)
+        self.implementation = _checks.implementation(implementation)
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
@@ -219,6 +225,7 @@ class GRUCell(RecurrentCell):
         config = {
             "recurrent_activation": activations.serialize(self.recurrent_activation),
             "reset_after": self.reset_after,
+            "implementation": self.implementation,
         }
         return {**super().get_config(), **config}
 

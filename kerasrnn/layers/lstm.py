@@ -110,6 +110,10 @@ class LSTMCell(RecurrentCell):
         layer_norm_epsilon: the `ε` of every normalization, > 0 (default 1e-3).
         zoneout: zoneout probability of `h`, in [0, 1) (default 0).
         zoneout_cell: zoneout probability of `c`, in [0, 1) (default 0).
+        implementation: accepted for `keras.layers` compatibility, 1 or 2 (default
+            2). In Keras it chooses one small matrix product per gate (1) or one for
+            all gates (2): the same sums, grouped differently. kerasrnn always runs
+            the fused products, so it changes nothing here.
 
     Call arguments:
         inputs: `(batch, input_dim)`; states: `[h_{t-1}, c_{t-1}]`; training: bool.
@@ -168,6 +172,7 @@ class LSTMCell(RecurrentCell):
         use_peepholes=False,
         proj_size=0,
         zoneout_cell=0.0,
+        implementation=2,
         **kwargs,
     ):
         super().__init__(units, activation=activation, **kwargs)
@@ -182,6 +187,7 @@ class LSTMCell(RecurrentCell):
                 "projection."
             )
         self.zoneout_cell = _checks.rate("zoneout_cell", zoneout_cell, meaning=_checks.ZONEOUT_MEANING)
+        self.implementation = _checks.implementation(implementation)
 
     @property
     def state_size(self):
@@ -221,10 +227,10 @@ class LSTMCell(RecurrentCell):
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         if self.use_peepholes:
-            peepholes = read(self.peephole_kernel)
+            peepholes = read(self.peephole_kernel, self.compute_dtype)
             constants["peepholes"] = (peepholes[0], peepholes[1], peepholes[2])
         if self.proj_size:
-            constants["projection_kernel"] = read(self.projection_kernel)
+            constants["projection_kernel"] = read(self.projection_kernel, self.compute_dtype)
         if self.layer_norm:
             for name in ("kernel_norm", "recurrent_norm", "state_norm"):
                 constants[name] = self._read_layer_norm(name)
@@ -298,6 +304,7 @@ class LSTMCell(RecurrentCell):
             "use_peepholes": self.use_peepholes,
             "proj_size": self.proj_size,
             "zoneout_cell": self.zoneout_cell,
+            "implementation": self.implementation,
         }
         return {**super().get_config(), **config}
 

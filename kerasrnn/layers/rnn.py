@@ -5,7 +5,9 @@ import inspect
 import keras
 from keras import ops
 
-from kerasrnn.layers import _checks
+from kerasrnn.layers import _checks, _inputs
+from kerasrnn.layers._inputs import check_mask as _check_mask
+from kerasrnn.layers._inputs import check_rank as _check_rank
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.ops.plan import plan_call
 from kerasrnn.ops.run import run_cell
@@ -36,6 +38,8 @@ class RNN(keras.layers.Layer):
             last valid output (`keras.layers.Bidirectional` sets it).
         fused: `"auto"` uses a fused backend kernel when one computes exactly the
             same function, `True` requires it (error otherwise), `False` never.
+            `use_cudnn=`, keras.layers's name for it, is accepted with the same
+            values (`True`: a fused kernel or an error naming why none runs).
         hoist_inputs: `"auto"` (per backend and device), `True` or `False`: project
             the whole input sequence before the loop.
         remat: `"auto"` (on JAX on a CPU where the cell's step is worth recomputing,
@@ -51,13 +55,18 @@ class RNN(keras.layers.Layer):
             (`kerasrnn.ops.unroll(xla=...)`). The same function; gradients agree to
             rounding. Costs a compilation per input shape (about 0.3–2 s on a CPU).
             Gradients of gradients need `xla=False`. Ignored on the other backends.
-        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...). Keras's
+            `unroll=` is accepted and ignored (the loop is never unrolled: the
+            same function).
 
     Call arguments:
-        sequences: `(batch, time, features)`.
+        sequences: `(batch, time, features)`, at least one time step; integer or
+            boolean inputs are cast to the compute dtype.
         initial_state: list of initial states (`[h]` or `[h, c]`), each `(batch, size)`.
-        mask: boolean `(batch, time)`; masked steps carry the state unchanged and the
-            output repeats the last valid output (zeros before any).
+        mask: boolean `(batch, time)` (or numbers: nonzero is valid); masked steps
+            carry the state unchanged and the output repeats the last valid output
+            (zeros before any). Their inputs are never used: even a NaN there puts
+            no NaN into the outputs or any gradient.
         training: whether dropout is active.
 
     After a call, `last_path` says which code path ran (`"fused:torch._VF.lstm"`,
@@ -94,8 +103,7 @@ class RNN(keras.layers.Layer):
                 f"e.g. kerasrnn.layers.LSTMCell; received {cell!r}. "
                 "Plain Keras cells run in keras.layers.RNN."
             )
-        kwargs.pop("unroll", None)  # Keras's argument; the loop is never unrolled here
-        _check_keras_only_options(type(self), kwargs)
+        fused = _checks.keras_layer_options(type(self), kwargs, fused)
         super().__init__(**kwargs)
         self.cell = cell
         self.return_sequences = bool(return_sequences)
@@ -176,6 +184,12 @@ class RNN(keras.layers.Layer):
             super().set_weights(weights)
 
     # --------------------------------------------------------------------- call
+    def __call__(self, *args, **kwargs):
+        # Before Keras converts NumPy arguments: a string array fails there, with a
+        # different error on each backend.
+        _inputs.check_call_dtypes(self, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
         sequences, states, mask = prepare_call(self, sequences, initial_state, mask)
         constants = self.cell.loop_constants(sequences, training)
@@ -202,9 +216,10 @@ class RNN(keras.layers.Layer):
         sizes = self.state_size
         if initial_state is None:
             if self.stateful:
+                _inputs.check_stateful_batch(self, self.states, sequences)
                 # A copy: the variables are overwritten after the loop, and torch's
                 # autograd must not see its saved inputs change in place.
-                return [ops.copy(ops.convert_to_tensor(v)) for v in self.states]
+                return [ops.copy(ops.cast(v, self.compute_dtype)) for v in self.states]
             return [ops.cast(s, self.compute_dtype) for s in self.cell.get_initial_state(batch)]
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
@@ -214,20 +229,10 @@ class RNN(keras.layers.Layer):
                 f"of shapes {[('batch', s) for s in sizes]}; received "
                 f"{len(initial_state)}."
             )
-        states = []
-        for i, (state, size) in enumerate(zip(initial_state, sizes)):
-            state = ops.convert_to_tensor(state, dtype=self.compute_dtype)
-            shape = tuple(state.shape)
-            ok = len(shape) == 2 and shape[1] in (None, size)
-            if ok and shape[0] is not None and sequences.shape[0] is not None:
-                ok = shape[0] == sequences.shape[0]
-            if not ok:
-                raise ValueError(
-                    f"{self.name}: `initial_state[{i}]` must have shape "
-                    f"(batch={sequences.shape[0]}, {size}); received {shape}."
-                )
-            states.append(state)
-        return states
+        return [
+            _inputs.check_state(self, f"initial_state[{i}]", state, size, sequences.shape[0])
+            for i, (state, size) in enumerate(zip(initial_state, sizes))
+        ]
 
     # ------------------------------------------------------------------- config
     def get_config(self):
@@ -320,24 +325,6 @@ def _check_foreign_options(layer_class, cell_args, kwargs):
             )
 
 
-# keras.layers options that choose an implementation, and what takes their place here.
-_KERAS_ONLY_OPTIONS = {
-    "use_cudnn": "`fused=` (\"auto\", True or False) chooses the backend's native kernel",
-    "implementation": "`hoist_inputs=` chooses whether the input projection is computed "
-    "before the loop, and `fused=` whether a native kernel runs",
-    "time_major": "inputs are (batch, time, features); transpose them first",
-}
-
-
-def _check_keras_only_options(layer_class, kwargs):
-    for key, instead in _KERAS_ONLY_OPTIONS.items():
-        if key in kwargs:
-            raise TypeError(
-                f"{layer_class.__name__} has no option `{key}` (a keras.layers option); "
-                f"remove it: {instead}. See docs/migrating.md."
-            )
-
-
 def _all_subclasses(klass):
     for sub in klass.__subclasses__():
         yield sub
@@ -346,10 +333,11 @@ def _all_subclasses(klass):
 
 def prepare_call(layer, sequences, initial_state, mask):
     """`(sequences, states, mask)` of a call of the `RNN` `layer`, checked: the inputs
-    on the device Keras computes on (a torch tensor may arrive from the CPU), the
-    initial states (given, the stateful ones, or zeros) and the mask as a tensor."""
-    sequences = ops.convert_to_tensor(sequences)
-    _check_rank(layer, tuple(sequences.shape))
+    on the device Keras computes on (a torch tensor may arrive from the CPU), in the
+    layer's compute dtype, with zeros at the masked steps (`_inputs.zero_masked_steps`),
+    the initial states (given, the stateful ones, or zeros) and the mask as a boolean
+    tensor."""
+    sequences = _inputs.sequences(layer, sequences)
     if sequences.shape[-1] != layer.cell.input_dim:
         raise ValueError(
             f"{layer.name}: the input feature size changed after the layer was "
@@ -358,35 +346,5 @@ def prepare_call(layer, sequences, initial_state, mask):
             "inputs of another size."
         )
     states = layer._initial_states(initial_state, sequences, ops.shape(sequences)[0])
-    return sequences, states, _check_mask(layer, mask, sequences)
-
-
-def _check_rank(layer, shape):
-    if len(shape) != 3:
-        raise ValueError(
-            f"{layer.name}: expected inputs of rank 3 (batch, time, features); received "
-            f"shape {shape}. For one time step add a time axis, e.g. "
-            "`x[:, None, :]`; for a cell step call the cell directly."
-        )
-
-
-def _check_mask(layer, mask, sequences):
-    if mask is None:
-        return None
-    if isinstance(mask, (list, tuple)):
-        mask = mask[0]
-        if mask is None:
-            return None
-    shape = tuple(mask.shape)
-    expected = tuple(sequences.shape[:2])
-    compatible = len(shape) == 2 and all(
-        a is None or b is None or a == b for a, b in zip(shape, expected)
-    )
-    if not compatible:
-        raise ValueError(
-            f"{layer.name}: `mask` must have shape (batch, time) = {expected}; "
-            f"received {shape}."
-        )
-    # `call` may get a NumPy mask (from `stateless_call`, or called directly); the loop
-    # and the fused path's length check take backend tensors.
-    return ops.convert_to_tensor(mask)
+    mask = _check_mask(layer, mask, sequences)
+    return _inputs.zero_masked_steps(sequences, mask), states, mask

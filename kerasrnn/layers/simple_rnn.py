@@ -5,6 +5,7 @@ from typing import ClassVar
 import keras
 from keras import activations
 
+from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import (
     RecurrentCell,
     center_blocks,
@@ -208,8 +209,10 @@ class IRNN(SimpleRNN):
     """
 
     def __init__(self, units, gain=1.0, input_stddev=0.001, **kwargs):
-        self.gain = float(gain)
-        self.input_stddev = float(input_stddev)
+        self.gain = _checks.positive_float("gain", gain, "the scale of the identity recurrent matrix")
+        self.input_stddev = _checks.positive_float(
+            "input_stddev", input_stddev, "the spread of the input weights"
+        )
         kwargs.setdefault("activation", "relu")
         kwargs.setdefault("recurrent_initializer", keras.initializers.Identity(gain=self.gain))
         kwargs.setdefault(

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from kerasrnn import regularizers as rnn_regularizers
-from kerasrnn.layers import _checks
+from kerasrnn.layers import _checks, _inputs
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.layers.rnn import RNN
 from kerasrnn.ops.fused import run_fused
@@ -121,6 +121,7 @@ class DeepRNN(keras.layers.Layer):
                 f"e.g. [kerasrnn.LSTM(64), kerasrnn.LSTM(64)]; received {layers!r}."
             )
         layers = [_as_recurrent_layer(layer, i) for i, layer in enumerate(layers)]
+        _checks.distinct_layers(layers)
         n = len(layers)
         self.dropout = _checks.rate("dropout", dropout)
         self.per_sequence_dropout = bool(per_sequence_dropout)
@@ -231,13 +232,16 @@ class DeepRNN(keras.layers.Layer):
         return output_mask
 
     # ----------------------------------------------------------------------- call
+    def __call__(self, *args, **kwargs):
+        # Before Keras converts NumPy arguments (see `RNN.__call__`).
+        _inputs.check_call_dtypes(self, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        sequences = ops.convert_to_tensor(sequences)  # on the device Keras computes on
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if mask is not None:
-            mask = ops.convert_to_tensor(mask)
-        per_layer_states = self._split_initial_state(initial_state)
+        sequences = _inputs.sequences(self, sequences)
+        mask = _inputs.check_mask(self, mask, sequences)
+        sequences = _inputs.zero_masked_steps(sequences, mask)
+        per_layer_states = self._split_initial_state(initial_state, sequences)
         plan = plan_stack(self, sequences, mask, training)
         self.last_path, self.last_path_reason = plan.path, plan.reason
         if plan.fused is not None:
@@ -269,7 +273,7 @@ class DeepRNN(keras.layers.Layer):
             x, rate, self.seed_generator, per_sequence=self.per_sequence_dropout
         )
 
-    def _split_initial_state(self, initial_state):
+    def _split_initial_state(self, initial_state, sequences):
         if initial_state is None:
             return None
         if not isinstance(initial_state, (list, tuple)):
@@ -281,9 +285,14 @@ class DeepRNN(keras.layers.Layer):
                 f"states ({sum(counts)} tensors: {counts} per layer); received "
                 f"{len(initial_state)}."
             )
+        sizes = [size for i in range(len(self.rnn_layers)) for size in self._state_sizes(i)]
+        initial_state = [
+            _inputs.check_state(self, f"initial_state[{j}]", state, size, sequences.shape[0])
+            for j, (state, size) in enumerate(zip(initial_state, sizes))
+        ]
         split, start = [], 0
         for count in counts:
-            split.append(list(initial_state[start : start + count]))
+            split.append(initial_state[start : start + count])
             start += count
         return split
 

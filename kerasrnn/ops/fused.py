@@ -187,10 +187,11 @@ class Lengths:
 
 def right_padded_lengths(mask):
     """`Lengths` if `mask (batch, time)` is right-padded with every length > 0
-    (`[1, 1, 0, 0]`), else `None`. Reads the mask on the host (torch only)."""
+    (`[1, 1, 0, 0]`) and the batch is not empty (torch packs no empty batch), else
+    `None`. Reads the mask on the host (torch only)."""
     import torch
 
-    if mask.device.type == "meta":  # a symbolic call: the values are unknown
+    if mask.device.type == "meta" or mask.shape[0] == 0:  # symbolic (values unknown), or empty
         return None
     mask = mask.to(torch.bool)
     lengths = mask.sum(dim=1)

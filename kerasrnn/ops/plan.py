@@ -123,7 +123,7 @@ def plan_call(cell, sequences, mask, training, constants, *, fused="auto", hoist
     elif backend != "torch":
         reason = f"no fused kernel is used on the {backend} backend"
     elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
-        reason = "the mask is not right-padded (or a sequence is fully masked)"
+        reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
     elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
         reason = f"{sequences.dtype} on CPU"
     else:
@@ -195,7 +195,7 @@ def plan_stack(deep, sequences, mask, training):
     if reason is None and mask is not None:
         lengths = right_padded_lengths(keras.ops.cast(mask, "bool"))
         if lengths is None:
-            reason = "the mask is not right-padded (or a sequence is fully masked)"
+            reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
     if reason is None:
         specs = []
         for i in range(len(deep.rnn_layers)):
