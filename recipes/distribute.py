@@ -37,6 +37,7 @@ rates; `linear` multiplies them by `batch_size / default batch_size` (Goyal et a
 import dataclasses
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -60,6 +61,7 @@ class Parallel:
     batch_size: int = 0  # the global batch
     lr_scaling: str = "none"
     lr_factor: float = 1.0
+    layouts: dict = dataclasses.field(default_factory=dict)  # --distribute model: {path regex: axes}
 
     @property
     def distributed(self):
@@ -88,12 +90,35 @@ class Parallel:
             return model.predict(x, batch_size=None if _is_dataset(x) else batch_size, verbose=0)
         if self.processes > 1:
             raise UsageError(
-                f"predictions with --distribute {self.mode} across {self.processes} processes are not "
-                "supported (Keras returns arrays that span the hosts): evaluate the saved model on one host."
+                f"training is done and checkpointed, but predictions with --distribute {self.mode} across "
+                f"{self.processes} processes are not supported (Keras returns arrays that span the hosts): "
+                "evaluate on one host with the same command plus --resume --distribute none, which finds "
+                "every epoch done and only evaluates."
             )
         batches = EvenBatches(x if _is_dataset(x) else (x,), self.rows(batch_size or self.batch_size))
         predicted = model.predict(batches, verbose=0)
         return predicted[batches.real_rows()]
+
+    def prepare(self, model):
+        """`model`, its optimizer made to behave on many replicas as on one device.
+
+        On TensorFlow, Keras 3 clips gradients (`clipnorm`, `global_clipnorm`,
+        `clipvalue`) in each replica *before* the replicas' gradients are summed: each
+        replica clips its own share (a `1 / replicas` part of the gradient), so the
+        clipping, and the training, change with the number of devices. Here the
+        optimizer sums the shares first and clips the sum; the first replica hands
+        the clipped gradient on, the others nothing, so Keras's own sum that follows
+        gives it unchanged. On JAX
+        the gradient is computed once for the whole (sharded) batch, nothing to do.
+        Called on every model a recipe builds or resumes (`training.fit`).
+        """
+        if self.api == "tf.distribute.MirroredStrategy" and self.replicas > 1 and model.optimizer is not None:
+            _clip_after_all_reduce(getattr(model.optimizer, "inner_optimizer", model.optimizer))
+        for pattern in self.layouts:  # a pattern that matches nothing would shard nothing, silently
+            if not any(re.fullmatch(pattern, v.path) for v in model.weights):
+                raise ValueError(f"--distribute model: the layout {pattern!r} matches no weight of the model "
+                                 f"(its paths: {', '.join(v.path for v in model.weights[:6])}, ...).")
+        return model
 
     def describe(self):
         """The `distribution` entry of `results.json`."""
@@ -102,6 +127,7 @@ class Parallel:
             "replicas": self.replicas, "model_shards": self.model_shards, "processes": self.processes,
             "global_batch_size": self.batch_size, "per_replica_batch_size": self.batch_size // self.replicas,
             "lr_scaling": self.lr_scaling, "lr_factor": self.lr_factor,
+            "sharded": {pattern: list(axes) for pattern, axes in self.layouts.items()},
             "batches": "every batch full; fillers weigh 0" if self.distributed else "as the data gives them",
         }
 
@@ -118,7 +144,8 @@ def configure(config, layouts=None):
         config: the run's config (`distribute`, `batch_size`, `lr_scaling`, and
             `model_shards` where the recipe has `--distribute model`).
         layouts: for `--distribute model`, `{variable path regex: axes}` of the
-            sharded weights (`keras.distribution.LayoutMap` entries).
+            sharded weights (`keras.distribution.LayoutMap` entries; each regex must
+            match a whole path, and `prepare` checks that it matches a weight).
     """
     mode = config.distribute
     backend = keras.backend.backend()
@@ -173,7 +200,7 @@ def _jax(mode, config, layouts):
         keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch", auto_shard_dataset=False)
     )
     return Parallel(mode, "keras.distribution.ModelParallel", replicas=len(devices) // shards,
-                    model_shards=shards, **common)
+                    model_shards=shards, layouts=dict(layouts or {}), **common)
 
 
 def _tensorflow():
@@ -187,6 +214,42 @@ def _tensorflow():
     tf.distribute.experimental_set_strategy(strategy)
     return Parallel("data", "tf.distribute.MirroredStrategy", devices=tuple(names),
                     replicas=strategy.num_replicas_in_sync)
+
+
+def _clip_after_all_reduce(optimizer):
+    """`optimizer` (on TensorFlow) clips the gradient summed over the replicas."""
+    import tensorflow as tf
+
+    if getattr(optimizer, "_kerasrnn_global_clip", False) or not (
+        optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue
+    ):
+        return
+    clip = optimizer._clip_gradients  # Keras's: one replica's gradients in, clipped out
+
+    def clip_sum(grads):
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return clip(grads)
+        present = [g for g in grads if g is not None]
+        summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+        clipped = clip([None if g is None else next(summed) for g in grads])
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        return [None if g is None else _only_if(first, g) for g in clipped]
+
+    optimizer._clip_gradients = clip_sum
+    optimizer._kerasrnn_global_clip = True
+
+
+def _only_if(first, gradient):
+    """`gradient` on the first replica, nothing on the others: the sum over the replicas
+    that Keras takes next is then `gradient` exactly (an `IndexedSlices`, the gradient of
+    an embedding, keeps its rows as they are: no row is doubled or halved)."""
+    import tensorflow as tf
+
+    if isinstance(gradient, tf.IndexedSlices):
+        rows = tf.where(first, tf.shape(gradient.indices)[0], 0)
+        return tf.IndexedSlices(gradient.values[:rows], gradient.indices[:rows], gradient.dense_shape)
+    return tf.where(first, gradient, tf.zeros_like(gradient))
 
 
 # ------------------------------------------------------------------------ batches
@@ -241,6 +304,8 @@ class EvenBatches(keras.utils.PyDataset):
         if n > self.rows:
             raise ValueError(f"batch {index} holds {n} examples, more than the {self.rows} of an even batch.")
         fill = self.rows - n
+        # Several inputs as a tuple: tf.data takes a list for one tensor, not a structure.
+        x = tuple(x) if isinstance(x, list) else x
         x = keras.tree.map_structure(lambda a: np.concatenate([a, np.repeat(a[:1], fill, axis=0)]), x)
         if y is None:
             return self._share((x,))

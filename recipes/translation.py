@@ -290,10 +290,12 @@ def report(run, outputs, test_pairs, source_ids, source_tok, target_tok):
 # and the output layer, `(decoder_units, vocab)` — split over the "model" axis of the
 # device mesh, along a dimension that the number of shards divides for any vocabulary
 # (sentencepiece's sizes are not round); everything else is replicated.
+# The keys are regular expressions that must match a variable's whole path
+# (`keras.distribution.LayoutMap`), e.g. "seq2_seq/decoder/output/kernel".
 SHARDED = {
-    "source_embedding/embeddings": (None, "model"),
-    "decoder/embedding/embeddings": (None, "model"),
-    "decoder/output/kernel": ("model", None),
+    ".*/source_embedding/embeddings": (None, "model"),
+    ".*/decoder/embedding/embeddings": (None, "model"),
+    ".*/decoder/output/kernel": ("model", None),
 }
 
 

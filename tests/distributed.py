@@ -8,6 +8,8 @@ line that starts with `RESULT ` for the test to read:
 - `steps`: each recipe's model at smoke size trained for 5 steps with `--distribute
   data` (the last batch filled up with filler rows): the running loss after every step;
   then every kerasrnn layer trained for one step, and the counts of an evaluation.
+- `model SHARDS`: the translation model with `--distribute model`, its largest weights
+  split over SHARDS devices: the running losses and each weight's sharding;
 - `resume CHECKPOINT`: the captioning recipe with `--distribute data`, killed while it
   saves the checkpoint `CHECKPOINT`, resumed, against an uninterrupted run.
 """
@@ -26,14 +28,21 @@ if __name__ == "__main__":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * DEVICES)
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import kerasrnn  # noqa: E402
-from kerasrnn import seq2seq  # noqa: E402
-from kerasrnn.datasets import encode_texts, make_vectorizer  # noqa: E402
-from kerasrnn.datasets import translation as translation_data  # noqa: E402
-from recipes import adding_problem, captioning, forecasting, sentiment, training, translation  # noqa: E402
+import kerasrnn
+from kerasrnn import seq2seq
+from kerasrnn.datasets import encode_texts, make_vectorizer
+from kerasrnn.datasets import translation as translation_data
+from recipes import (
+    adding_problem,
+    captioning,
+    forecasting,
+    sentiment,
+    training,
+    translation,
+)
 
 STEPS = 5
 BACKEND = keras.backend.backend()
@@ -55,7 +64,7 @@ def examples(batch_size):
     return batch_size * (STEPS - 1) + 3
 
 
-def recipe_models(parallel):
+def recipe_models(parallel, translation_config=None):
     """`{recipe: (build, data)}`: each recipe's model and data at smoke size."""
     rng = np.random.default_rng(0)
     models = {}
@@ -72,7 +81,7 @@ def recipe_models(parallel):
     train = sentiment.LengthBatches(ids, labels, config.batch_size, shuffle=True, seed=0)
     models["sentiment"] = (lambda config=config: sentiment.build_model(config, steps_per_epoch=STEPS), parallel.even(train, config.batch_size))
 
-    config = smoke(translation, **({} if DROPOUT else {"dropout": 0.0}))
+    config = translation_config or smoke(translation, **({} if DROPOUT else {"dropout": 0.0}))
     n = examples(config.batch_size)
     # At most 8 ids (EOS included): every batch is 8 wide, one program to compile.
     source = [list(rng.integers(4, 40, rng.integers(2, 8))) + [3] for _ in range(n)]
@@ -113,11 +122,14 @@ def timed(function, *args):
     return result
 
 
-def train_steps(build, data):
+def train_steps(parallel, build, data, models=None):
+    """The loss after each of `STEPS` steps; the trained model is appended to `models`."""
     keras.utils.set_random_seed(0)
-    model = build()
+    model = parallel.prepare(build())
     record = StepLosses()
     model.fit(data, epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False, callbacks=[record])
+    if models is not None:
+        models.append(model)
     return record.losses
 
 
@@ -194,7 +206,7 @@ def count_evaluation(parallel, n=37):
 def run_steps(parallel, *extra):
     """`{recipe: step losses}`, and with "layers" `{"layers": train_layers(...)}`, with
     "counts" `{"counts": count_evaluation(...)}`."""
-    result = {name: timed(train_steps, build, data) for name, (build, data) in recipe_models(parallel).items()}
+    result = {name: timed(train_steps, parallel, build, data) for name, (build, data) in recipe_models(parallel).items()}
     if "layers" in extra:
         result["layers"] = timed(train_layers, parallel)
     if "counts" in extra:
@@ -207,6 +219,25 @@ def configure():
     from recipes import distribute
 
     return distribute.configure(captioning.Config(distribute="data", batch_size=8))
+
+
+# ------------------------------------------------------------------ model parallel
+def model_parallel(shards):
+    """The translation model with `--distribute model`: its largest weights split over
+    `shards` devices (`translation.SHARDED`), trained for `STEPS` steps. Returns the step
+    losses and each weight's sharding (the mesh axis of each dimension)."""
+    from recipes import distribute
+
+    config = smoke(translation, **({} if DROPOUT else {"dropout": 0.0}))
+    config.distribute, config.model_shards = "model", shards
+    parallel = distribute.configure(config, layouts=translation.SHARDED)
+    build, data = recipe_models(parallel, translation_config=config)["translation"]
+    models = []
+    losses = timed(train_steps, parallel, build, data, models)
+    layouts = {v.path: list(v.value.sharding.spec) + [None] * (len(v.shape) - len(v.value.sharding.spec))
+               for v in models[0].weights}
+    return {"replicas": parallel.replicas, "model_shards": parallel.model_shards, "translation": losses,
+            "layouts": layouts}
 
 
 # ------------------------------------------------------------------------ resume
@@ -242,6 +273,8 @@ def main():
     if task == "steps":
         parallel = configure()
         result = {"replicas": parallel.replicas, **run_steps(parallel, *sys.argv[3:])}
+    elif task == "model":
+        result = model_parallel(int(sys.argv[3]))
     elif task == "resume":
         result = resume(sys.argv[3], sys.argv[4])
     else:
