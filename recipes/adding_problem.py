@@ -193,7 +193,7 @@ def build_model(name, config):
         [keras.Input((config.seq_len, 2)), recurrent, keras.layers.Dense(1, name="sum")],
         name=name,
     )
-    learning_rate = getattr(config, f"{name}_lr")
+    learning_rate = common.learning_rate(config, getattr(config, f"{name}_lr"))
     if getattr(config, f"{name}_schedule") == "cosine":
         total = config.steps_per_epoch(name) * config.epochs
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total, alpha=0.01)
@@ -219,8 +219,9 @@ def train(run, name, validation, diag_batch):
                                      record_initial=state["epoch"] == 0, initial_epoch=state["epoch"])]
 
     model, state = training.fit(
-        run, name, lambda: build_model(name, config), FreshBatches(config, config.steps_per_epoch(name)),
-        epochs=config.epochs, validation_data=validation, callbacks=diagnostics,
+        run, name, lambda: build_model(name, config),
+        run.parallel.even(FreshBatches(config, config.steps_per_epoch(name))),
+        epochs=config.epochs, validation_data=run.parallel.even(validation), callbacks=diagnostics,
     )
     return model, state, csv_path
 
@@ -241,12 +242,13 @@ def keep_diagnostics_rows(path, last_epoch):
 # ------------------------------------------------------------------------------
 # ## Evaluation and report
 # ------------------------------------------------------------------------------
-def evaluate(name, model, state, csv_path, config, test):
-    x_test, y_test = test
+def evaluate(run, name, model, state, csv_path, test):
+    config, (x_test, y_test) = run.config, test
     rows = [r for r in read_csv(csv_path) if r["layer"] == "rnn"]
     first, last = rows[0], rows[-1]
+    predicted = run.parallel.predict(model, x_test, batch_size=500)  # each test sequence once
     return {
-        "test_mse": float(model.evaluate(x_test, y_test, batch_size=500, verbose=0)),
+        "test_mse": float(np.mean((predicted.astype("float64") - y_test) ** 2)),
         "baseline_mse": float(np.mean((y_test - 1.0) ** 2)),
         "steps": state["epoch"] * config.steps_per_epoch(name),
         "epochs": state["epoch"],
@@ -330,7 +332,7 @@ def run_recipe(config):
     results, history = {}, {}
     for name in config.model_list():
         model, state, csv_path = train(run, name, validation, diag_batch)
-        results[name] = evaluate(name, model, state, csv_path, config, test)
+        results[name] = evaluate(run, name, model, state, csv_path, test)
         history[name] = state["history"]
         print(f"[{name}] test MSE {results[name]['test_mse']:.5f} after "
               f"{results[name]['steps']} updates, {results[name]['seconds']:.0f} s", flush=True)

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 import kerasrnn
+from kerasrnn import seq2seq
 from kerasrnn.datasets import digits
 from recipes import training
 
@@ -138,9 +139,11 @@ def build_model(config):
     x = layer(config.units, return_sequences=True, name="decoder")(x, initial_state=initial_state)
     logits = keras.layers.Dense(len(VOCAB), name="next_char")(x)
     model = keras.Model([image, previous], logits, name=f"digit_speller_{config.decoder}")
+    # The loss averages over the characters of the names (PAD targets left out), over
+    # the whole batch also when a tf.distribute strategy splits it between devices.
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(common.learning_rate(config, config.learning_rate)),
+        loss=seq2seq.MaskedSequenceLoss(pad_id=PAD),
         weighted_metrics=["accuracy"],
     )
     return model
@@ -159,7 +162,7 @@ def greedy_decode(run, model, images):
     chosen = np.zeros_like(tokens)
     progress = run.progress(MAX_LEN, "Greedy decoding (characters)")
     for t in range(MAX_LEN):
-        logits = model.predict([images, tokens], batch_size=512, verbose=0)
+        logits = run.parallel.predict(model, [images, tokens], batch_size=512)
         chosen[:, t] = np.argmax(logits[:, t], axis=-1)
         if t + 1 < MAX_LEN:
             tokens[:, t + 1] = chosen[:, t]
@@ -199,11 +202,12 @@ def run_recipe(config):
     name = f"speller_{config.decoder}"
     model, state = training.fit(
         run, name, lambda: build_model(config),
-        training.EpochBatches([train["images"], train["inputs"]], train["targets"], config.batch_size,
-                              seed=config.seed, sample_weight=(train["targets"] != PAD).astype("float32")),
+        run.parallel.even(training.EpochBatches(
+            [train["images"], train["inputs"]], train["targets"], config.batch_size, seed=config.seed,
+            sample_weight=(train["targets"] != PAD).astype("float32"))),
         epochs=config.epochs,
-        validation_data=([valid["images"], valid["inputs"]], valid["targets"],
-                         (valid["targets"] != PAD).astype("float32")),
+        validation_data=run.parallel.even(([valid["images"], valid["inputs"]], valid["targets"],
+                                           (valid["targets"] != PAD).astype("float32"))),
     )
 
     # One decoding pass over both held-out splits (one compiled shape on JAX).

@@ -13,10 +13,13 @@ calls `select_backend(sys.argv[1:])` before its `import keras`; `start` then che
 the Keras it got is the one asked for, creates the output folder and saves the resolved
 config. `Run.write_results` writes the one `results.json` schema of all recipes:
 
-    {"recipe", "backend", "device", "seconds", "config", "metrics": {...}, "history": {...}}
+    {"recipe", "backend", "device", "seconds", "config", "distribution": {...},
+     "metrics": {...}, "history": {...}}
 
-where `metrics` holds what the recipe measured (under the names it reports) and
-`history` maps each trained model's name to its per-epoch records.
+where `distribution` says how the devices were used (`--distribute`, the global batch,
+the learning-rate factor of `--lr-scaling`: `recipes.distribute`), `metrics` holds what
+the recipe measured (under the names it reports) and `history` maps each trained
+model's name to its per-epoch records.
 
 Every file a recipe writes goes through `atomic_path`/`write_json`: a temporary file,
 flushed to disk, then renamed over the final name, so a killed run never leaves half a
@@ -38,6 +41,8 @@ import typing
 BACKENDS = ("jax", "tensorflow", "torch")
 # Settings of one invocation, never taken from the interrupted run's config.json.
 PER_INVOCATION = ("backend", "output", "resume", "verbose", "tensorboard", "threads")
+# The `--distribute` modes every recipe has (translation adds "model").
+DISTRIBUTE = ("none", "data")
 
 
 class UsageError(ValueError):
@@ -56,6 +61,8 @@ class RunConfig:
     verbose: str = "auto"  # 0 silent, 1 progress bars, 2 one line per epoch; auto: bars on a terminal, lines otherwise
     tensorboard: bool = False  # TensorBoard logs in OUTPUT/tensorboard/ (fit and diagnostics)
     threads: int = 0  # CPU threads of the backend (0: its default; 1 is fastest on a busy CPU)
+    distribute: str = "none"  # none | data: copy the model to every local device (JAX: also across hosts) and split each batch
+    lr_scaling: str = "none"  # none | linear: learning rates × batch size / the default batch size
 
 
 # ------------------------------------------------------------------ backend and threads
@@ -216,9 +223,28 @@ def check_run_config(config):
         raise UsageError(f"--verbose must be auto, 0, 1 or 2; received {config.verbose!r}.")
     if config.threads < 0:
         raise UsageError(f"--threads must be >= 0 (0: the backend's default); received {config.threads}.")
+    modes = getattr(config, "DISTRIBUTE_MODES", DISTRIBUTE)
+    if config.distribute not in modes:
+        raise UsageError(f"--distribute must be one of {modes}; received {config.distribute!r}.")
+    if config.lr_scaling not in ("none", "linear"):
+        raise UsageError(f"--lr-scaling must be none or linear; received {config.lr_scaling!r}.")
     if config.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboardX")):
         raise UsageError("--tensorboard writes event files with tensorflow or tensorboardX; "
                          "install one (pip install tensorboardX).")
+
+
+def lr_factor(config):
+    """What `--lr-scaling` multiplies the learning rates by: 1 (`none`), or (`linear`, the
+    rule of Goyal et al. 2017) the batch size over the recipe's default batch size, the
+    one its learning rates were chosen for."""
+    if config.lr_scaling == "none":
+        return 1.0
+    return config.batch_size / _default(type(config), "batch_size")
+
+
+def learning_rate(config, value):
+    """A learning rate of the recipe under `--lr-scaling`."""
+    return value * lr_factor(config)
 
 
 def check_choice(config, name, choices):
@@ -274,9 +300,13 @@ def user_errors():
 
 
 # ------------------------------------------------------------------------- one run
-def start(recipe, config):
-    """Checks the backend, prepares `config.output` and returns the `Run`."""
+def start(recipe, config, layouts=None):
+    """Checks the backend, sets up `--distribute`, prepares `config.output` and returns
+    the `Run` (`layouts`: the sharded weights of `--distribute model`, see
+    `recipes.distribute.configure`)."""
     import keras
+
+    from recipes import distribute
 
     backend = keras.backend.backend()
     if config.backend and config.backend != backend:
@@ -287,18 +317,27 @@ def start(recipe, config):
         )
     config.backend = backend
     _limit_threads(backend, config.threads)
+    parallel = distribute.configure(config, layouts)
     os.makedirs(config.output, exist_ok=True)
     resolved = dataclasses.asdict(config)
     print("Config:\n" + "\n".join(f"  {k} = {v!r}" for k, v in resolved.items()), flush=True)
+    if parallel.distributed:
+        print(f"Distribution: {parallel.api} over {len(parallel.devices)} device(s), {parallel.replicas} "
+              f"replica(s) of {config.batch_size // parallel.replicas} examples each; learning rates × "
+              f"{parallel.lr_factor:g} (--lr-scaling {config.lr_scaling})", flush=True)
     write_json(os.path.join(config.output, "config.json"), resolved)
-    return Run(recipe, config)
+    return Run(recipe, config, parallel)
 
 
 class Run:
-    """One recipe run: its config, its output folder, its verbosity and its report."""
+    """One recipe run: its config, its output folder, its verbosity, its devices
+    (`parallel`, a `recipes.distribute.Parallel`) and its report."""
 
-    def __init__(self, recipe, config):
+    def __init__(self, recipe, config, parallel=None):
+        from recipes import distribute
+
         self.recipe, self.config = recipe, config
+        self.parallel = parallel or distribute.Parallel(batch_size=getattr(config, "batch_size", 0))
         self.started = time.time()
         verbose = config.verbose
         if verbose == "auto":
@@ -332,6 +371,7 @@ class Run:
             "device": device_name(),
             "seconds": round(time.time() - self.started, 1),
             "config": dataclasses.asdict(self.config),
+            "distribution": self.parallel.describe(),
             "metrics": metrics,
             "history": history,
         }

@@ -250,25 +250,31 @@ class Fits:
     models: dict = dataclasses.field(default_factory=dict)
 
 
+def compiled_model(name, task, n_steps, config, dropout=0.0):
+    """`build_model`, compiled as the book trains it: Adam, MSE."""
+    model = build_model(name, task, n_steps, config, dropout)
+    model.compile(
+        optimizer=keras.optimizers.Adam(common.learning_rate(config, learning_rate(name, task, config))),
+        loss="mse",
+        weighted_metrics=[last_time_step_mse] if task == "seq2seq" else None,
+    )
+    return model
+
+
 def fit(fits, name, task, splits, n_steps, real):
     run, config = fits.run, fits.run.config
 
     def build():
-        model = build_model(name, task, n_steps, config, config.real_dropout if real else 0.0)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate(name, task, config)),
-            loss="mse",
-            metrics=[last_time_step_mse] if task == "seq2seq" else None,
-        )
-        return model
+        return compiled_model(name, task, n_steps, config, config.real_dropout if real else 0.0)
 
     key = f"{fits.dataset_key}-{task}-{name}"
     print(f"[{key}] training", flush=True)
     early_stopping = {"monitor": ("val_loss", "min"), "patience": config.patience, "restore_best": True}
     model, state = training.fit(
-        run, key, build, training.EpochBatches(*splits["train"], config.batch_size, seed=config.init_seed),
+        run, key, build,
+        run.parallel.even(training.EpochBatches(*splits["train"], config.batch_size, seed=config.init_seed)),
         epochs=config.real_epochs if real else config.epochs, seed=config.init_seed,
-        every=config.real_checkpoint_every if real else 1, validation_data=splits["valid"],
+        every=config.real_checkpoint_every if real else 1, validation_data=run.parallel.even(splits["valid"]),
         **(early_stopping if real else {}),
     )
     fits.histories[key] = state["history"]
@@ -299,7 +305,7 @@ def forecaster(fits, name, task, data, n_steps, real):
         model = fits.models[(fit_task, name)]
 
         def one(x):
-            return model.predict(x, batch_size=1024, verbose=0)
+            return fits.run.parallel.predict(model, x, batch_size=1024)
     if task == "iterative":
         return lambda x: timeseries.iterative_forecast(one, x, config.horizon)
     return one

@@ -331,7 +331,7 @@ def build_model(config, steps_per_epoch, seed=None):
     x = keras.layers.Dropout(config.head_dropout, seed=seed + 2, name="head_dropout")(x)
     logit = keras.layers.Dense(1, kernel_initializer="glorot_uniform", name="logit")(x)
     model = keras.Model(ids, logit, name=f"sentiment_{config.cell}")
-    learning_rate = config.learning_rate
+    learning_rate = common.learning_rate(config, config.learning_rate)
     if config.schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=config.epochs * steps_per_epoch
@@ -339,7 +339,8 @@ def build_model(config, steps_per_epoch, seed=None):
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm or None),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+        # Weighted: the filler rows of a batch split over devices weigh 0 (recipes.distribute).
+        weighted_metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
     )
     return model
 
@@ -364,9 +365,9 @@ def fit_member(run, k, train_ids, train_labels, val, callbacks=()):
     train = LengthBatches(train_ids, train_labels, config.batch_size, shuffle=True, seed=seed,
                           length_step=step, drop_remainder=True)  # one batch shape fewer to compile
     model, state = training.fit(
-        run, name, lambda: build_model(config, steps_per_epoch=len(train), seed=seed), train,
+        run, name, lambda: build_model(config, steps_per_epoch=len(train), seed=seed), run.parallel.even(train),
         epochs=config.epochs, seed=seed, monitor=("val_accuracy", "max"), patience=config.patience,
-        restore_best=True, validation_data=val, callbacks=callbacks,
+        restore_best=True, validation_data=run.parallel.even(val), callbacks=callbacks,
     )
     training.save_model(model, run.path(name, "model.keras"))
     return model, state
@@ -443,8 +444,8 @@ def run(config, callbacks=()):
     members, history, val_logits, test_logits = [], {}, [], []
     for k in range(config.ensemble):
         model, state = fit_member(recipe, k, train_ids, train_labels, val, callbacks)
-        val_logits.append(model.predict(val, verbose=0)[:, 0])
-        test_logits.append(model.predict(test, verbose=0)[:, 0])
+        val_logits.append(recipe.parallel.predict(model, val)[:, 0])
+        test_logits.append(recipe.parallel.predict(model, test)[:, 0])
         history[f"member-{k + 1}"] = state["history"]
         members.append({"seed": config.seed + 100 * k, "epochs": state["epoch"],
                         "best_epoch": state["monitor"]["best_epoch"], "best_val_accuracy": state["monitor"]["best"],

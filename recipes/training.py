@@ -280,6 +280,7 @@ def fit(run, name, build, data, *, epochs, seed=None, monitor=None, patience=Non
                                 "wait": 0, "weights": None}
     else:
         print(f"[{name}] resuming after epoch {state['epoch']} (checkpoint {state['model']})", flush=True)
+    run.parallel.prepare(model)
     resumed_from = state["epoch"]
     checkpoint = EpochCheckpoint(checkpoints, state, every, patience, best)
     if state["epoch"] < epochs and not state["stopped"]:

@@ -75,6 +75,10 @@ class Config(common.RunConfig):
     examples: int = 5  # translations printed
     heatmaps: int = 3  # attention heat maps saved (PNG)
     seed: int = 0
+    distribute: str = "none"  # none | data | model: split each batch over the devices (model: also shard the largest weights)
+    model_shards: int = 0  # --distribute model: devices each sharded weight is split over (0: all)
+
+    DISTRIBUTE_MODES = ("none", "data", "model")
 
     def __post_init__(self):
         common.check_choice(self, "cell", ("gru", "lstm", "simple"))
@@ -88,6 +92,8 @@ class Config(common.RunConfig):
         if self.clipnorm < 0 or self.learning_rate <= 0 or self.lr_decay <= 0:
             raise common.UsageError("--clipnorm must be >= 0 (0: off), --learning-rate and --lr-decay > 0; "
                                     f"received {self.clipnorm}, {self.learning_rate}, {self.lr_decay}.")
+        if self.model_shards < 0:
+            raise common.UsageError(f"--model-shards must be >= 0 (0: all devices); received {self.model_shards}.")
         if len(self.tsv_columns.split(",")) != 2 or not all(c.strip().isdigit() for c in self.tsv_columns.split(",")):
             raise common.UsageError(f"--tsv-columns takes two column numbers, e.g. 1,0; received {self.tsv_columns!r}.")
 
@@ -166,7 +172,7 @@ def build_model(config, source_vocab, target_vocab):
         attention=config.attention, score=config.score, dropout=config.dropout,
     )
     model.build()
-    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm or None)
+    optimizer = keras.optimizers.Adam(common.learning_rate(config, config.learning_rate), clipnorm=config.clipnorm or None)
     model.compile(
         optimizer=optimizer,
         loss=seq2seq.MaskedSequenceLoss(label_smoothing=config.label_smoothing),
@@ -177,7 +183,7 @@ def build_model(config, source_vocab, target_vocab):
 
 def schedule(config):
     def rate(epoch, lr):
-        return config.learning_rate * config.lr_decay ** max(0, epoch - 3)
+        return common.learning_rate(config, config.learning_rate) * config.lr_decay ** max(0, epoch - 3)
 
     return keras.callbacks.LearningRateScheduler(rate)
 
@@ -280,8 +286,26 @@ def report(run, outputs, test_pairs, source_ids, source_tok, target_tok):
 # ------------------------------------------------------------------------------
 # ## Run: config → data → model → train → evaluate → report
 # ------------------------------------------------------------------------------
+# --distribute model: the largest weights — both embeddings, `(vocab, embedding_dim)`,
+# and the output layer, `(decoder_units, vocab)` — split over the "model" axis of the
+# device mesh, along a dimension that the number of shards divides for any vocabulary
+# (sentencepiece's sizes are not round); everything else is replicated.
+# The keys are regular expressions that must match a variable's whole path
+# (`keras.distribution.LayoutMap`), e.g. "seq2_seq/decoder/output/kernel".
+SHARDED = {
+    ".*/source_embedding/embeddings": (None, "model"),
+    ".*/decoder/embedding/embeddings": (None, "model"),
+    ".*/decoder/output/kernel": ("model", None),
+}
+
+
 def train(config):
-    run = common.start("translation", config)
+    run = common.start("translation", config, layouts=SHARDED)
+    shards = run.parallel.model_shards
+    if config.embedding_dim % shards or config.decoder_units % shards:
+        raise common.UsageError(f"--distribute model splits --embedding-dim ({config.embedding_dim}) and "
+                                f"--decoder-units ({config.decoder_units}) over {shards} devices: each must be "
+                                f"a multiple of {shards} (or set --model-shards).")
     pairs = load_pairs(config)
     pairs = {"train": limit(pairs["train"], config.train_limit), "val": pairs["val"],
              "test": limit(pairs["test"], config.test_limit)}
@@ -293,12 +317,15 @@ def train(config):
     # Teacher forcing, a checkpoint every epoch. The batches of an epoch are a function
     # of (seed, epoch), and Keras shuffles their order with Python's `random`, whose
     # state the checkpoints hold: a resumed run trains on what an uninterrupted one does.
+    # Split over devices, every batch is full: a short one is padded with rows whose
+    # target is all padding, which the masked loss and accuracy leave out.
+    remainder = "pad" if run.parallel.distributed else "keep"
     train_batches = data.TranslationBatches(*encoded["train"], batch_size=config.batch_size, shuffle=True,
-                                            seed=config.seed)
+                                            seed=config.seed, remainder=remainder)
+    val_batches = data.TranslationBatches(*encoded["val"], batch_size=run.parallel.rows(100), remainder=remainder)
     model, state = training.fit(
         run, "model", lambda: build_model(config, source_tok.vocab_size, target_tok.vocab_size), train_batches,
-        epochs=config.epochs, validation_data=data.TranslationBatches(*encoded["val"], batch_size=100),
-        callbacks=[schedule(config)], shuffle=True,
+        epochs=config.epochs, validation_data=val_batches, callbacks=[schedule(config)], shuffle=True,
     )
     training.save_model(model, run.path("model.keras"))
     print(f"parameters: {model.count_params():,}")

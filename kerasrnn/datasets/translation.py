@@ -363,6 +363,12 @@ class TranslationBatches(keras.utils.PyDataset):
         bos_id, pad_id: special ids.
         multiple: length rounding.
         seed: the shuffling seed; `set_epoch(e)` gives epoch `e`'s batches.
+        remainder: what becomes of the pairs that do not fill a last batch: `"keep"` them
+            in a shorter batch, `"drop"` them (other pairs each epoch when shuffling), or
+            `"pad"` the batch up to `batch_size` rows whose target is all padding (the
+            source is a copy of the batch's first), which a masked loss and metric
+            (`MaskedSequenceLoss`, `masked_accuracy`) leave out: every batch has the same
+            number of rows, as data parallelism over several devices needs.
 
     Example:
 
@@ -370,12 +376,21 @@ class TranslationBatches(keras.utils.PyDataset):
     >>> (source, target_in), target_out = data[0]
     >>> source.tolist(), target_in.tolist(), target_out.tolist()
     ([[5, 3, 0], [6, 7, 3]], [[2, 8], [2, 9]], [[8, 3], [9, 3]])
+    >>> padded = TranslationBatches([[5, 3], [6, 7, 3], [4, 3]], [[8, 3], [9, 3], [7, 3]], batch_size=2,
+    ...                             multiple=1, remainder="pad")
+    >>> (source, target_in), target_out = padded[1]
+    >>> source.tolist(), target_in.tolist(), target_out.tolist()
+    ([[6, 7, 3], [6, 7, 3]], [[2, 9], [2, 0]], [[9, 3], [0, 0]])
     """
 
-    def __init__(self, source_ids, target_ids, batch_size=64, shuffle=False, bos_id=2, pad_id=0, multiple=8, seed=0, **kwargs):
+    def __init__(self, source_ids, target_ids, batch_size=64, shuffle=False, bos_id=2, pad_id=0, multiple=8, seed=0,
+                 remainder="keep", **kwargs):
         super().__init__(**kwargs)
         if len(source_ids) != len(target_ids):
             raise ValueError(f"{len(source_ids)} source and {len(target_ids)} target sequences: they must pair up.")
+        if remainder not in ("keep", "drop", "pad"):
+            raise ValueError(f"`remainder` must be 'keep', 'drop' or 'pad'; received {remainder!r}.")
+        self.remainder = remainder
         self.source_ids, self.target_ids = source_ids, target_ids
         self.batch_size, self.shuffle = int(batch_size), bool(shuffle)
         self.bos_id, self.pad_id, self.multiple = bos_id, pad_id, multiple
@@ -404,6 +419,8 @@ class TranslationBatches(keras.utils.PyDataset):
             part = order[start : start + chunk]
             part = sorted(part, key=lambda i: (len(self.source_ids[i]), len(self.target_ids[i])))
             batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        if self.remainder == "drop":
+            batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             self.rng.shuffle(batches)
         self.batches = batches
@@ -413,9 +430,11 @@ class TranslationBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.batches[index]
-        source = pad_batch([self.source_ids[i] for i in rows], self.pad_id, self.multiple)
-        target_out = pad_batch([self.target_ids[i] for i in rows], self.pad_id, self.multiple)
-        target_in = np.concatenate([np.full((len(rows), 1), self.bos_id, "int32"), target_out[:, :-1]], axis=1)
+        fill = self.batch_size - len(rows) if self.remainder == "pad" else 0
+        source = pad_batch([self.source_ids[i] for i in rows] + [self.source_ids[rows[0]]] * fill,
+                           self.pad_id, self.multiple)
+        target_out = pad_batch([self.target_ids[i] for i in rows] + [[]] * fill, self.pad_id, self.multiple)
+        target_in = np.concatenate([np.full((len(target_out), 1), self.bos_id, "int32"), target_out[:, :-1]], axis=1)
         return (source, target_in), target_out
 
     def on_epoch_end(self):

@@ -185,7 +185,13 @@ class MaskedSequenceLoss(keras.losses.Loss):
 
     `L = Σ_{t: y_t ≠ pad} [(1 − ε)(−log p(y_t)) + ε · mean_v(−log p(v))] / #{t: y_t ≠ pad}`,
     with label smoothing `ε` (Szegedy et al. 2016); `ε = 0` is the negative log-likelihood
-    whose exponential is the perplexity.
+    whose exponential is the perplexity. A sample weight (per sequence or per token)
+    scales each token's term; a row whose target is all padding adds nothing.
+
+    Under a `tf.distribute` strategy each replica holds part of the batch: the count of
+    tokens is summed over the replicas, so that the replicas' losses (whose gradients
+    the strategy adds up) sum to the loss of the whole batch. On JAX a distributed batch
+    is one array and nothing changes.
 
     Args:
         label_smoothing: `ε` in [0, 1).
@@ -200,8 +206,13 @@ class MaskedSequenceLoss(keras.losses.Loss):
     0.6931
     """
 
-    def __init__(self, label_smoothing=0.0, pad_id=0, name="masked_sequence_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, label_smoothing=0.0, pad_id=0, name="masked_sequence_loss", reduction="sum", **kwargs):
+        # `call` returns each token's share of the mean, so the reduction is a sum.
+        # Keras's default `sum_over_batch_size`, which saved configs name, means the same here.
+        if reduction not in ("sum", "sum_over_batch_size"):
+            raise ValueError(f"MaskedSequenceLoss averages over the non-padding tokens itself; `reduction` "
+                             f"cannot be changed (received {reduction!r}).")
+        super().__init__(name=name, reduction="sum", **kwargs)
         self.label_smoothing = _checks.rate("label_smoothing", label_smoothing)
         self.pad_id = int(pad_id)
 
@@ -212,7 +223,8 @@ class MaskedSequenceLoss(keras.losses.Loss):
         if self.label_smoothing:
             nll = (1.0 - self.label_smoothing) * nll - self.label_smoothing * ops.mean(log_p, axis=-1)
         mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
-        return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+        tokens, _ = _over_replicas(ops.sum(mask))
+        return nll * mask / ops.maximum(tokens, 1.0)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing, "pad_id": self.pad_id}
@@ -231,4 +243,20 @@ def masked_accuracy(y_true, y_pred, pad_id=0):
     y_true = ops.cast(y_true, "int32")
     mask = ops.cast(ops.not_equal(y_true, pad_id), "float32")
     hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
-    return ops.sum(hit * mask) / ops.maximum(ops.sum(mask), 1.0)
+    # Keras averages a metric's values over the replicas of a tf.distribute strategy:
+    # each replica's hits, over the whole batch's tokens, times the replicas.
+    tokens, replicas = _over_replicas(ops.sum(mask))
+    return replicas * ops.sum(hit * mask) / ops.maximum(tokens, 1.0)
+
+
+def _over_replicas(value):
+    """`(value summed over the replicas, number of replicas)` inside a `tf.distribute`
+    strategy's step on TensorFlow; `(value, 1)` everywhere else."""
+    if keras.backend.backend() != "tensorflow":
+        return value, 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value, 1
+    return context.all_reduce("SUM", value), context.num_replicas_in_sync
