@@ -58,7 +58,7 @@ def test_smoke_learns_and_reports(smoke_run):
     output, _results = smoke_run
     with open(os.path.join(output, "results.json")) as f:
         results = json.load(f)
-    assert set(results) == {"recipe", "backend", "device", "seconds", "config", "metrics", "history"}
+    assert set(results) == {"recipe", "backend", "device", "seconds", "config", "distribution", "metrics", "history"}
     saved = results["metrics"]
     for key in ("test_accuracy", "test_loss", "epochs", "confusion", "cpu_seconds"):
         assert key in saved

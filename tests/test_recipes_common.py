@@ -31,8 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"adding_problem": adding_problem, "sentiment": sentiment, "translation": translation,
            "forecasting": forecasting, "captioning": captioning}
 SHARED_FLAGS = ("backend", "output", "resume", "smoke", "seed", "verbose", "tensorboard", "threads", "epochs",
-                "batch_size")
-SCHEMA = {"recipe", "backend", "device", "seconds", "config", "metrics", "history"}
+                "batch_size", "distribute", "lr_scaling")
+SCHEMA = {"recipe", "backend", "device", "seconds", "config", "distribution", "metrics", "history"}
 
 
 def options(module):
@@ -224,6 +224,9 @@ def test_results_schema_is_the_same_for_every_recipe(tmp_path):
     with open(tmp_path / "results.json") as f:
         assert json.load(f) == written
     assert set(written) == SCHEMA and written["recipe"] == "captioning"
+    # One device, as the data gives it: the global batch is the batch, no learning-rate factor.
+    assert {k: written["distribution"][k] for k in ("mode", "replicas", "global_batch_size", "lr_factor")} == {
+        "mode": "none", "replicas": 1, "global_batch_size": captioning.Config().batch_size, "lr_factor": 1.0}
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
