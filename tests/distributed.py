@@ -7,7 +7,7 @@ line that starts with `RESULT ` for the test to read:
 
 - `steps`: each recipe's model at smoke size trained for 5 steps with `--distribute
   data` (the last batch filled up with filler rows): the running loss after every step;
-  then every kerasrnn layer trained for one step, and the counts of an evaluation.
+  then every kerasrnn layer trained for two steps, and the counts of an evaluation.
 - `model SHARDS`: the translation model with `--distribute model`, its largest weights
   split over SHARDS devices: the running losses and each weight's sharding;
 - `resume CHECKPOINT`: the captioning recipe with `--distribute data`, killed while it
@@ -134,33 +134,46 @@ def train_steps(parallel, build, data, models=None):
 
 
 # ------------------------------------------------------------------------ layers
-LAYERS = {
-    "irnn": lambda: kerasrnn.IRNN(4),
-    "gru_reset_before": lambda: kerasrnn.GRU(4, reset_after=False),
-    "simple_rnn_layer_norm": lambda: kerasrnn.SimpleRNN(4, layer_norm=True),
-    "lstm_peepholes_projection_layer_norm": lambda: kerasrnn.LSTM(4, use_peepholes=True, proj_size=2,
-                                                                   layer_norm=True),
-    "lstm_zoneout_dropout": lambda: kerasrnn.LSTM(4, zoneout=0.1, zoneout_cell=0.1, dropout=0.2 * DROPOUT,
-                                                  recurrent_dropout=0.2 * DROPOUT),
-    "bidirectional_gru_zoneout": lambda: keras.layers.Bidirectional(kerasrnn.GRU(4, zoneout=0.1)),
-    "deep_rnn": lambda: kerasrnn.DeepRNN([kerasrnn.GRUCell(4), kerasrnn.LSTMCell(4)], dropout=0.1 * DROPOUT),
-}
+def layers(random):
+    """`{name: layer factory}`: every kerasrnn layer (`random`: only those with dropout or
+    zoneout, turned on)."""
+    zoneout, dropout = (0.1, 0.2) if random else (0.0, 0.0)
+    stochastic = {
+        "lstm_zoneout_dropout": lambda: kerasrnn.LSTM(4, zoneout=zoneout, zoneout_cell=zoneout, dropout=dropout,
+                                                      recurrent_dropout=dropout),
+        "bidirectional_gru_zoneout": lambda: keras.layers.Bidirectional(kerasrnn.GRU(4, zoneout=zoneout)),
+        "deep_rnn": lambda: kerasrnn.DeepRNN([kerasrnn.GRUCell(4), kerasrnn.LSTMCell(4)], dropout=dropout / 2),
+    }
+    if random:
+        return stochastic
+    return {
+        "irnn": lambda: kerasrnn.IRNN(4),
+        "gru_reset_before": lambda: kerasrnn.GRU(4, reset_after=False),
+        "simple_rnn_layer_norm": lambda: kerasrnn.SimpleRNN(4, layer_norm=True),
+        "lstm_peepholes_projection_layer_norm": lambda: kerasrnn.LSTM(4, use_peepholes=True, proj_size=2,
+                                                                       layer_norm=True),
+        **stochastic,
+    }
 
 
 def train_layers(parallel):
-    """Every kerasrnn layer side by side in one model (one program to compile), and
-    `Seq2Seq` with each attention (its decoders), trained for one step: `{name: loss}`."""
+    """Every kerasrnn layer side by side in one model (one program to compile), the
+    layers with dropout and zoneout on in a second, and `Seq2Seq` with each attention (its
+    decoders), each trained for two steps (batches of 8): `{name: loss}`."""
     rng = np.random.default_rng(1)
     losses = {}
-    x, y = rng.normal(size=(8, 5, 3)).astype("float32"), rng.normal(size=(8, len(LAYERS))).astype("float32")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((5, 3))
-    outputs = [keras.layers.Dense(1)(make()(inputs)) for make in LAYERS.values()]
-    model = keras.Model(inputs, keras.layers.Concatenate()(outputs))
-    model.compile(keras.optimizers.Adam(1e-2), "mse")
-    losses["layers"] = model.fit(parallel.even((x, y)), epochs=1, verbose=0).history["loss"][0]
-    source = rng.integers(1, 12, (8, 6)).astype("int32")
-    target_in, target_out = rng.integers(1, 12, (2, 8, 5)).astype("int32")
+    x = rng.normal(size=(16, 5, 3)).astype("float32")
+    for name, random in (("layers", False), ("layers_random", True)):
+        made = layers(random)
+        y = rng.normal(size=(16, len(made))).astype("float32")
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((5, 3))
+        outputs = [keras.layers.Dense(1)(make()(inputs)) for make in made.values()]
+        model = keras.Model(inputs, keras.layers.Concatenate()(outputs))
+        model.compile(keras.optimizers.Adam(1e-2), "mse")
+        losses[name] = model.fit(parallel.even((x, y)), epochs=1, verbose=0).history["loss"][0]
+    source = rng.integers(1, 12, (16, 6)).astype("int32")
+    target_in, target_out = rng.integers(1, 12, (2, 16, 5)).astype("int32")
     for attention in ("luong", "bahdanau", "none"):
         keras.utils.set_random_seed(0)
         model = seq2seq.Seq2Seq(12, 12, embedding_dim=4, encoder_units=4, decoder_units=4, attention=attention)

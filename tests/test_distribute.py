@@ -218,12 +218,14 @@ def test_same_losses_on_any_number_of_devices(runs, recipe, devices):
 @pytest.mark.parametrize("devices", [1, 2, 4])
 def test_every_layer_trains_under_data_parallel(runs, devices):
     losses = runs[devices]["layers"]
-    assert set(losses) == {"layers", "seq2seq_luong", "seq2seq_bahdanau", "seq2seq_none"}
+    assert set(losses) == {"layers", "layers_random", "seq2seq_luong", "seq2seq_bahdanau", "seq2seq_none"}
     assert all(np.isfinite(v) for v in losses.values())
-    for name in ("seq2seq_luong", "seq2seq_bahdanau", "seq2seq_none"):
-        np.testing.assert_allclose(losses[name], runs[1]["layers"][name], rtol=RTOL)
-    if BACKEND == "jax":  # one dropout and zoneout draw for the whole batch: the same numbers
-        np.testing.assert_allclose(losses["layers"], runs[1]["layers"]["layers"], rtol=RTOL)
+    for name in ("layers", "seq2seq_luong", "seq2seq_bahdanau", "seq2seq_none"):
+        np.testing.assert_allclose(losses[name], runs[1]["layers"][name], rtol=RTOL, err_msg=name)
+    # With dropout and zoneout: on JAX one draw for the whole batch, the same numbers; on
+    # TensorFlow each replica draws its own masks (docs/distributed.md), so only finite.
+    if BACKEND == "jax":
+        np.testing.assert_allclose(losses["layers_random"], runs[1]["layers"]["layers_random"], rtol=RTOL)
 
 
 @needs_distribution
