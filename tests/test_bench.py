@@ -55,3 +55,64 @@ def test_hand_written_jax_layer_computes_kerasrnns_function(cell):
     got = rnn_bench.hand_written_layer(cell, shape["units"])(params, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got), keras.ops.convert_to_numpy(layer(x)), atol=1e-6)
     assert callable(hand[0]) and callable(hand[1])
+
+
+def _loop_bodies(compiled_text):
+    """The opcodes of each `while` body in XLA's compiled HLO text, counted."""
+    import collections
+    import re
+
+    computations, current = {}, None
+    for line in compiled_text.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            current = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            computations[current] = []
+        elif current and line.startswith("  ") and " = " in line:
+            computations[current].append(line)
+    bodies = {
+        match.group(1)
+        for lines in computations.values() for line in lines
+        for match in [re.search(r"\swhile\(.*body=%?([\w.\-]+)", line)] if match
+    }
+    counts = []
+    for body in bodies:
+        ops_ = [re.search(r"\s([a-z][a-z0-9\-]*)\(", " " + line.split(" = ", 1)[1]) for line in computations[body]]
+        counts.append(dict(collections.Counter(m.group(1) for m in ops_ if m)))
+    return sorted(counts, key=lambda c: sorted(c.items()))
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="XLA's compiled loop on JAX")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+def test_jax_training_loop_compiles_like_the_hand_written_scan(cell):
+    """kerasrnn's loop, as it runs on a GPU (input projection hoisted, no remat), and the
+    hand-written `lax.scan` compile to time loops with the same operations, forward and
+    backward: on a GPU every extra operation in a loop body is a kernel launch per step
+    (a carried copy of the output cost a copy forward and a copy and an add backward)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import kerasrnn
+
+    batch, time, features, units = 8, 7, 6, 16
+    layer = getattr(kerasrnn, rnn_bench.KERAS_NAMES[cell])(units, hoist_inputs=True, remat=False)
+    layer.build((None, time, features))
+    trainable = [v.value for v in layer.trainable_variables]
+    fixed = [v.value for v in layer.non_trainable_variables]
+    gates = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
+    hand = {
+        "kernel": jnp.full((features, gates * units), 0.01),
+        "recurrent": jnp.full((units, gates * units), 0.01),
+        "bias": jnp.zeros((2 if cell == "gru" else 1, gates * units)),
+    }
+    hand_layer = rnn_bench.hand_written_layer(cell, units)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, time, features)), "float32")
+
+    def compiled_loops(layer_fn, params):
+        step = jax.value_and_grad(lambda p, x: jnp.sum(layer_fn(p, x) ** 2))
+        return _loop_bodies(jax.jit(step).lower(params, x).compile().as_text())
+
+    ours = compiled_loops(lambda p, x: layer.stateless_call(p, fixed, x)[0], trainable)
+    theirs = compiled_loops(hand_layer, hand)
+    assert len(ours) == 2, ours  # the forward and the backward loop
+    assert ours == theirs

@@ -287,3 +287,47 @@ def test_numpy_inputs_states_and_mask():
     np.testing.assert_allclose(to_numpy(last)[:, 0], [2.0, 1.0])
     np.testing.assert_allclose(to_numpy(outputs)[:, :, 0], [[1.0, 2.0, 2.0], [1.0, 1.0, 1.0]])
     np.testing.assert_allclose(to_numpy(h), to_numpy(last))
+
+
+@pytest.mark.parametrize("remat", [False, True], ids=["stored", "remat"])
+@pytest.mark.parametrize("output_is_state", [True, False], ids=["output_is_h", "output_is_not_a_state"])
+def test_last_output_only(output_is_state, remat, weights, rng):
+    """Without a mask and `return_sequences`, the last output comes from the final
+    states when the step outputs one of them, and is carried when it does not; both
+    agree with NumPy. On JAX the loop then carries the states alone (no copy of the
+    output per step, no sum of its two gradients in the backward pass)."""
+    step, numpy_step = make_step(weights)
+    if not output_is_state:
+        step_h, numpy_h = step, numpy_step
+
+        def step(x_t, states):
+            h, new = step_h(x_t, states)
+            return 2.0 * h, new
+
+        def numpy_step(x_t, states):
+            h, new = numpy_h(x_t, states)
+            return 2.0 * h, new
+
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
+    last, none, states = run(step, x, return_sequences=False, remat=remat)
+    want, want_states = reference.run_sequence(numpy_step, x, [np.zeros((BATCH, UNITS))] * 2)
+    assert none is None
+    np.testing.assert_allclose(last, want[:, -1], rtol=1e-5, atol=1e-6)
+    for got, w in zip(states, want_states):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
+    if BACKEND != "jax":
+        return
+    import jax
+
+    def loss(x):
+        last, _, states = unroll(step, x, zeros_states(), return_sequences=False, output_size=UNITS, remat=remat)
+        return (last**2).sum() + states[1].sum()
+
+    def loss_from_sequences(x):
+        _, outputs, states = unroll(step, x, zeros_states(), output_size=UNITS, remat=remat)
+        return (outputs[:, -1] ** 2).sum() + states[1].sum()
+
+    x = jax.numpy.asarray(x)
+    np.testing.assert_allclose(jax.grad(loss)(x), jax.grad(loss_from_sequences)(x), rtol=1e-5, atol=1e-6)
+    scans = [e for e in jax.make_jaxpr(loss)(x).eqns if e.primitive.name == "scan"]
+    assert [e.params["num_carry"] for e in scans] == [2 if output_is_state else 3]

@@ -120,16 +120,12 @@ def unroll(
         "tensorflow": _unroll_tensorflow,
         "torch": _unroll_torch,
     }.get(backend, _unroll_generic)
-    if remat and backend == "jax":
-        import jax
-
-        call_step = jax.checkpoint(
-            call_step, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable
-        )
     if xla and backend == "tensorflow" and xla_unavailable_reason() is None:
         return _unroll_tensorflow_xla(
             call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0
         )
+    if backend == "jax":
+        return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0, remat)
     return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0)
 
 
@@ -169,18 +165,28 @@ def _unroll_torch(call_step, seqs, states, mask, return_sequences, zero_out, out
 
 
 # ----------------------------------------------------------------------------- jax
-def _unroll_jax(call_step, seqs, states, mask, return_sequences, zero_out, out0):
+class _OutputIsNotAState(Exception):
+    """Raised while tracing a step whose output is not one of its new states."""
+
+
+def _unroll_jax(call_step, seqs, states, mask, return_sequences, zero_out, out0, remat=False):
     import jax
     import jax.numpy as jnp
+
+    def checkpointed(fn):
+        if not remat:
+            return fn
+        return jax.checkpoint(fn, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
 
     xs = [jnp.swapaxes(s, 0, 1) for s in seqs]
     if mask is not None:
         m = jnp.swapaxes(mask, 0, 1)
+        step = checkpointed(call_step)
 
         def body(carry, inp):
             states, prev = carry
             xs_t, mask_t = inp
-            output, new_states = call_step(xs_t, states)
+            output, new_states = step(xs_t, states)
             output, new_states = _masked(
                 output, new_states, states, prev, mask_t, zero_out, jnp.where
             )
@@ -188,23 +194,58 @@ def _unroll_jax(call_step, seqs, states, mask, return_sequences, zero_out, out0)
 
         (states, last), ys = jax.lax.scan(body, (states, out0), (xs, m))
     elif return_sequences:
+        step = checkpointed(call_step)
 
         def body(states, xs_t):
-            output, new_states = call_step(xs_t, states)
+            output, new_states = step(xs_t, states)
             return new_states, output
 
         states, ys = jax.lax.scan(body, states, xs)
         last = ys[-1]
     else:
-
-        def body(carry, xs_t):
-            states, _ = carry
-            output, new_states = call_step(xs_t, states)
-            return (new_states, output), None
-
-        (states, last), ys = jax.lax.scan(body, (states, out0), xs)
+        states, last = _last_output_jax(call_step, checkpointed, xs, states, out0)
+        ys = None
     outputs = jnp.swapaxes(ys, 0, 1) if return_sequences else None
     return last, outputs, states
+
+
+def _last_output_jax(call_step, checkpointed, xs, states, out0):
+    """The unmasked loop that returns only the last output.
+
+    Every kerasrnn cell outputs one of its states (`h`). Then the loop carries the
+    states alone and the last output is read from the final states: carrying the
+    output beside them would copy it at every step and, in the backward pass, add
+    the two gradients that reach it (one more kernel per step each way on a GPU).
+    Whether the output is a state is seen while tracing the step (the very same
+    tensor); a step whose output is not falls back to carrying it.
+    """
+    import jax
+
+    index = []
+
+    def states_only(xs_t, states):
+        output, new_states = call_step(xs_t, states)
+        found = [i for i, s in enumerate(new_states) if s is output]
+        if not found:
+            raise _OutputIsNotAState
+        index.append(found[0])
+        return new_states
+
+    try:
+        step = checkpointed(states_only)
+        final, _ = jax.lax.scan(lambda states, xs_t: (step(xs_t, states), None), states, xs)
+        return final, final[index[-1]]
+    except _OutputIsNotAState:
+        pass
+    step = checkpointed(call_step)
+
+    def body(carry, xs_t):
+        states, _ = carry
+        output, new_states = step(xs_t, states)
+        return (new_states, output), None
+
+    (final, last), _ = jax.lax.scan(body, (states, out0), xs)
+    return final, last
 
 
 # ---------------------------------------------------------------------- tensorflow
