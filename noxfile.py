@@ -24,7 +24,7 @@ BACKENDS = ["tensorflow", "jax", "torch"]
 CPU_BACKEND_PACKAGES = ["tensorflow-cpu", "jax", "torch==2.13.0"]
 TEST_PACKAGES = [
     "pytest>=8", "numpy", "matplotlib", "sentencepiece", "sacrebleu", "statsmodels",
-    "scikit-learn",
+    "scikit-learn", "tensorboard",
 ]
 
 

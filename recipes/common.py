@@ -228,9 +228,9 @@ def check_run_config(config):
         raise UsageError(f"--distribute must be one of {modes}; received {config.distribute!r}.")
     if config.lr_scaling not in ("none", "linear"):
         raise UsageError(f"--lr-scaling must be none or linear; received {config.lr_scaling!r}.")
-    if config.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboardX")):
-        raise UsageError("--tensorboard writes event files with tensorflow or tensorboardX; "
-                         "install one (pip install tensorboardX).")
+    if config.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard", "tensorboardX")):
+        raise UsageError("--tensorboard writes event files with tensorflow, tensorboard or tensorboardX; "
+                         "install one (pip install tensorboard).")
 
 
 def lr_factor(config):

@@ -1,6 +1,7 @@
 """kerasrnn.diagnostics on tiny cases whose answers are known in closed form."""
 
 import glob
+import importlib.util
 import os
 
 import keras
@@ -205,20 +206,70 @@ def test_callback_writes_csv_rows_and_tensorboard_events(tmp_path, rng):
     assert rows[-1]["f_spectral_radius"] == pytest.approx(last["spectrum"]["f"]["spectral_radius"])
     assert rows[0]["z_mean"] is not None and rows[1]["z_mean"] is None  # GRU vs LSTM columns
 
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        pytest.skip("no TensorFlow: event files are written only with tensorflow or tensorboardX")
+    if not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard", "tensorboardX")):
+        pytest.skip("none of tensorflow, tensorboard or tensorboardX: no event files")
     events = glob.glob(os.path.join(log_dir, "events.out.tfevents*"))
     assert events and os.path.getsize(events[0]) > 0
+    tags = {value.tag for event in read_events(events[0]) for value in event.summary.value}
+    assert {"lstm2/grad_log10_ratio", "gru1/z_saturation", "lstm2/grad_norm_log10_profile"} <= tags
+
+
+def read_events(path):
+    """The `Event` records of one event file, with whichever reader is installed."""
+    if importlib.util.find_spec("tensorboard"):
+        from tensorboard.backend.event_processing.event_file_loader import (
+            EventFileLoader,
+        )
+
+        return list(EventFileLoader(path).Load())
     from tensorflow.core.util import event_pb2
     from tensorflow.data import TFRecordDataset
 
-    tags = set()
-    for record in TFRecordDataset(events[0]).as_numpy_iterator():
-        event = event_pb2.Event.FromString(record)
-        tags.update(v.tag for v in event.summary.value)
-    assert {"lstm2/grad_log10_ratio", "gru1/z_saturation", "lstm2/grad_norm_log10_profile"} <= tags
+    return [event_pb2.Event.FromString(r) for r in TFRecordDataset(path).as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("writer", ["_TFWriter", "_TensorBoardWriter", "_TensorBoardXWriter"])
+def test_every_event_writer_writes_the_same_records(writer, tmp_path):
+    """The three writers (TensorFlow, the `tensorboard` package alone, tensorboardX)
+    leave records TensorBoard reads alike: the scalars' values and the histograms'
+    `[left, right, count]` rows, under the same tags and steps."""
+    from kerasrnn.diagnostics import callback
+
+    pytest.importorskip("tensorboard")  # the reader
+    try:
+        chosen = getattr(callback, writer)(str(tmp_path))
+    except ImportError as error:
+        pytest.skip(f"{writer}: {error}")
+    report = {"grad_norms": np.array([[1.0, 10.0, 100.0]]),
+              "spectrum": {"h": {"singular_values": np.array([0.5, 1.5, 2.5])}}}
+    chosen.write(3, "lstm", {"epoch": 3, "layer": "lstm", "grad_log10_ratio": -2.0, "h_mean": 0.25}, report)
+    chosen.scalars(4, {"epoch_loss": 0.125})
+    chosen.flush()
+    from tensorboard.util import tensor_util
+
+    found, plugins = {}, {}
+    events = [e for path in sorted(glob.glob(str(tmp_path / "events.out.tfevents*"))) for e in read_events(path)]
+    for event in events:
+        for value in event.summary.value:
+            if value.HasField("tensor"):
+                found[(event.step, value.tag)] = tensor_util.make_ndarray(value.tensor)
+                plugins[value.tag] = value.metadata.plugin_data.plugin_name
+            else:
+                found[(event.step, value.tag)] = np.float32(value.simple_value)
+    assert float(found[(3, "lstm/grad_log10_ratio")]) == -2.0
+    assert float(found[(3, "lstm/h_mean")]) == 0.25
+    assert float(found[(4, "epoch_loss")]) == 0.125
+    profile, singular = found[(3, "lstm/grad_norm_log10_profile")], found[(3, "lstm/h_singular_values")]
+    if writer == "_TensorBoardXWriter":  # its own bins: the count and the range
+        for rows, (low, high) in ((profile, (0.0, 2.0)), (singular, (0.5, 2.5))):
+            assert rows[:, 2].sum() == 3 and rows[0, 0] == low and rows[-1, 1] == pytest.approx(high)
+        return
+    assert plugins == {"lstm/grad_log10_ratio": "scalars", "lstm/h_mean": "scalars", "epoch_loss": "scalars",
+                       "lstm/grad_norm_log10_profile": "histograms", "lstm/h_singular_values": "histograms"}
+    np.testing.assert_allclose(profile, callback._buckets([0.0, 1.0, 2.0]))
+    np.testing.assert_allclose(singular, callback._buckets([0.5, 1.5, 2.5]))
+    assert sorted(found) == [(3, "lstm/grad_log10_ratio"), (3, "lstm/grad_norm_log10_profile"),
+                             (3, "lstm/h_mean"), (3, "lstm/h_singular_values"), (4, "epoch_loss")]
 
 
 def test_callback_resumed_fit_labels_epochs(tmp_path, rng):

@@ -165,8 +165,8 @@ def test_progress_follows_verbose(capsys):
 
 
 def test_tensorboard_logs_fit_and_the_gradient_diagnostics(tmp_path):
-    if not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboardX")):
-        pytest.skip("neither tensorflow nor tensorboardX is installed")
+    if not any(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard", "tensorboardX")):
+        pytest.skip("none of tensorflow, tensorboard or tensorboardX is installed")
     with contextlib.redirect_stdout(io.StringIO()):
         results = adding_problem.main(["--smoke", "--models", "gru", "--tensorboard", "--verbose", "0",
                                        "--output", str(tmp_path)])

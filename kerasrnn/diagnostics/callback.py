@@ -13,14 +13,17 @@ CSV: one row per (epoch, recurrent layer); columns
 TensorBoard: the same scalars under `<layer>/<column>`, plus histograms of the
 log10 gradient-norm profile and of the singular values. Event files are written with
 `tf.summary.write` when TensorFlow is importable (on any Keras backend; the
-`tensorboard` package is not needed to write them, only to view them), else with
-`tensorboardX` when it is installed (`pip install tensorboardX`), else TensorBoard
+`tensorboard` package is not needed to write them, only to view them), else with the
+`tensorboard` package's own event writer when it is installed (the package one views
+the logs with; it needs no TensorFlow), else with `tensorboardX`, else TensorBoard
 logging is skipped with a warning; the CSV is always written. No extra dependency is
-added for this: every CPU install of the test matrix has TensorFlow.
+added for this: every CPU install of the test matrix has TensorFlow, and a machine
+with torch or JAX but no TensorFlow usually has `tensorboard`.
 """
 
 import csv
 import os
+import time
 import warnings
 
 import keras
@@ -216,8 +219,8 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
     `keras.callbacks.TensorBoard` needs the `tensorboard` package (and TensorFlow); this
     callback writes the same kind of event files with the writer `RecurrentDiagnostics`
-    uses (`tf.summary.write` where TensorFlow is importable, else `tensorboardX`), so
-    the logs exist on any backend. Tags are `epoch_<name>` (`epoch_loss`,
+    uses (`tf.summary.write` where TensorFlow is importable, else the `tensorboard`
+    package's event writer, else `tensorboardX`), so the logs exist on any backend. Tags are `epoch_<name>` (`epoch_loss`,
     `epoch_val_loss`, ..., `epoch_learning_rate`), the step is the epoch number (1 for
     the first).
 
@@ -325,6 +328,55 @@ def _buckets(values, bins=30):
     return np.stack([edges[:-1], edges[1:], counts.astype("float64")], axis=1)
 
 
+class _TensorBoardWriter:
+    """Event files through the `tensorboard` package alone (no TensorFlow): its own
+    event-file writer and protocol buffers, with the records `_TFWriter` writes."""
+
+    def __init__(self, log_dir):
+        from tensorboard.compat.proto import (
+            event_pb2,
+            summary_pb2,
+            tensor_pb2,
+            types_pb2,
+        )
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self.event_pb2, self.summary_pb2, self.tensor_pb2 = event_pb2, summary_pb2, tensor_pb2
+        self.dtypes = {"float32": types_pb2.DT_FLOAT, "float64": types_pb2.DT_DOUBLE}
+        self.metadata = {
+            plugin: summary_pb2.SummaryMetadata(
+                plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin)
+            )
+            for plugin in ("scalars", "histograms")
+        }
+        self.writer = EventFileWriter(log_dir)
+
+    def _tensor(self, value, dtype):
+        array = np.asarray(value, dtype)
+        proto = self.tensor_pb2.TensorProto(dtype=self.dtypes[dtype], tensor_content=array.tobytes())
+        for size in array.shape:
+            proto.tensor_shape.dim.add(size=size)
+        return proto
+
+    def _event(self, step, values, plugin, dtype):
+        summary = self.summary_pb2.Summary(value=[
+            self.summary_pb2.Summary.Value(tag=tag, tensor=self._tensor(value, dtype), metadata=self.metadata[plugin])
+            for tag, value in values
+        ])
+        self.writer.add_event(self.event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def scalars(self, step, values):
+        self._event(step, values.items(), "scalars", "float32")
+
+    def write(self, step, layer, row, report):
+        self.scalars(step, {f"{layer}/{key}": value for key, value in _scalars(row)})
+        histograms = [(f"{layer}/{key}", _buckets(values)) for key, values in _histograms(report)]
+        self._event(step, histograms, "histograms", "float64")
+
+    def flush(self):
+        self.writer.flush()
+
+
 class _TensorBoardXWriter:
     def __init__(self, log_dir):
         from tensorboardX import SummaryWriter
@@ -341,19 +393,23 @@ class _TensorBoardXWriter:
             self.writer.add_histogram(f"{layer}/{key}", values, step)
 
     def flush(self):
-        self.writer.flush()
+        # tensorboardX's `flush` leaves the events still queued for its writer thread
+        # unwritten (a run that ends then loses them); `close` drains the queue. The
+        # next write opens a new event file in the same folder, which TensorBoard
+        # reads as one run.
+        self.writer.close()
 
 
 def _summary_writer(log_dir, caller="RecurrentDiagnostics"):
     os.makedirs(log_dir, exist_ok=True)
-    for writer in (_TFWriter, _TensorBoardXWriter):
+    for writer in (_TFWriter, _TensorBoardWriter, _TensorBoardXWriter):
         try:
             return writer(log_dir)
         except ImportError:
             continue
     warnings.warn(
-        f"{caller}: TensorBoard logs skipped (neither tensorflow nor "
-        "tensorboardX is installed; `pip install tensorboardX` to get them). The CSV "
+        f"{caller}: TensorBoard logs skipped (none of tensorflow, tensorboard or "
+        "tensorboardX is installed; `pip install tensorboard` to get them). The CSV "
         "is still written.",
         stacklevel=3,
     )
