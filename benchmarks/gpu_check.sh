@@ -29,15 +29,22 @@ elapsed() { echo "[$(( $(date +%s) - start )) s]"; }
 if [[ " $STEPS " == *" tests "* ]]; then
   xdist=(); python3 -c "import xdist" 2>/dev/null && xdist=(-n "$WORKERS")
   part=(); [ -n "${PART:-}" ] && part=(--part "$PART")
+  # Tests not started 40 s before the limit are skipped ("out of time"), so each run
+  # ends with its summary; `timeout` is only the last resort.
+  export KERASRNN_TEST_DEADLINE=$(( $(date +%s) + T_TESTS - 40 ))
   for backend in torch jax; do
     mkdir -p "/tmp/report_$backend"
     KERASRNN_GPU_REPORT="/tmp/report_$backend/report.json" timeout "$T_TESTS" \
-      python3 -m nox --no-venv -s "gpu(backend='$backend')" -- -q -p no:cacheprovider -rfE \
+      python3 -m nox --no-venv -s "gpu(backend='$backend')" -- -q -p no:cacheprovider -rfEs \
       "${xdist[@]}" "${part[@]}" > "$OUT/tests_$backend.log" 2>&1 &
   done
   wait
+  unset KERASRNN_TEST_DEADLINE
   for backend in torch jax; do
-    echo "== tests $backend $(elapsed)"; tail -n 25 "$OUT/tests_$backend.log"
+    echo "== tests $backend $(elapsed)"
+    grep -E "^(FAILED|ERROR) " "$OUT/tests_$backend.log" | cut -c1-200 | head -n 40
+    grep -E "out of time|KERASRNN_REQUIRE_GPU|Session gpu" "$OUT/tests_$backend.log" | cut -c1-200
+    grep -E "[0-9]+ (passed|failed)|error" "$OUT/tests_$backend.log" | tail -n 1
     python3 - "$backend" "$OUT/report_$backend.json" <<'EOF'
 import glob, json, sys
 merged = {}

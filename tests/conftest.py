@@ -4,6 +4,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -119,6 +120,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not gpu:
             item.add_marker(skip)
+
+
+def pytest_runtest_setup(item):
+    """With `KERASRNN_TEST_DEADLINE` (seconds since the epoch), tests that have not
+    started by then are skipped ("out of time"): a run on a machine lent for a few
+    minutes (benchmarks/gpu_check.sh) then ends with its summary, the failures and what
+    was left, instead of being killed with nothing to show."""
+    deadline = os.environ.get("KERASRNN_TEST_DEADLINE")
+    if deadline and time.time() > float(deadline):
+        pytest.skip("out of time (KERASRNN_TEST_DEADLINE passed before this test started)")
 
 
 @pytest.fixture(autouse=True)
