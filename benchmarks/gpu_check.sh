@@ -13,29 +13,32 @@
 #   bench_{torch,jax}.log     the benchmark's tables (ratios of medians, same process)
 #   bench_{torch,jax}.json    every timing
 # Knobs (environment): STEPS="tests bench" (either or both), PART=K/N (a part of the suite
-# per lease, e.g. 1/2 then 2/2), WORKERS (xdist workers per backend, default 6),
+# per lease, e.g. 1/2 then 2/2), WORKERS_TORCH and WORKERS_JAX (xdist workers, default 5
+# and 10: the JAX suite is the longer one, mostly compilation on the CPU's cores),
 # T_TESTS, T_BENCH_TORCH, T_BENCH_JAX (seconds). The defaults fit a 10-minute command.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
-STEPS=${STEPS:-"tests bench"}; WORKERS=${WORKERS:-6}; T_TESTS=${T_TESTS:-300}
+STEPS=${STEPS:-"tests bench"}; T_TESTS=${T_TESTS:-300}
+declare -A WORKERS=([torch]=${WORKERS_TORCH:-5} [jax]=${WORKERS_JAX:-10})
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch, jax, keras; print('torch', torch.__version__, torch.cuda.is_available(), torch.backends.cudnn.version(), '| jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
+KERAS_BACKEND=jax python3 -c "import torch, jax, keras; print('torch', torch.__version__, torch.cuda.is_available(), torch.backends.cudnn.version(), '| jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
 start=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - start )) s]"; }
 
 if [[ " $STEPS " == *" tests "* ]]; then
-  xdist=(); python3 -c "import xdist" 2>/dev/null && xdist=(-n "$WORKERS")
+  has_xdist=0; python3 -c "import xdist" 2>/dev/null && has_xdist=1
   part=(); [ -n "${PART:-}" ] && part=(--part "$PART")
   # Tests not started 40 s before the limit are skipped ("out of time"), so each run
   # ends with its summary; `timeout` is only the last resort.
   export KERASRNN_TEST_DEADLINE=$(( $(date +%s) + T_TESTS - 40 ))
   for backend in torch jax; do
+    xdist=(); [ "$has_xdist" = 1 ] && xdist=(-n "${WORKERS[$backend]}")
     mkdir -p "/tmp/report_$backend"
     KERASRNN_GPU_REPORT="/tmp/report_$backend/report.json" timeout "$T_TESTS" \
-      python3 -m nox --no-venv -s "gpu(backend='$backend')" -- -q -p no:cacheprovider -rfEs \
+      python3 -m nox --no-venv -s "gpu(backend='$backend')" -- -p no:cacheprovider -rfEs \
       "${xdist[@]}" "${part[@]}" > "$OUT/tests_$backend.log" 2>&1 &
   done
   wait
@@ -43,8 +46,8 @@ if [[ " $STEPS " == *" tests "* ]]; then
   for backend in torch jax; do
     echo "== tests $backend $(elapsed)"
     grep -E "^(FAILED|ERROR) " "$OUT/tests_$backend.log" | cut -c1-200 | head -n 40
-    grep -E "out of time|KERASRNN_REQUIRE_GPU|Session gpu" "$OUT/tests_$backend.log" | cut -c1-200
-    grep -E "[0-9]+ (passed|failed)|error" "$OUT/tests_$backend.log" | tail -n 1
+    grep -E "KERASRNN_REQUIRE_GPU|Session gpu" "$OUT/tests_$backend.log" | cut -c1-200
+    grep -E "tests out of time|[0-9]+ (passed|failed|skipped|errors?)[ ,].* in [0-9.]+s" "$OUT/tests_$backend.log" | tail -n 2
     python3 - "$backend" "$OUT/report_$backend.json" <<'EOF'
 import glob, json, sys
 merged = {}

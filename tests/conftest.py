@@ -1,6 +1,7 @@
 """Shared fixtures. The backend is chosen by KERAS_BACKEND before Keras is imported."""
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -50,6 +51,15 @@ def has_gpu():
 
 
 ON_GPU = has_gpu()
+
+
+def other_backend():
+    """The next installed backend after this one (tensorflow → jax → torch → tensorflow),
+    for the tests that save on one backend and load on another; `None` where this is
+    the only one (a GPU image with torch and JAX has no TensorFlow)."""
+    order = ["tensorflow", "jax", "torch"]
+    i = order.index(BACKEND)
+    return next((b for b in order[i + 1 :] + order[:i] if importlib.util.find_spec(b)), None)
 
 #: Tolerances of float32 comparisons between a fused cuDNN kernel (torch on CUDA) and the
 #: `keras.ops` loop. cuDNN sums the products of all gates in one matrix product, in its
@@ -122,14 +132,46 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def pytest_runtest_setup(item):
+class _Deadline:
     """With `KERASRNN_TEST_DEADLINE` (seconds since the epoch), tests that have not
     started by then are skipped ("out of time"): a run on a machine lent for a few
     minutes (benchmarks/gpu_check.sh) then ends with its summary, the failures and what
-    was left, instead of being killed with nothing to show."""
+    was left, instead of being killed with nothing to show. A plugin rather than a hook
+    of this file, whose `runtest` hooks reach only the items under tests/ (the
+    doctests of kerasrnn/ are collected too)."""
+
+    REASON = "out of time (KERASRNN_TEST_DEADLINE passed before this test started)"
+    #: A test marked `slow` (up to minutes: virtual-device children, whole recipes)
+    #: starts only with this many seconds left.
+    SLOW_NEEDS = 150
+
+    def __init__(self, deadline):
+        self.deadline = float(deadline)
+        self.left = 0
+
+    def pytest_runtest_setup(self, item):
+        needs = self.SLOW_NEEDS if item.get_closest_marker("slow") else 0
+        if time.time() > self.deadline - needs:
+            pytest.skip(self.REASON)
+
+    def pytest_runtest_logreport(self, report):  # here, or forwarded from xdist's workers
+        if report.skipped and self.REASON in str(report.longrepr):
+            self.left += 1
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        # A run that left tests out is not a green run.
+        if self.left and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.left:
+            terminalreporter.write_line(f"kerasrnn: {self.left} tests out of time, not run", red=True)
+
+
+def pytest_configure(config):
     deadline = os.environ.get("KERASRNN_TEST_DEADLINE")
-    if deadline and time.time() > float(deadline):
-        pytest.skip("out of time (KERASRNN_TEST_DEADLINE passed before this test started)")
+    if deadline:
+        config.pluginmanager.register(_Deadline(deadline), "kerasrnn-deadline")
 
 
 @pytest.fixture(autouse=True)

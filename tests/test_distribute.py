@@ -188,20 +188,37 @@ def test_the_global_batch_must_split_over_the_replicas(monkeypatch):
 
 
 # ---------------------------------------------------------- on virtual devices
+def start_child(devices, *task):
+    """Starts `python -m tests.distributed DEVICES TASK...` on this backend."""
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen([sys.executable, "-m", "tests.distributed", str(devices), *task], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result_of(process, timeout=1200):
+    """The RESULT a started child printed."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    results = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert process.returncode == 0 and results, f"exit {process.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    return json.loads(results[-1][len("RESULT "):])
+
+
 def child(devices, *task, timeout=1200):
     """`python -m tests.distributed DEVICES TASK...` on this backend: its RESULT."""
-    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "tests.distributed", str(devices), *task], cwd=ROOT, env=env, check=False,
-                          capture_output=True, text=True, timeout=timeout)
-    results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and results, f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    return json.loads(results[-1][len("RESULT "):])
+    return result_of(start_child(devices, *task), timeout)
 
 
 @pytest.fixture(scope="module")
 def runs():
-    """`{devices: result}` of the `steps` task on 1, 2 and 4 devices."""
-    return {n: child(n, "steps", "layers", "counts") for n in (1, 2, 4)}
+    """`{devices: result}` of the `steps` task on 1, 2 and 4 devices, run side by side
+    (each is mostly compilation, one core's work: on a machine with many cores this
+    takes a third of the time)."""
+    started = {n: start_child(n, "steps", "layers", "counts") for n in (1, 2, 4)}
+    return {n: result_of(process) for n, process in started.items()}
 
 
 @needs_distribution

@@ -99,7 +99,7 @@ def test_a_recipe_chooses_its_backend_before_keras(tmp_path):
     code = ("import os, sys; from recipes import common; common.select_backend(sys.argv[1:], prefer=('torch', 'jax'));"
             " print(os.environ['KERAS_BACKEND'], os.environ.get('OMP_NUM_THREADS')); assert 'keras' not in sys.modules")
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    env["PYTHONPATH"] = ROOT
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])  # keras may live there
 
     def chosen(*args, **extra):
         done = subprocess.run([sys.executable, "-c", code, *args], env={**env, **extra}, capture_output=True,
@@ -136,7 +136,7 @@ def test_logs_have_one_line_per_epoch_and_progress_off_a_terminal(tmp_path):
         pytest.skip(f"{backend} is not installed")
     code = ("import sys, runpy; sys.modules['tensorflow'] = None; sys.argv = ['sentiment', *sys.argv[1:]];"
             " runpy.run_module('recipes.sentiment', run_name='__main__')")
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT}
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-c", code, "--smoke", "--epochs", "2", "--patience", "2", "--output", str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,

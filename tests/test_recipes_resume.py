@@ -67,6 +67,7 @@ def numbers(tree):
     return [float(tree)] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_killed_while_saving_then_resumed_ends_as_uninterrupted(name, tmp_path, monkeypatch):
     expected = run_recipe(name, tmp_path / "straight")

@@ -190,6 +190,7 @@ def _sequence_accuracy(attention, rng, steps):
     return np.mean([i == t[:-1].tolist() for i, t in zip(ids, test_target)])
 
 
+@pytest.mark.slow
 def test_attention_learns_to_reverse_and_beats_no_attention(rng):
     with_attention = _sequence_accuracy("luong", rng, steps=250)
     without = _sequence_accuracy("none", rng, steps=250)

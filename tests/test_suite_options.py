@@ -6,9 +6,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ON_GPU
+
+pytestmark = pytest.mark.slow  # each check starts pytest again
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 FILES = ["tests/test_unroll.py", "tests/test_errors.py", "tests/test_bench.py"]
@@ -39,10 +42,23 @@ def test_parts_split_the_suite_into_whole_files():
 
 
 def test_deadline_skips_what_has_not_started():
-    run = pytest_run("-q", "-rs", FILES[1], KERASRNN_TEST_DEADLINE="0")
-    assert run.returncode == 0, run.stdout + run.stderr
+    """Tests and the package's doctests alike (a hook of tests/conftest.py alone would
+    not reach kerasrnn/)."""
+    targets = [FILES[1], "kerasrnn/ops/unroll.py", "kerasrnn/layers/gru.py"]
+    run = pytest_run("-q", "-rs", *targets, KERASRNN_TEST_DEADLINE="0")
+    assert run.returncode == 1, run.stdout + run.stderr  # an incomplete run is not green
     skipped = int(re.search(r"(\d+) skipped", run.stdout).group(1))
-    assert skipped == len([t for t in collected() if t.startswith(FILES[1])])
+    listed = pytest_run("--collect-only", "-q", *targets)
+    assert "kerasrnn/layers/gru.py::" in listed.stdout
+    assert skipped == len([line for line in listed.stdout.splitlines() if "::" in line])
+    assert f"kerasrnn: {skipped} tests out of time, not run" in run.stdout
+    on_time = pytest_run("-q", targets[2], KERASRNN_TEST_DEADLINE=str(time.time() + 3600))
+    assert on_time.returncode == 0 and "out of time" not in on_time.stdout
+    # A minute left: time for the doctests, not for a test marked slow.
+    slow = "tests/test_seq2seq.py::test_attention_learns_to_reverse_and_beats_no_attention"
+    close = pytest_run("-q", "-rs", targets[2], slow, KERASRNN_TEST_DEADLINE=str(time.time() + 60))
+    assert re.search(r"2 passed, 1 skipped", close.stdout), close.stdout
+    assert "kerasrnn: 1 tests out of time, not run" in close.stdout
     assert "out of time (KERASRNN_TEST_DEADLINE" in run.stdout
     assert not re.search(r"\d+ passed", run.stdout)
 
