@@ -120,8 +120,36 @@ def _select_part(config, items):
     items[:] = kept
 
 
+#: The files that check what a GPU changes: the GPU-only tests, the fused kernels and
+#: their weights, the float32 tolerances, parity with keras.layers and torch.nn. A run on
+#: a GPU or against the clock (`KERASRNN_TEST_DEADLINE`) starts with them, in this
+#: order, so a run cut short by its deadline leaves out the rest of the suite, not these.
+GPU_FIRST = (
+    "test_gpu.py",
+    "test_jax_cudnn.py",
+    "test_fused_weights.py",
+    "test_fused_masked.py",
+    "test_torch_parity.py",
+    "test_keras_parity.py",
+    "test_golden.py",
+    "test_deep_rnn.py",
+    "test_gradients.py",
+    "test_layer_norm.py",
+)
+
+
+def _gpu_files_first(items):
+    def rank(item):
+        name = os.path.basename(item.fspath.strpath)
+        return GPU_FIRST.index(name) if name in GPU_FIRST else len(GPU_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keeps its order
+
+
 def pytest_collection_modifyitems(config, items):
     _select_part(config, items)
+    if ON_GPU or os.environ.get("KERASRNN_TEST_DEADLINE"):
+        _gpu_files_first(items)
     gpu = ON_GPU
     required = os.environ.get("KERASRNN_REQUIRE_GPU") == "1"
     if required and not gpu:

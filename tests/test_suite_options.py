@@ -24,10 +24,14 @@ def pytest_run(*args, **env):
     )
 
 
-def collected(*args):
-    run = pytest_run("--collect-only", "-q", *FILES, *args)
+def collected(*args, files=FILES, **env):
+    run = pytest_run("--collect-only", "-q", *files, *args, **env)
     assert run.returncode == 0, run.stdout + run.stderr
     return [line for line in run.stdout.splitlines() if "::" in line]
+
+
+def files_in_order(tests):
+    return list(dict.fromkeys(t.split("::")[0] for t in tests))
 
 
 def test_parts_split_the_suite_into_whole_files():
@@ -61,6 +65,17 @@ def test_deadline_skips_what_has_not_started():
     assert "kerasrnn: 1 tests out of time, not run" in close.stdout
     assert "out of time (KERASRNN_TEST_DEADLINE" in run.stdout
     assert not re.search(r"\d+ passed", run.stdout)
+
+
+def test_a_run_against_the_clock_starts_with_the_gpu_files():
+    """What a GPU changes is checked first, so a run cut short leaves out the rest."""
+    files = [FILES[1], "tests/test_golden.py", "tests/test_fused_masked.py", FILES[0]]
+    timed = collected(files=files, KERASRNN_TEST_DEADLINE=str(time.time() + 3600))
+    assert files_in_order(timed) == [files[2], files[1], files[0], files[3]]
+    if not ON_GPU:  # without a deadline (nor a GPU) the order is the command line's
+        assert files_in_order(collected(files=files)) == files
+    parts = [collected("--part", f"{k}/2", files=files, KERASRNN_TEST_DEADLINE="1e12") for k in (1, 2)]
+    assert sorted(parts[0] + parts[1]) == sorted(timed)
 
 
 @pytest.mark.skipif(ON_GPU, reason="checks the machine without a GPU")
