@@ -4,6 +4,8 @@ cuDNN's layout, states, `go_backwards`, gradients) computes what the loop comput
 kernel needs a CUDA GPU; on a CPU its reference implementation stands in for it.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 from _util import loss_and_grads, nonzero_uniform, random_weights
@@ -28,8 +30,14 @@ def jax_cudnn_on_cpu(monkeypatch):
     dispatch, the weight packing and the conventions around the kernel run on a CPU."""
     from jax.experimental import rnn
 
+    kernel = inspect.signature(rnn.lstm)
+
     def lstm(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers,
              dropout, bidirectional):
+        # The call must fit the installed kernel's signature, not only this stand-in's.
+        kernel.bind(x, h_0, c_0, weights, seq_lengths, input_size=input_size,
+                    hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
+                    bidirectional=bidirectional)
         unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
         return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
                             num_layers, dropout, bidirectional)
