@@ -55,7 +55,7 @@ def keras_model(layer, shape, jit_compile="auto"):
     return model
 
 
-def contenders(cell, shape, variants, jit_compile="auto", hand_written=True):
+def contenders(cell, shape, variants, jit_compile="auto", hand_written=True, inference=False):
     """name -> (train_step, infer_step) closures, each running one batch.
 
     `jit_compile` goes to every Keras model's `compile` ("auto": Keras's default, which
@@ -65,7 +65,9 @@ def contenders(cell, shape, variants, jit_compile="auto", hand_written=True):
     `hand_written`, the backend's own recurrent code runs beside Keras's: `torch.nn` on
     torch; on JAX a hand-written `lax.scan` (input projection hoisted) and kerasrnn's
     layer in that same hand-written training step (`kerasrnn (same step)`), which
-    separates the layer's cost from the Keras trainer's.
+    separates the layer's cost from the Keras trainer's. Each contender's training step
+    is compiled (run once) before timing, and its inference step too with `inference`
+    (otherwise it is never run: on a GPU lease the compilations are most of the time).
     """
     import keras
 
@@ -82,7 +84,8 @@ def contenders(cell, shape, variants, jit_compile="auto", hand_written=True):
     def add_keras(name, layer):
         model = keras_model(layer, shape, jit_compile)
         model.train_on_batch(x, y)  # compile outside the timing
-        model.predict_on_batch(x)
+        if inference:
+            model.predict_on_batch(x)
         out[name] = (lambda: model.train_on_batch(x, y), lambda: model.predict_on_batch(x))
 
     add_keras("keras.layers", getattr(keras.layers, KERAS_NAMES[cell])(units))
@@ -94,7 +97,7 @@ def contenders(cell, shape, variants, jit_compile="auto", hand_written=True):
         add_keras(f"kerasrnn[{variant}]", ours(units, **settings))
 
     if hand_written and keras.backend.backend() == "jax":
-        out.update(jax_contenders(cell, shape, x, y, ours(units)))
+        out.update(jax_contenders(cell, shape, x, y, ours(units), inference))
     if hand_written and keras.backend.backend() == "torch":
         import torch
 
@@ -159,7 +162,7 @@ def hand_written_layer(cell, units):
     return layer
 
 
-def jax_contenders(cell, shape, x, y, layer):
+def jax_contenders(cell, shape, x, y, layer, inference=False):
     """A hand-written JAX recurrent layer and kerasrnn's, in one hand-written training
     step: Dense(1) head, MSE, Adam, `jax.jit`, inputs already on the device.
 
@@ -218,7 +221,8 @@ def jax_contenders(cell, shape, x, y, layer):
             return np.asarray(infer(state[0], x))
 
         train_step()
-        infer_step()
+        if inference:
+            infer_step()
         return train_step, infer_step
 
     hand_layer = hand_written_layer(cell, units)
@@ -341,7 +345,7 @@ def main(argv=None):
     for cell, shape_name, shape in runs:
         extra = extension_variants(cell, shape, keras.backend.backend()) if args.extensions else []
         fns = contenders(cell, shape, variants + [v for v in extra if v not in variants], jit_compile,
-                         hand_written=not args.no_hand_written)
+                         hand_written=not args.no_hand_written, inference=args.inference)
         baseline = args.baseline or ("kerasrnn" if args.extensions else "keras.layers")
         if args.keras_max_time is not None and shape["time"] > args.keras_max_time:
             fns.pop("keras.layers", None)
@@ -359,9 +363,9 @@ def main(argv=None):
             infer = measure(fns, rounds, steps, 1, clock)
             print(table(f"[inference] {title}", infer, baseline), flush=True)
             results[f"infer/{cell}/{shape_name}"] = infer
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"backend": keras.backend.backend(), "device": device_name(), "results": results}, f, indent=1)
+        if args.json:  # after every table: a run stopped by a time limit keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump({"backend": keras.backend.backend(), "device": device_name(), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,27 @@ def test_extension_rows(cell, tmp_path, capsys):
     assert any(line.split()[0] == "kerasrnn" and line.split()[-1] == "1.00" for line in table.splitlines() if line.strip())
 
 
+def test_inference_rows_and_timings_kept_when_stopped(tmp_path, monkeypatch):
+    """`--inference` times every contender's inference too; the JSON is written after
+    every table, so a run stopped by a time limit (a GPU lease) keeps what it measured."""
+    out, calls, measure = tmp_path / "timings.json", [], rnn_bench.measure
+
+    def stopped_in_the_second_run(fns, *args, **kwargs):
+        calls.append(sorted(fns))
+        if len(calls) > 2:  # train and inference of the first run, then the time is up
+            raise KeyboardInterrupt
+        return measure(fns, *args, **kwargs)
+
+    monkeypatch.setattr(rnn_bench, "measure", stopped_in_the_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        rnn_bench.main(["--cells", "simple_rnn,gru", "--shapes", "tiny", "--rounds", "1", "--steps", "1",
+                        "--inference", "--json", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert sorted(results) == ["infer/simple_rnn/tiny", "train/simple_rnn/tiny"]
+    assert set(results["infer/simple_rnn/tiny"]) == set(calls[0]) >= {"keras.layers", "kerasrnn"}
+    assert all(len(t) == 1 and t[0] > 0 for t in results["infer/simple_rnn/tiny"].values())
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="the hand-written JAX contender")
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
 def test_hand_written_jax_layer_computes_kerasrnns_function(cell):
