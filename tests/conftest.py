@@ -140,7 +140,7 @@ GPU_FIRST = (
 
 def _gpu_files_first(items):
     def rank(item):
-        name = os.path.basename(item.fspath.strpath)
+        name = item.path.name
         return GPU_FIRST.index(name) if name in GPU_FIRST else len(GPU_FIRST)
 
     items.sort(key=rank)  # stable: the rest keeps its order

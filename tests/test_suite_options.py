@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import ON_GPU
+from conftest import GPU_FIRST, ON_GPU
 
 pytestmark = pytest.mark.slow  # each check starts pytest again
 
@@ -69,6 +69,7 @@ def test_deadline_skips_what_has_not_started():
 
 def test_a_run_against_the_clock_starts_with_the_gpu_files():
     """What a GPU changes is checked first, so a run cut short leaves out the rest."""
+    assert all(os.path.exists(os.path.join(ROOT, "tests", name)) for name in GPU_FIRST)
     files = [FILES[1], "tests/test_golden.py", "tests/test_fused_masked.py", FILES[0]]
     timed = collected(files=files, KERASRNN_TEST_DEADLINE=str(time.time() + 3600))
     assert files_in_order(timed) == [files[2], files[1], files[0], files[3]]
