@@ -23,7 +23,7 @@ BACKENDS = ["tensorflow", "jax", "torch"]
 # parity tests compare with torch.nn and the save/load tests cross backends.
 CPU_BACKEND_PACKAGES = ["tensorflow-cpu", "jax", "torch==2.13.0"]
 TEST_PACKAGES = [
-    "pytest>=8", "numpy", "matplotlib", "sentencepiece", "sacrebleu", "statsmodels",
+    "pytest>=8", "pytest-xdist", "numpy", "matplotlib", "sentencepiece", "sacrebleu", "statsmodels",
     "scikit-learn", "tensorboard",
 ]
 

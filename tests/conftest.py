@@ -19,11 +19,19 @@ if BACKEND == "jax" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     # Eager `lax.scan` compiles its body on every layer call (~0.4 s here), and most
     # tests compile programs another test already compiled. JAX's persistent cache,
     # keyed by the program, turns those into lookups: the suite runs several times
-    # faster. A fresh directory per session (removed at exit): nothing stale is read.
+    # faster. A fresh directory per run (removed at exit): nothing stale is read. The
+    # first process makes it and pytest-xdist's workers, started after it, share it
+    # (`KERASRNN_JAX_CACHE`), so a program is compiled once per run, not once per
+    # worker. Without a size limit JAX takes no file lock (with one, every write scans
+    # the whole directory); an entry read while another worker still writes it fails
+    # to decompress, which JAX reports as a warning and answers by compiling.
     import jax
 
-    _cache_dir = tempfile.mkdtemp(prefix="kerasrnn-jax-")
-    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    _cache_dir = os.environ.get("KERASRNN_JAX_CACHE")
+    if not _cache_dir or not os.path.isdir(_cache_dir):
+        _cache_dir = tempfile.mkdtemp(prefix="kerasrnn-jax-")
+        os.environ["KERASRNN_JAX_CACHE"] = _cache_dir
+        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
     jax.config.update("jax_compilation_cache_dir", _cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

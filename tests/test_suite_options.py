@@ -1,6 +1,7 @@
 """The suite's own options, which the GPU script relies on: `--part K/N` splits the
-suite into whole files, `KERASRNN_TEST_DEADLINE` skips what had no time to start, and
-`KERASRNN_REQUIRE_GPU=1` fails (rather than skips) where the backend sees no GPU."""
+suite into whole files, `KERASRNN_TEST_DEADLINE` skips what had no time to start,
+`KERASRNN_REQUIRE_GPU=1` fails (rather than skips) where the backend sees no GPU, and
+pytest-xdist's workers share one JAX compilation cache."""
 
 import os
 import re
@@ -9,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import GPU_FIRST, ON_GPU
+from conftest import BACKEND, GPU_FIRST, ON_GPU
 
 pytestmark = pytest.mark.slow  # each check starts pytest again
 
@@ -90,3 +91,46 @@ def test_require_gpu_fails_without_one():
     run = pytest_run("--collect-only", "-q", FILES[0], KERASRNN_REQUIRE_GPU="1")
     assert run.returncode == 4
     assert "KERASRNN_REQUIRE_GPU=1 but the backend sees no GPU" in run.stderr
+
+
+jax_only = pytest.mark.skipif(
+    BACKEND != "jax" or bool(os.environ.get("JAX_COMPILATION_CACHE_DIR")),
+    reason="the suite's JAX compilation cache (not where the user names one)",
+)
+
+
+@jax_only
+@pytest.mark.parametrize("probe", range(8))
+def test_this_process_caches_in_the_runs_directory(probe):
+    """Every process of a run, pytest-xdist's workers too, compiles into the directory
+    the run's first process made (tests/conftest.py); with `KERASRNN_PROBE_DIR` it
+    also says which, for the test below."""
+    import jax
+
+    directory = jax.config.jax_compilation_cache_dir
+    assert directory == os.environ["KERASRNN_JAX_CACHE"] and os.path.isdir(directory)
+    out = os.environ.get("KERASRNN_PROBE_DIR")
+    if out:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(os.path.join(out, f"{worker}-{probe}.txt"), "w") as f:
+            f.write(directory)
+
+
+@jax_only
+def test_xdist_workers_share_one_jax_compilation_cache(tmp_path):
+    """gpu_check.sh runs the JAX suite over ten workers: one cache between them compiles
+    each program once, not once per worker, and it is removed when the run ends."""
+    pytest.importorskip("xdist")
+    env = {k: v for k, v in os.environ.items() if k not in (*OPTIONS, "KERASRNN_JAX_CACHE")}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2",
+         "tests/test_suite_options.py::test_this_process_caches_in_the_runs_directory"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**env, "KERASRNN_PROBE_DIR": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    reports = {p.stem: p.read_text() for p in tmp_path.glob("*.txt")}
+    assert len(reports) == 8 and {name.split("-")[0] for name in reports} == {"gw0", "gw1"}
+    (directory,) = set(reports.values())
+    assert directory != os.environ["KERASRNN_JAX_CACHE"]  # that run's own, not this one's
+    assert not os.path.exists(directory)
