@@ -189,8 +189,11 @@ def test_the_global_batch_must_split_over_the_replicas(monkeypatch):
 
 # ---------------------------------------------------------- on virtual devices
 def start_child(devices, *task):
-    """Starts `python -m tests.distributed DEVICES TASK...` on this backend."""
-    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    """Starts `python -m tests.distributed DEVICES TASK...` on this backend, on virtual
+    CPU devices even on a GPU machine (JAX is told so rather than left to fall back to
+    the CPU when it finds no visible GPU)."""
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
+           "JAX_PLATFORMS": "cpu"}
     return subprocess.Popen([sys.executable, "-m", "tests.distributed", str(devices), *task], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
