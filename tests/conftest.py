@@ -80,7 +80,9 @@ def other_backend():
 #: run (the outputs failed first), so their GPU tolerance is the outputs' scaled by the
 #: steps they sum over, until a run measures it (tests/test_gpu.py writes the measured
 #: bounds to $KERASRNN_GPU_REPORT). The float64 comparisons in tests/test_gpu.py keep
-#: the CPU's tight tolerances: cuDNN computes the same equations.
+#: the CPU's tight tolerances: cuDNN computes the same equations. JAX's cuDNN LSTM is
+#: the same cuDNN kernel, reached through `jax.experimental.rnn`; until a GPU run
+#: measures it, it is given torch's bounds.
 CUDNN_FLOAT32 = {
     "outputs": {"rtol": 1e-5, "atol": 2.5e-5},
     "loss": {"rtol": 5e-4},
@@ -89,12 +91,34 @@ CUDNN_FLOAT32 = {
 }
 
 
-def fused_tolerance(kind, **cpu):
-    """`cpu` (the tolerance on a CPU, unchanged), or `CUDNN_FLOAT32[kind]` on a GPU where
-    torch's fused kernels run on cuDNN."""
-    if ON_GPU and BACKEND == "torch":
-        return dict(CUDNN_FLOAT32[kind])
-    return cpu
+def _jax_runs_cudnn_lstm():
+    """Whether kerasrnn's JAX LSTM takes cuDNN's kernel here (`jax.experimental.rnn`,
+    on a GPU) rather than the loop: asked of the package's own check."""
+    if BACKEND != "jax":
+        return False
+    import jax.numpy as jnp
+
+    from kerasrnn.ops import fused
+
+    return fused._jax_cudnn_ready(jnp.zeros(()))
+
+
+#: Whether a plain, unmasked float32 `kerasrnn.LSTM` runs a fused kernel here with the
+#: default `fused="auto"`: torch's kernels on any device, JAX's cuDNN LSTM on a GPU. (On
+#: torch the GRU and SimpleRNN do too; on JAX they always run the loop.)
+JAX_CUDNN = _jax_runs_cudnn_lstm()
+FUSED_LSTM = BACKEND == "torch" or JAX_CUDNN
+
+
+def fused_tolerance(kind, *ran, **cpu):
+    """`cpu` (the tolerance on a CPU, unchanged), or `CUDNN_FLOAT32[kind]` where a
+    comparison went through cuDNN: torch's fused kernels on a GPU, or JAX's cuDNN LSTM.
+    Given the layers that ran (`ran`), their `last_path` says whether a fused kernel
+    took part; without them, every torch layer on a GPU is taken to have run one."""
+    cudnn = (BACKEND == "torch" and ON_GPU) or JAX_CUDNN
+    if ran:
+        cudnn = cudnn and any(str(getattr(layer, "last_path", "")).startswith("fused:") for layer in ran)
+    return dict(CUDNN_FLOAT32[kind]) if cudnn else cpu
 
 
 def pytest_addoption(parser):

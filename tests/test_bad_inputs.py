@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import BACKEND, to_numpy
+from conftest import FUSED_LSTM, to_numpy
 
 import kerasrnn
 from kerasrnn import interop
@@ -381,7 +381,7 @@ def test_a_fused_torch_kernel_never_sees_a_wrong_state_batch():
     inputs corrupts memory and aborts the process; the layer checks first."""
     layer = kerasrnn.LSTM(4, stateful=True)
     layer(x)
-    assert layer.last_path.startswith("fused:") == (BACKEND == "torch")
+    assert layer.last_path.startswith("fused:") == FUSED_LSTM
     with pytest.raises(ValueError, match="stateful=True keeps states for batches of 2"):
         layer(np.ones((3, 5, 3), "float32"))
     layer.reset_states()

@@ -12,7 +12,7 @@ from _util import loss_and_grads, nonzero_uniform, random_weights
 
 import kerasrnn
 from kerasrnn.ops import fused
-from tests.conftest import BACKEND, to_numpy
+from tests.conftest import BACKEND, JAX_CUDNN, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM")
 
@@ -94,6 +94,7 @@ def test_jax_cudnn_lstm_is_used_only_where_exact(rng, jax_cudnn_on_cpu):
     assert layer.last_path == "fused:jax.experimental.rnn.lstm"
 
 
+@pytest.mark.skipif(JAX_CUDNN, reason="checks a JAX without cuDNN's LSTM (no GPU)")
 def test_jax_without_a_gpu_runs_the_loop(rng):
     layer = kerasrnn.LSTM(U)
     layer(_x(rng))

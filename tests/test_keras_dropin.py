@@ -5,7 +5,7 @@ every Keras config loads."""
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_numpy
+from conftest import BACKEND, FUSED_LSTM, to_numpy
 
 import kerasrnn
 
@@ -51,16 +51,17 @@ def test_use_cudnn_auto_is_fused_auto(layer_class):
     layer = layer_class(5, use_cudnn="auto")
     assert layer.fused == "auto"
     layer(x)
-    assert layer.last_path.startswith("fused:") == (BACKEND == "torch")
+    fused = FUSED_LSTM if layer_class is kerasrnn.LSTM else BACKEND == "torch"
+    assert layer.last_path.startswith("fused:") == fused
 
 
 @pytest.mark.parametrize("layer_class", GATED, ids=lambda c: c.__name__)
 def test_use_cudnn_true_fuses_or_says_why_not(layer_class):
     layer = layer_class(5, use_cudnn=True)
     assert layer.fused is True
-    if BACKEND == "torch":
+    if BACKEND == "torch" or (FUSED_LSTM and layer_class is kerasrnn.LSTM):
         layer(x)
-        assert layer.last_path.startswith("fused:torch._VF.")
+        assert layer.last_path.startswith("fused:torch._VF." if BACKEND == "torch" else "fused:jax.")
     else:  # on a CPU only torch has fused kernels (as Keras, which then raises too)
         with pytest.raises(ValueError, match=rf"fused=True, but no fused kernel.*{BACKEND}"):
             layer(x)
@@ -68,7 +69,7 @@ def test_use_cudnn_true_fuses_or_says_why_not(layer_class):
 
 def test_use_cudnn_true_names_what_stops_the_kernel():
     layer = kerasrnn.LSTM(5, use_cudnn=True, use_peepholes=True)
-    expected = "use_peepholes=True" if BACKEND == "torch" else BACKEND
+    expected = "use_peepholes=True" if FUSED_LSTM else BACKEND  # else: no kernel on this backend here
     with pytest.raises(ValueError, match=f"no fused kernel computes this configuration: .*{expected}"):
         layer(x)
 

@@ -69,7 +69,8 @@ def test_zero_peepholes_are_the_plain_lstm(rng):
     peep.build((None, None, I))
     random_weights(plain, rng)
     peep.set_weights(plain.get_weights() + [np.zeros((3, U), "float32")])  # the initial value
-    np.testing.assert_allclose(to_numpy(peep(x)), to_numpy(plain(x)), atol=1e-6)
+    expected = to_numpy(plain(x))  # fused where a kernel exists: cuDNN's rounding on a GPU
+    np.testing.assert_allclose(to_numpy(peep(x)), expected, **fused_tolerance("outputs", plain, atol=1e-6))
     # Each peephole row acts on its own gate: the output gate's w_co moves the output.
     peep.cell.peephole_kernel.assign(np.stack([np.zeros(U), np.zeros(U), np.full(U, 3.0)]).astype("float32"))
     assert np.abs(to_numpy(peep(x)) - to_numpy(plain(x))).max() > 1e-2
