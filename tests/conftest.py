@@ -108,6 +108,8 @@ def _jax_runs_cudnn_lstm():
 #: torch the GRU and SimpleRNN do too; on JAX they always run the loop.)
 JAX_CUDNN = _jax_runs_cudnn_lstm()
 FUSED_LSTM = BACKEND == "torch" or JAX_CUDNN
+#: Whether torch's fused kernels run on cuDNN here (a GPU), with cuDNN's rounding.
+TORCH_CUDNN = BACKEND == "torch" and ON_GPU
 
 
 def fused_tolerance(kind, *ran, **cpu):
@@ -115,7 +117,7 @@ def fused_tolerance(kind, *ran, **cpu):
     comparison went through cuDNN: torch's fused kernels on a GPU, or JAX's cuDNN LSTM.
     Given the layers that ran (`ran`), their `last_path` says whether a fused kernel
     took part; without them, every torch layer on a GPU is taken to have run one."""
-    cudnn = (BACKEND == "torch" and ON_GPU) or JAX_CUDNN
+    cudnn = TORCH_CUDNN or JAX_CUDNN
     if ran:
         cudnn = cudnn and any(str(getattr(layer, "last_path", "")).startswith("fused:") for layer in ran)
     return dict(CUDNN_FLOAT32[kind]) if cudnn else cpu

@@ -122,7 +122,8 @@ def test_masks_propagate_through_the_stack(rng):
     np.testing.assert_allclose(to_numpy(model(tokens)), expected, atol=1e-6)
     # The padded row equals the unpadded sequence run alone.
     alone = to_numpy(keras.Model(inputs, deep(embedded))(tokens[:1, :4]))
-    np.testing.assert_allclose(sequence[0, :4], alone[0], atol=1e-6)
+    # A packed batch against a full one: two cuDNN calls that may round differently.
+    np.testing.assert_allclose(sequence[0, :4], alone[0], **fused_tolerance("outputs", deep, *deep.rnn_layers, atol=1e-6))
     mask = np.ones((2, 6), bool)
     assert deep.compute_mask(None, mask) is mask
 
@@ -139,9 +140,11 @@ def test_dropout_spares_the_recurrence_and_is_identity_at_inference(rng):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     y, h1, c1, h2, _ = deep(x, training=True)
     _, e_h1, e_c1, e_h2, _ = plain(x)
-    # Layer 1's recurrence never sees the dropout between layers.
-    np.testing.assert_allclose(to_numpy(h1), to_numpy(e_h1), atol=1e-6)
-    np.testing.assert_allclose(to_numpy(c1), to_numpy(e_c1), atol=1e-6)
+    # Layer 1's recurrence never sees the dropout between layers (on a GPU each stack
+    # runs its own cuDNN call, which may round differently).
+    tol = fused_tolerance("outputs", deep, plain, *deep.rnn_layers, *plain.rnn_layers, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(h1), to_numpy(e_h1), **tol)
+    np.testing.assert_allclose(to_numpy(c1), to_numpy(e_c1), **tol)
     assert np.abs(to_numpy(h2) - to_numpy(e_h2)).max() > 1e-3
     dropped = to_numpy(y) == 0  # output dropout
     assert 0.2 < dropped.mean() < 0.8

@@ -102,7 +102,7 @@ def test_traced_pass_computes_the_same_function_and_restores_the_layer(layer, rn
     assert records["rnn"]["h"].shape == (3, 6, 4)
     h = to_numpy(records["rnn"]["h"])
     if layer.return_sequences:
-        np.testing.assert_allclose(h, before, atol=1e-6)
+        np.testing.assert_allclose(h, before, **tol)
 
 
 def test_saturation_fraction_of_known_values():

@@ -35,6 +35,7 @@ import tempfile
 import keras
 import numpy as np
 
+from kerasrnn.ops.device import on_accelerator
 from kerasrnn.testing import reference
 
 __all__ = ["CHECKS", "check_cell"]
@@ -289,8 +290,12 @@ class _Kit:
         records = {}
         with traced([layer], records=records):
             traced_out = layer(x)[0]
-        self.compare([traced_out], [keras.ops.convert_to_numpy(layer(x)[0]).astype("float64")],
-                     "the diagnostics' trace", atol=1e-6)
+        plain = layer(x)[0]
+        # The trace runs the loop; the layer, a fused kernel where one exists, which on a
+        # GPU (cuDNN) rounds float32 in its own order: up to ~1e-5 at these sizes.
+        fused_on_gpu = str(layer.last_path).startswith("fused:") and on_accelerator(plain)
+        self.compare([traced_out], [keras.ops.convert_to_numpy(plain).astype("float64")],
+                     "the diagnostics' trace", atol=2.5e-5 if fused_on_gpu else 1e-6)
         recorded = keras.ops.convert_to_numpy(records[layer.name]["h"])
         np.testing.assert_allclose(recorded, keras.ops.convert_to_numpy(traced_out), atol=1e-6,
                                    err_msg="the recorded h")
