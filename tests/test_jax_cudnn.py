@@ -38,6 +38,11 @@ def jax_cudnn_on_cpu(monkeypatch):
         kernel.bind(x, h_0, c_0, weights, seq_lengths, input_size=input_size,
                     hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
                     bidirectional=bidirectional)
+        # The kernel's first step: its math from the default precision (it raises
+        # NotImplementedError under 'bfloat16').
+        allow_tf32 = getattr(rnn, "_lstm_cudnn_allow_tf32", None)
+        if allow_tf32 is not None:
+            allow_tf32(None)
         unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
         return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
                             num_layers, dropout, bidirectional)
@@ -92,6 +97,35 @@ def test_jax_cudnn_lstm_is_used_only_where_exact(rng, jax_cudnn_on_cpu):
     layer = kerasrnn.LSTM(U, dropout=0.3)  # input dropout goes on before the kernel
     layer(x, training=True)
     assert layer.last_path == "fused:jax.experimental.rnn.lstm"
+
+
+def test_jax_cudnn_lstm_only_under_a_precision_it_has(rng, jax_cudnn_on_cpu):
+    """cuDNN's LSTM computes in float32 or TF32; under a bfloat16 default matmul precision
+    (JAX's kernel raises NotImplementedError there) or a dot algorithm it cannot honour,
+    the layer runs the loop, which honours it, and says why."""
+    import jax
+
+    x = _x(rng)
+    for value, fuses in [("highest", True), ("float32", True), ("tensorfloat32", True),
+                         ("high", True), ("bfloat16", False), ("default", False),
+                         ("F32_F32_F32", False)]:
+        with jax.default_matmul_precision(value):
+            layer = kerasrnn.LSTM(U)
+            layer(x)
+            assert (layer.last_path == "fused:jax.experimental.rnn.lstm") == fuses, (value, layer.last_path)
+            if not fuses:
+                assert f"jax_default_matmul_precision={value!r}" in layer.last_path_reason
+                with pytest.raises(ValueError, match="fused=True.*jax_default_matmul_precision"):
+                    kerasrnn.LSTM(U, fused=True)(x)
+    # The stand-in raises as the kernel does, so the check above is the layer's.
+    from jax.experimental import rnn
+
+    if hasattr(rnn, "_lstm_cudnn_allow_tf32"):
+        with jax.default_matmul_precision("bfloat16"), pytest.raises(NotImplementedError):
+            fused._jax_lstm()(x.transpose(1, 0, 2)[:1], *[np.zeros((1, 1, U), "float32")] * 2,
+                              np.zeros(4 * U * (I + U + 2), "float32"), np.full((1,), B, "int32"),
+                              input_size=I, hidden_size=U, num_layers=1, dropout=0.0,
+                              bidirectional=False)
 
 
 @pytest.mark.skipif(JAX_CUDNN, reason="checks a JAX without cuDNN's LSTM (no GPU)")

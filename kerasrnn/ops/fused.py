@@ -622,6 +622,28 @@ def jax_unfused_reason(sequences, mask, spec=None):
         return "JAX has a cuDNN kernel for the LSTM only (jax.experimental.rnn)"
     if spec is not None and spec.proj_size:
         return "proj_size > 0 (JAX's cuDNN LSTM has no projection)"
+    return _jax_precision_reason()
+
+
+def _jax_precision_reason():
+    """Why `jax_default_matmul_precision` keeps this call off JAX's cuDNN LSTM (`None` if
+    it does not). That kernel has two float32 maths, full float32 and TF32, chosen by the
+    precision ('highest'/'float32' and 'high'/'tensorfloat32'; TF32 when unset, as JAX's
+    GPU matmuls). Under 'default'/'bfloat16' it raises NotImplementedError, and a dot
+    algorithm preset (e.g. 'F32_F32_F32') it would run in TF32: the loop honours both."""
+    import jax
+
+    value = jax.config.jax_default_matmul_precision
+    if value is None:
+        return None
+    try:
+        precision = jax.lax.Precision(value)
+    except ValueError:  # a `jax.lax.DotAlgorithmPreset` name
+        return (f"jax_default_matmul_precision={value!r} names a dot algorithm; JAX's "
+                "cuDNN LSTM has only float32 and TF32 math")
+    if precision == jax.lax.Precision.DEFAULT:
+        return (f"jax_default_matmul_precision={value!r} (JAX's cuDNN LSTM has no "
+                "bfloat16 math)")
     return None
 
 
