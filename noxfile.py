@@ -114,6 +114,6 @@ def docs(session):
 
 @nox.session(default=False)
 def lint(session):
-    """ruff over the package, tests, recipes and benchmarks."""
+    """ruff over the package, tests, recipes, benchmarks and the docs' scripts."""
     session.install("ruff")
-    session.run("ruff", "check", "kerasrnn", "tests", "recipes", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "kerasrnn", "tests", "recipes", "benchmarks", "docs", "noxfile.py")

@@ -14,12 +14,12 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "..", "assets", "figures")
@@ -221,8 +221,8 @@ def bptt_gradients(path):
     keras.utils.set_random_seed(0)
     steps, units, features = 50, 32, 4
     x = np.random.default_rng(0).uniform(-1, 1, (1, steps, features)).astype("float32")
-    tanh_grad = lambda h: 1.0 - h**2  # noqa: E731
-    relu_grad = lambda h: (h > 0).astype(h.dtype)  # noqa: E731
+    tanh_grad = lambda h: 1.0 - h**2
+    relu_grad = lambda h: (h > 0).astype(h.dtype)
     layers = {
         "SimpleRNN, orthogonal W_h (default)": (kerasrnn.SimpleRNN(units, return_sequences=True), tanh_grad),
         "SimpleRNN, W_h ~ N(0, 1)": (
