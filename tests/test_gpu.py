@@ -231,3 +231,38 @@ def test_mixed_precision_on_gpu(layer_cls, policy, rng):
         assert half.last_path.startswith("fused:"), half.last_path_reason
     tol = 2e-2 if policy == "mixed_bfloat16" else 3e-3
     np.testing.assert_allclose(to_numpy(keras.ops.cast(out, "float32")), reference, atol=tol)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM")
+def test_jax_cudnn_lstm_under_vmap_and_a_bfloat16_precision(rng):
+    """cuDNN's `rnn_fwd`/`rnn_bwd` have no batching rule and no bfloat16 math: `jax.vmap`
+    and per-example gradients run the kernel once per slice, and under a 'bfloat16'
+    default precision the layer runs the loop (test_jax_cudnn checks both on a CPU with a
+    stand-in; this, with the kernel)."""
+    import jax
+    import jax.numpy as jnp
+
+    fast, ref = kerasrnn.LSTM(16, return_sequences=True), kerasrnn.LSTM(16, return_sequences=True, fused=False)
+    for layer in (fast, ref):
+        layer.build((None, 12, 5))
+    random_weights(fast, rng)
+    ref.set_weights(fast.get_weights())
+    xs = jnp.asarray(np.stack([_x(rng), _x(rng)]))
+    weights = [v.value for v in fast.trainable_variables]
+
+    def run(layer, w, x):
+        return layer.stateless_call(w, [v.value for v in layer.non_trainable_variables], x)[0]
+
+    results = []
+    for layer in (fast, ref):
+        grad = jax.grad(lambda w, x, layer=layer: jnp.sum(jnp.sin(run(layer, w, x))))
+        results.append([jax.vmap(lambda x, layer=layer: run(layer, weights, x))(xs),
+                        *jax.vmap(grad, in_axes=(None, 0))(weights, xs)])
+    assert fast.last_path == "fused:jax.experimental.rnn.lstm", fast.last_path_reason
+    np.testing.assert_allclose(results[0][0], results[1][0], **CUDNN_FLOAT32["outputs"])
+    for g_f, g_r in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_allclose(g_f, g_r, **CUDNN_FLOAT32["gradients"])
+    with jax.default_matmul_precision("bfloat16"):
+        out = fast(xs[0])
+        assert fast.last_path == "kerasrnn.ops.unroll" and "bfloat16" in fast.last_path_reason
+    np.testing.assert_allclose(to_numpy(out), results[1][0][0], atol=5e-2)

@@ -23,32 +23,76 @@ def _x(rng):
     return (rng.random((B, T, I)) + 0.1).astype("float32")
 
 
-@pytest.fixture
-def jax_cudnn_on_cpu(monkeypatch):
-    """JAX's cuDNN LSTM stood in for by `jax.experimental.rnn.lstm_ref` (its reference,
-    same arguments but unpacked weights), and the device check answered yes: the
-    dispatch, the weight packing and the conventions around the kernel run on a CPU."""
+def _kernel_stand_in():
+    """`jax.experimental.rnn.lstm_fwd` and `lstm_bwd` as they are on a GPU, computed on a
+    CPU: each half binds one primitive (computed by the reference `lstm_ref`) that, as
+    cuDNN's `rnn_fwd` and `rnn_bwd`, has no batching rule, and checks the precision first
+    as the kernel does (it raises NotImplementedError under 'bfloat16')."""
+    import jax
+    import jax.numpy as jnp
     from jax.experimental import rnn
+    from jax.extend.core import Primitive
+    from jax.interpreters import mlir
 
-    kernel = inspect.signature(rnn.lstm)
-
-    def lstm(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers,
-             dropout, bidirectional):
-        # The call must fit the installed kernel's signature, not only this stand-in's.
-        kernel.bind(x, h_0, c_0, weights, seq_lengths, input_size=input_size,
-                    hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
-                    bidirectional=bidirectional)
-        # The kernel's first step: its math from the default precision (it raises
-        # NotImplementedError under 'bfloat16').
-        allow_tf32 = getattr(rnn, "_lstm_cudnn_allow_tf32", None)
-        if allow_tf32 is not None:
-            allow_tf32(None)
+    def reference(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size,
+                  num_layers, dropout, bidirectional):
         unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
         return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
                             num_layers, dropout, bidirectional)
 
+    def gradients(dy, dh_n, dc_n, x, h_0, c_0, weights, seq_lengths, **static):
+        _, vjp = jax.vjp(lambda *a: reference(*a, seq_lengths, **static), x, h_0, c_0, weights)
+        return vjp((dy, dh_n, dc_n))
+
+    def primitive(name, impl):
+        p = Primitive(name)
+        p.multiple_results = True
+        p.def_impl(impl)
+        p.def_abstract_eval(lambda *avals, **static: [
+            jax.core.ShapedArray(o.shape, o.dtype)
+            for o in jax.eval_shape(lambda *a: impl(*a, **static), *avals)])
+        mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=True))
+        return p
+
+    def statics(input_size, hidden_size, num_layers, dropout, bidirectional):
+        return {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers,
+                "dropout": dropout, "bidirectional": bidirectional}
+
+    fwd_p = primitive("stand_in_rnn_fwd", reference)
+    bwd_p = primitive("stand_in_rnn_bwd", gradients)
+    fwd_signature = inspect.signature(rnn.lstm_fwd)
+    bwd_signature = inspect.signature(rnn.lstm_bwd)
+
+    def lstm_fwd(x, h_0, c_0, w, seq_lengths, input_size, hidden_size, num_layers, dropout,
+                 bidirectional, precision):
+        # The call must fit the installed kernel's signature, not only this stand-in's.
+        fwd_signature.bind(x, h_0, c_0, w, seq_lengths, input_size, hidden_size, num_layers,
+                           dropout, bidirectional, precision)
+        rnn._lstm_cudnn_allow_tf32(precision)
+        static = statics(input_size, hidden_size, num_layers, dropout, bidirectional)
+        y, h_n, c_n = fwd_p.bind(x, h_0, c_0, w, seq_lengths, **static)
+        return (y, h_n, c_n), (x, h_0, c_0, w, seq_lengths)
+
+    def lstm_bwd(input_size, hidden_size, num_layers, dropout, bidirectional, precision,
+                 residuals, gradients):
+        bwd_signature.bind(input_size, hidden_size, num_layers, dropout, bidirectional,
+                           precision, residuals, gradients)
+        rnn._lstm_cudnn_allow_tf32(precision)
+        static = statics(input_size, hidden_size, num_layers, dropout, bidirectional)
+        grads = bwd_p.bind(*gradients, *residuals, **static)
+        return (*grads, jnp.zeros_like(residuals[-1]))
+
+    return lstm_fwd, lstm_bwd
+
+
+@pytest.fixture
+def jax_cudnn_on_cpu(monkeypatch):
+    """JAX's cuDNN LSTM stood in for by `_kernel_stand_in` and the device check answered
+    yes: the dispatch, the weight packing and the conventions around the kernel run on a
+    CPU."""
+    parts = _kernel_stand_in()
     monkeypatch.setattr(fused, "_jax_cudnn_ready", lambda x: True)
-    monkeypatch.setattr(fused, "_jax_lstm", lambda: lstm)
+    monkeypatch.setattr(fused, "_jax_lstm_parts", lambda: parts)
 
 
 @pytest.mark.parametrize("initial_state", [False, True], ids=["zero_h0", "given_h0"])
@@ -97,6 +141,45 @@ def test_jax_cudnn_lstm_is_used_only_where_exact(rng, jax_cudnn_on_cpu):
     layer = kerasrnn.LSTM(U, dropout=0.3)  # input dropout goes on before the kernel
     layer(x, training=True)
     assert layer.last_path == "fused:jax.experimental.rnn.lstm"
+
+
+def test_jax_cudnn_lstm_under_vmap(rng, jax_cudnn_on_cpu):
+    """cuDNN's primitives have no batching rule: `jax.vmap` over the layer, per-example
+    gradients (a vmapped backward pass with shared weights) and `jax.jacrev` run the
+    kernel once per vmapped slice, and give what the loop gives."""
+    import jax
+    import jax.numpy as jnp
+
+    V = 2
+    layers = []
+    for fused_option in ("auto", False):
+        layer = kerasrnn.LSTM(U, fused=fused_option, return_sequences=True)
+        layer.build((None, T, I))
+        layers.append(layer)
+    random_weights(layers[0], rng)
+    layers[1].set_weights(layers[0].get_weights())
+    xs = jnp.asarray((rng.random((V, B, T, I)) + 0.1).astype("float32"))
+    weights = [v.value for v in layers[0].trainable_variables]
+
+    def run(layer, w, x):
+        return layer.stateless_call(w, [v.value for v in layer.non_trainable_variables], x)[0]
+
+    def loss(layer, w, x):
+        return jnp.sum(jnp.sin(run(layer, w, x)))
+
+    got, want = ({}, {})
+    for layer, out in zip(layers, (got, want)):
+        out["vmap"] = jax.vmap(lambda x, layer=layer: run(layer, weights, x))(xs)
+        out["jit(vmap)"] = jax.jit(jax.vmap(lambda x, layer=layer: run(layer, weights, x)))(xs)
+        out["vmap(grad)"] = jax.vmap(jax.grad(lambda w, x, layer=layer: loss(layer, w, x)),
+                                     in_axes=(None, 0))(weights, xs)
+        out["jacrev"] = jax.jacrev(lambda x, layer=layer: run(layer, weights, x)[:, -1])(xs[0])
+        out["vmap(weights)"] = jax.vmap(lambda w, layer=layer: run(layer, w, xs[0]))(
+            [jnp.stack([w, 2 * w]) for w in weights])
+    assert layers[0].last_path == "fused:jax.experimental.rnn.lstm", layers[0].last_path_reason
+    for name, expected in want.items():
+        for a, b in zip(jax.tree_util.tree_leaves(got[name]), jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_jax_cudnn_lstm_only_under_a_precision_it_has(rng, jax_cudnn_on_cpu):

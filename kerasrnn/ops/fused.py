@@ -26,6 +26,8 @@ them) they are packed into the buffer's layout with one differentiable concatena
 per call, which is what torch does under autocast.
 """
 
+import functools
+
 import keras
 
 __all__ = ["FusedSpec", "Lengths", "Slot", "permute_gates", "run_fused", "stack_fused_specs"]
@@ -665,10 +667,50 @@ def _jax_cudnn_ready(x):
     return platforms == {"gpu"}
 
 
-def _jax_lstm():
+def _jax_lstm_parts():
+    """The forward and backward halves of `jax.experimental.rnn.lstm` (its custom VJP)."""
     from jax.experimental import rnn
 
-    return rnn.lstm
+    return rnn.lstm_fwd, rnn.lstm_bwd
+
+
+def _jax_lstm():
+    """`jax.experimental.rnn.lstm` (same arguments) that also runs under `jax.vmap`.
+
+    The kernel's primitives have no batching rule, so `jax.vmap` over the layer, and
+    `jax.jacrev` or per-example gradients (which vmap the backward pass), raise
+    NotImplementedError on a GPU where the CPU's loop works. Here the kernel's forward
+    and backward each run once per vmapped slice (`sequential_vmap`, a `lax.map`): the
+    same kernel calls, so the same numbers, at the cost of a sequential loop over the
+    vmapped axis (`fused=False` vectorizes it instead)."""
+    return _jax_vmappable_lstm(*_jax_lstm_parts())
+
+
+@functools.lru_cache(maxsize=8)
+def _jax_vmappable_lstm(forward_half, backward_half):
+    import jax
+    from jax.custom_batching import sequential_vmap
+
+    def kernel(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers,
+               dropout, bidirectional):
+        static = (input_size, hidden_size, num_layers, dropout, bidirectional, None)
+
+        @sequential_vmap
+        def forward(x, h_0, c_0, weights, seq_lengths):
+            return forward_half(x, h_0, c_0, weights, seq_lengths, *static)
+
+        @sequential_vmap
+        def backward(residuals, cotangents):
+            return backward_half(*static, residuals, cotangents)
+
+        @jax.custom_vjp
+        def lstm(x, h_0, c_0, weights, seq_lengths):
+            return forward(x, h_0, c_0, weights, seq_lengths)[0]
+
+        lstm.defvjp(forward, backward)
+        return lstm(x, h_0, c_0, weights, seq_lengths)
+
+    return kernel
 
 
 def jax_lstm_weights(spec):
