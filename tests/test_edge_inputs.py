@@ -107,10 +107,30 @@ def test_an_empty_batch_with_a_mask_gives_empty_outputs(form):
     assert layer.last_path == "kerasrnn.ops.unroll"
 
 
-def test_an_empty_batch_through_a_stack():
-    deep = kerasrnn.DeepRNN([kerasrnn.GRU(UNITS), kerasrnn.GRU(UNITS)], return_state=True)
-    out, *states = deep(np.zeros((0, TIME, FEATURES), "float32"), mask=np.zeros((0, TIME), bool))
+@pytest.mark.parametrize("form", list(FORMS))
+def test_an_empty_batch_runs_the_loop_with_or_without_a_mask(form):
+    """An empty batch never reaches a fused kernel (cuDNN's descriptors take no zero-sized
+    tensors), masked or not, and gives empty outputs; `fused=True` does not make it an
+    error (it is not a configuration the kernel lacks: nothing is computed)."""
+    layer_class, options = FORMS[form]
+    layer = layer_class(UNITS, return_sequences=True, return_state=True, **options)
+    x = np.zeros((0, TIME, FEATURES), "float32")
+    outputs = layer(x)
+    states = [(0, UNITS)] * (2 if layer_class is kerasrnn.LSTM else 1)
+    assert [tuple(o.shape) for o in outputs] == [(0, TIME, UNITS), *states]
+    assert layer.last_path == "kerasrnn.ops.unroll" and "empty batch" in layer.last_path_reason
+    strict = layer_class(UNITS, fused=True, **options)
+    strict(x, mask=np.zeros((0, TIME), bool))
+    assert strict.last_path == "kerasrnn.ops.unroll"
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+def test_an_empty_batch_through_a_stack(masked):
+    deep = kerasrnn.DeepRNN([kerasrnn.GRU(UNITS), kerasrnn.GRU(UNITS)], return_state=True, fused=True)
+    mask = np.zeros((0, TIME), bool) if masked else None
+    out, *states = deep(np.zeros((0, TIME, FEATURES), "float32"), mask=mask)
     assert tuple(out.shape) == (0, UNITS) and [tuple(s.shape) for s in states] == [(0, UNITS)] * 2
+    assert "empty batch" in deep.last_path_reason and not deep.last_path.startswith("fused:")
 
 
 # ---------------------------------------------------------------- stateless_call

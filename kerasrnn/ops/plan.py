@@ -113,8 +113,11 @@ def plan_call(cell, sequences, mask, training, constants, *, fused="auto", hoist
     """
     backend = keras.backend.backend()
     spec, lengths, reason = None, None, None
+    empty = sequences.shape[0] == 0
     if fused is False:
         reason = "fused=False"
+    elif empty:
+        reason = _EMPTY_BATCH
     elif backend == "jax":
         reason = jax_unfused_reason(sequences, mask)
         if reason is None:
@@ -130,7 +133,7 @@ def plan_call(cell, sequences, mask, training, constants, *, fused="auto", hoist
         spec, reason = _cell_spec(cell, constants, training)
     if reason is not None:
         spec, lengths = None, None
-    if spec is None and fused is True:
+    if spec is None and fused is True and not empty:
         raise ValueError(
             f"{name}: fused=True, but no fused kernel computes this configuration: "
             f"{reason}. Use fused='auto' to fall back to the kerasrnn.ops loop."
@@ -183,6 +186,11 @@ def _defining_class(klass, name):
     return next(k for k in klass.__mro__ if name in vars(k))
 
 
+#: Why an empty batch runs the loop, even with `fused=True` (nothing is computed, so no
+#: configuration is missing): cuDNN's descriptors are not made for zero-sized tensors.
+_EMPTY_BATCH = "an empty batch (the loop runs it; no fused kernel is given empty tensors)"
+
+
 def plan_stack(deep, sequences, mask, training):
     """The `Plan` of a `DeepRNN` call: the backend's multi-layer kernel for the whole
     stack (torch), or `per_layer` with the reason (each layer then plans its own call).
@@ -211,7 +219,7 @@ def plan_stack(deep, sequences, mask, training):
                 break
         if reason is None:
             spec, reason = stack_fused_specs(specs, deep.bidirectional[0], owner=deep)
-    if spec is None and deep.fused is True:
+    if spec is None and deep.fused is True and reason != _EMPTY_BATCH:
         raise ValueError(
             f"{deep.name}: fused=True, but torch's multi-layer kernel does not compute "
             f"this stack exactly: {reason}. Use fused='auto'."
@@ -228,6 +236,8 @@ def _stack_reason(deep, sequences, training):
     backend = keras.backend.backend()
     if deep.fused is False:
         return "fused=False"
+    if sequences.shape[0] == 0:
+        return _EMPTY_BATCH
     if backend != "torch":
         return f"no multi-layer fused kernel is used on the {backend} backend"
     if deep.residual:
