@@ -211,6 +211,29 @@ def test_jax_cudnn_lstm_only_under_a_precision_it_has(rng, jax_cudnn_on_cpu):
                               bidirectional=False)
 
 
+def test_a_cpu_placement_on_a_gpu_machine_runs_the_loop(monkeypatch):
+    """On a GPU machine, a traced call placed on the CPU (`jax.default_device`, which
+    `keras.device("cpu")` sets) must not get cuDNN's kernel, which has no CPU lowering."""
+    import jax
+    from jax.experimental import rnn
+
+    cpu = jax.devices("cpu")[0]
+
+    class Gpu:
+        platform = "gpu"
+
+    monkeypatch.setattr(rnn, "gpu_rnn", getattr(rnn, "gpu_rnn", None) or object(), raising=False)
+    monkeypatch.setattr(jax, "devices", lambda *a: [Gpu()])
+    traced = object()  # a tracer: no `devices()` to ask
+    assert fused._jax_cudnn_ready(traced)
+    with jax.default_device(cpu):
+        assert not fused._jax_cudnn_ready(traced)
+    with jax.default_device("cpu"):
+        assert not fused._jax_cudnn_ready(traced)
+    with jax.default_device("gpu"):
+        assert fused._jax_cudnn_ready(traced)
+
+
 @pytest.mark.skipif(JAX_CUDNN, reason="checks a JAX without cuDNN's LSTM (no GPU)")
 def test_jax_without_a_gpu_runs_the_loop(rng):
     layer = kerasrnn.LSTM(U)

@@ -663,7 +663,11 @@ def _jax_cudnn_ready(x):
         devices = None
     import jax
 
-    platforms = {d.platform for d in devices} if devices else {jax.devices()[0].platform}
+    if devices:
+        platforms = {d.platform for d in devices}
+    else:  # traced: where the computation is placed, `jax.default_device` first
+        default = jax.config.jax_default_device or jax.devices()[0]
+        platforms = {default if isinstance(default, str) else default.platform}
     return platforms == {"gpu"}
 
 
