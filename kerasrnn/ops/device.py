@@ -13,16 +13,7 @@ def on_accelerator(x):
         device = getattr(x, "device", None)
         return device is not None and device.type not in ("cpu", "meta")
     if backend == "jax":
-        import jax
-
-        devices = getattr(x, "devices", None)
-        try:
-            platforms = {d.platform for d in devices()} if callable(devices) else None
-        except Exception:  # noqa: BLE001 (a tracer has no concrete placement)
-            platforms = None
-        if not platforms:
-            platforms = {jax.devices()[0].platform}
-        return platforms != {"cpu"}
+        return jax_platforms(x) != {"cpu"}
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -31,3 +22,20 @@ def on_accelerator(x):
             return "CPU" not in device.upper().rsplit("/", 1)[-1]
         return bool(tf.config.list_logical_devices("GPU"))
     return False
+
+
+def jax_platforms(x):
+    """The platforms (`"cpu"`, `"gpu"`, `"tpu"`) a JAX array lives on; for a tracer, which
+    has no placement yet, the one the computation is placed on: `jax.default_device`
+    (which `keras.device` sets) if set, else the first device."""
+    import jax
+
+    devices = getattr(x, "devices", None)
+    try:
+        platforms = {d.platform for d in devices()} if callable(devices) else None
+    except Exception:  # noqa: BLE001 (a tracer has no concrete placement)
+        platforms = None
+    if platforms:
+        return platforms
+    default = jax.config.jax_default_device or jax.devices()[0]
+    return {default if isinstance(default, str) else default.platform}

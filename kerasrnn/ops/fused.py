@@ -30,6 +30,8 @@ import functools
 
 import keras
 
+from kerasrnn.ops.device import jax_platforms
+
 __all__ = ["FusedSpec", "Lengths", "Slot", "permute_gates", "run_fused", "stack_fused_specs"]
 
 #: The kernels kerasrnn can call, by torch's mode name.
@@ -657,18 +659,7 @@ def _jax_cudnn_ready(x):
         return False
     if getattr(rnn, "gpu_rnn", None) is None:
         return False
-    try:
-        devices = x.devices() if callable(getattr(x, "devices", None)) else None
-    except Exception:  # noqa: BLE001 (a tracer has no placement: the default device)
-        devices = None
-    import jax
-
-    if devices:
-        platforms = {d.platform for d in devices}
-    else:  # traced: where the computation is placed, `jax.default_device` first
-        default = jax.config.jax_default_device or jax.devices()[0]
-        platforms = {default if isinstance(default, str) else default.platform}
-    return platforms == {"gpu"}
+    return jax_platforms(x) == {"gpu"}
 
 
 def _jax_lstm_parts():
