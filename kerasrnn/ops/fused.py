@@ -26,8 +26,6 @@ them) they are packed into the buffer's layout with one differentiable concatena
 per call, which is what torch does under autocast.
 """
 
-import functools
-
 import keras
 
 from kerasrnn.ops.device import jax_platforms
@@ -678,13 +676,10 @@ def _jax_lstm():
     and backward each run once per vmapped slice (`sequential_vmap`, a `lax.map`): the
     same kernel calls, so the same numbers, at the cost of a sequential loop over the
     vmapped axis (`fused=False` vectorizes it instead)."""
-    return _jax_vmappable_lstm(*_jax_lstm_parts())
-
-
-@functools.lru_cache(maxsize=8)
-def _jax_vmappable_lstm(forward_half, backward_half):
     import jax
     from jax.custom_batching import sequential_vmap
+
+    forward_half, backward_half = _jax_lstm_parts()
 
     def kernel(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers,
                dropout, bidirectional):
