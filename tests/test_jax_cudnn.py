@@ -4,11 +4,9 @@ cuDNN's layout, states, `go_backwards`, gradients) computes what the loop comput
 kernel needs a CUDA GPU; on a CPU its reference implementation stands in for it.
 """
 
-import inspect
-
 import numpy as np
 import pytest
-from _util import loss_and_grads, nonzero_uniform, random_weights
+from _util import jax_cudnn_stand_in, loss_and_grads, nonzero_uniform, random_weights
 
 import kerasrnn
 from kerasrnn.ops import fused
@@ -23,74 +21,12 @@ def _x(rng):
     return (rng.random((B, T, I)) + 0.1).astype("float32")
 
 
-def _kernel_stand_in():
-    """`jax.experimental.rnn.lstm_fwd` and `lstm_bwd` as they are on a GPU, computed on a
-    CPU: each half binds one primitive (computed by the reference `lstm_ref`) that, as
-    cuDNN's `rnn_fwd` and `rnn_bwd`, has no batching rule, and checks the precision first
-    as the kernel does (it raises NotImplementedError under 'bfloat16')."""
-    import jax
-    import jax.numpy as jnp
-    from jax.experimental import rnn
-    from jax.extend.core import Primitive
-    from jax.interpreters import mlir
-
-    def reference(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size,
-                  num_layers, dropout, bidirectional):
-        unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
-        return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
-                            num_layers, dropout, bidirectional)
-
-    def gradients(dy, dh_n, dc_n, x, h_0, c_0, weights, seq_lengths, **static):
-        _, vjp = jax.vjp(lambda *a: reference(*a, seq_lengths, **static), x, h_0, c_0, weights)
-        return vjp((dy, dh_n, dc_n))
-
-    def primitive(name, impl):
-        p = Primitive(name)
-        p.multiple_results = True
-        p.def_impl(impl)
-        p.def_abstract_eval(lambda *avals, **static: [
-            jax.core.ShapedArray(o.shape, o.dtype)
-            for o in jax.eval_shape(lambda *a: impl(*a, **static), *avals)])
-        mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=True))
-        return p
-
-    def statics(input_size, hidden_size, num_layers, dropout, bidirectional):
-        return {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers,
-                "dropout": dropout, "bidirectional": bidirectional}
-
-    fwd_p = primitive("stand_in_rnn_fwd", reference)
-    bwd_p = primitive("stand_in_rnn_bwd", gradients)
-    fwd_signature = inspect.signature(rnn.lstm_fwd)
-    bwd_signature = inspect.signature(rnn.lstm_bwd)
-
-    def lstm_fwd(x, h_0, c_0, w, seq_lengths, input_size, hidden_size, num_layers, dropout,
-                 bidirectional, precision):
-        # The call must fit the installed kernel's signature, not only this stand-in's.
-        fwd_signature.bind(x, h_0, c_0, w, seq_lengths, input_size, hidden_size, num_layers,
-                           dropout, bidirectional, precision)
-        rnn._lstm_cudnn_allow_tf32(precision)
-        static = statics(input_size, hidden_size, num_layers, dropout, bidirectional)
-        y, h_n, c_n = fwd_p.bind(x, h_0, c_0, w, seq_lengths, **static)
-        return (y, h_n, c_n), (x, h_0, c_0, w, seq_lengths)
-
-    def lstm_bwd(input_size, hidden_size, num_layers, dropout, bidirectional, precision,
-                 residuals, gradients):
-        bwd_signature.bind(input_size, hidden_size, num_layers, dropout, bidirectional,
-                           precision, residuals, gradients)
-        rnn._lstm_cudnn_allow_tf32(precision)
-        static = statics(input_size, hidden_size, num_layers, dropout, bidirectional)
-        grads = bwd_p.bind(*gradients, *residuals, **static)
-        return (*grads, jnp.zeros_like(residuals[-1]))
-
-    return lstm_fwd, lstm_bwd
-
-
 @pytest.fixture
 def jax_cudnn_on_cpu(monkeypatch):
-    """JAX's cuDNN LSTM stood in for by `_kernel_stand_in` and the device check answered
+    """JAX's cuDNN LSTM stood in for by `_util.jax_cudnn_stand_in` and the device check answered
     yes: the dispatch, the weight packing and the conventions around the kernel run on a
     CPU."""
-    parts = _kernel_stand_in()
+    parts = jax_cudnn_stand_in()
     monkeypatch.setattr(fused, "_jax_cudnn_ready", lambda x: True)
     monkeypatch.setattr(fused, "_jax_lstm_parts", lambda: parts)
 
