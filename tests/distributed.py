@@ -12,6 +12,9 @@ line that starts with `RESULT ` for the test to read:
   split over SHARDS devices: the running losses and each weight's sharding;
 - `resume CHECKPOINT`: the captioning recipe with `--distribute data`, killed while it
   saves the checkpoint `CHECKPOINT`, resumed, against an uninterrupted run.
+- `cudnn` (JAX, 4 devices): LSTMs on JAX's cuDNN kernel (its CPU stand-in) trained
+  without a distribution and under three: the losses, the weights and the batch rows
+  each call of the kernel computed.
 """
 
 import json
@@ -253,6 +256,59 @@ def model_parallel(shards):
             "layouts": layouts}
 
 
+# ------------------------------------------------------------------- cuDNN's LSTM
+def cudnn_lstm():
+    """An LSTM and a bidirectional one on JAX's cuDNN kernel, stood in for on the CPU by
+    `_util.jax_cudnn_stand_in`, trained for two epochs of two batches of 8: without a distribution,
+    with `DataParallel` on 2 and on 4 devices, and with `ModelParallel` on a 2 x 2 mesh
+    (the LSTMs' kernels split over "model"). `{run: {path, losses, weights, rows}}`, where
+    `rows` are the batch sizes the kernel's forward and backward halves were called with
+    (the stand-in's operations XLA could split; the kernel's custom call it cannot, so
+    what counts is the batch each call is given)."""
+    from kerasrnn.ops import fused
+    from tests._util import jax_cudnn_stand_in
+
+    forward, backward = jax_cudnn_stand_in()
+    rows = {"forward": set(), "backward": set()}
+
+    def counted_forward(x, *args):
+        rows["forward"].add(x.shape[0])
+        return forward(x, *args)
+
+    def counted_backward(*args):
+        rows["backward"].add(args[-2][0].shape[0])  # the residuals start with x
+        return backward(*args)
+
+    fused._jax_cudnn_ready = lambda x: True
+    fused._jax_lstm_parts = lambda: (counted_forward, counted_backward)
+    devices = keras.distribution.list_devices()
+    layouts = keras.distribution.LayoutMap(keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices))
+    layouts[".*lstm.*kernel"] = (None, "model")
+    runs = {
+        "none": None,
+        "data_2": keras.distribution.DataParallel(devices=devices[:2]),
+        "data_4": keras.distribution.DataParallel(devices=devices),
+        "model_2x2": keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch"),
+    }
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(16, 5, 3)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    result = {}
+    for name, distribution in runs.items():
+        keras.distribution.set_distribution(distribution)
+        keras.utils.set_random_seed(0)
+        for seen in rows.values():
+            seen.clear()
+        model = keras.Sequential([keras.Input((5, 3)), kerasrnn.LSTM(4, return_sequences=True),
+                                  keras.layers.Bidirectional(kerasrnn.LSTM(4)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        result[name] = {"path": model.layers[0].last_path, "losses": history["loss"],
+                        "weights": [keras.ops.convert_to_numpy(w).tolist() for w in model.weights],
+                        "rows": {half: sorted(seen) for half, seen in rows.items()}}
+    keras.distribution.set_distribution(None)
+    return result
+
+
 # ------------------------------------------------------------------------ resume
 def resume(checkpoint, output):
     """Captioning with `--distribute data`: uninterrupted, then killed and resumed."""
@@ -290,6 +346,8 @@ def main():
         result = model_parallel(int(sys.argv[3]))
     elif task == "resume":
         result = resume(sys.argv[3], sys.argv[4])
+    elif task == "cudnn":
+        result = cudnn_lstm()
     else:
         raise SystemExit(f"unknown task {task!r}")
     print("RESULT " + json.dumps(result), flush=True)

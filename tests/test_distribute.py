@@ -276,6 +276,26 @@ def test_translation_trains_with_sharded_weights(runs, devices, shards):
     assert sharded == {pattern: list(axes) for pattern, axes in translation.SHARDED.items()}
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM")
+@pytest.mark.slow
+def test_jax_cudnn_lstm_runs_each_devices_rows_only():
+    """XLA cannot split cuDNN's custom call along the batch: left to it, every device
+    would gather the whole batch and run the LSTM on all of it. Each device runs its own
+    rows instead, and training ends where it ends on one device."""
+    result = child(4, "cudnn")
+    alone = result.pop("none")
+    assert alone["path"] == "fused:jax.experimental.rnn.lstm"
+    assert alone["rows"] == {"forward": [8], "backward": [8]}
+    rows = {"data_2": 4, "data_4": 2, "model_2x2": 4}  # a global batch of 8 over the batch axis
+    assert set(result) == set(rows)
+    for name, run in result.items():
+        assert run["path"] == alone["path"], name
+        assert run["rows"] == {"forward": [rows[name]], "backward": [rows[name]]}, name
+        np.testing.assert_allclose(run["losses"], alone["losses"], rtol=RTOL, err_msg=name)
+        for got, want in zip(run["weights"], alone["weights"], strict=True):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-6, err_msg=name)
+
+
 @needs_distribution
 @pytest.mark.slow
 def test_a_distributed_run_resumes_exactly(tmp_path):

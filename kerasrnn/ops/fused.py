@@ -26,6 +26,8 @@ them) they are packed into the buffer's layout with one differentiable concatena
 per call, which is what torch does under autocast.
 """
 
+import functools
+
 import keras
 
 from kerasrnn.ops.device import jax_platforms
@@ -703,6 +705,41 @@ def _jax_lstm():
     return kernel
 
 
+def _jax_batch_split(batch):
+    """The JAX mesh and axis name over which the active Keras distribution splits the
+    batch, if it splits this one (`None` otherwise)."""
+    import jax
+
+    distribution = keras.distribution.distribution()
+    name = getattr(distribution, "batch_dim_name", None)
+    mesh = getattr(distribution, "device_mesh", None)
+    if name is None or mesh is None or name not in mesh.axis_names:
+        return None
+    shards = mesh.shape[list(mesh.axis_names).index(name)]
+    backend_mesh = getattr(mesh, "backend_mesh", None)  # older Keras and JAX: as before
+    if shards <= 1 or batch % shards or backend_mesh is None or not hasattr(jax, "shard_map"):
+        return None
+    return backend_mesh, name
+
+
+def _per_batch_shard(kernel, mesh, axis):
+    """`kernel` run by each device on its own rows of the batch (`jax.shard_map`).
+
+    cuDNN's LSTM is an XLA custom call without a sharding rule, so on a batch split over
+    several devices XLA's partitioner would gather the whole batch onto every device and
+    run the kernel there on all of it: the same result, N times the work and activation
+    memory. The LSTM is independent across rows, so each device runs its shard; the
+    weights, replicated, get their gradients summed over the devices by `shard_map`'s
+    transpose."""
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    rows, layered = P(axis), P(None, axis)
+    return jax.shard_map(
+        kernel, mesh=mesh, in_specs=(rows, layered, layered, P(), rows),
+        out_specs=(rows, layered, layered), check_vma=False)
+
+
 def jax_lstm_weights(spec):
     """The flat weight vector of `jax.experimental.rnn.lstm`: every pseudo-layer's
     `w_ih, w_hh`, then every pseudo-layer's `b_ih, b_hh` (zeros without bias)."""
@@ -727,11 +764,13 @@ def _run_jax(spec, x, states, go_backwards, return_sequences):
         x = jnp.flip(x, axis=1)
     h0, c0 = jnp.stack(states[0::2]), jnp.stack(states[1::2])
     batch, steps = x.shape[0], x.shape[1]
-    y, h_n, c_n = _jax_lstm()(
-        x, h0, c0, jax_lstm_weights(spec), jnp.full((batch,), steps, jnp.int32),
-        input_size=spec.input_size, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, dropout=0.0, bidirectional=spec.bidirectional,
-    )
+    kernel = functools.partial(
+        _jax_lstm(), input_size=spec.input_size, hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers, dropout=0.0, bidirectional=spec.bidirectional)
+    split = _jax_batch_split(batch)
+    if split is not None:
+        kernel = _per_batch_shard(kernel, *split)
+    y, h_n, c_n = kernel(x, h0, c0, jax_lstm_weights(spec), jnp.full((batch,), steps, jnp.int32))
     if spec.bidirectional:
         half = y.shape[-1] // 2
         last = jnp.concatenate([y[:, -1, :half], y[:, 0, half:]], axis=-1)
