@@ -67,6 +67,12 @@ def gpu(session, backend):
         # matmuls (cuBLAS/cuDNN default on Ampere and later, JAX's default on GPU).
         "NVIDIA_TF32_OVERRIDE": "0",
         "JAX_DEFAULT_MATMUL_PRECISION": "highest",
+        # Deterministic kernels, so that a resumed run ends where an uninterrupted one
+        # does (the resume tests): XLA's scatter without atomics, cuBLAS's fixed
+        # workspace (torch's RNN docs), torch's switch (tests/conftest.py).
+        "XLA_FLAGS": " ".join(filter(None, (os.environ.get("XLA_FLAGS"), "--xla_gpu_deterministic_ops=true"))),
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "KERASRNN_DETERMINISTIC": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p),
     }
     session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, env=env, external=True)

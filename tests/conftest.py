@@ -60,6 +60,15 @@ def has_gpu():
 
 ON_GPU = has_gpu()
 
+# The `gpu` session asks for deterministic kernels (with XLA_FLAGS and
+# CUBLAS_WORKSPACE_CONFIG for JAX and cuBLAS): the resume tests compare a resumed run with
+# an uninterrupted one, and a GPU's atomic adds (an embedding's gradient, for one) sum in
+# a different order on every run. torch's switch is a call, not an environment variable.
+if BACKEND == "torch" and os.environ.get("KERASRNN_DETERMINISTIC") == "1":
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
 
 def other_backend():
     """The next installed backend after this one (tensorflow → jax → torch → tensorflow),
