@@ -17,6 +17,7 @@ import pytest
 from _util import loss_and_grads, nonzero_uniform, random_weights
 
 import kerasrnn
+from kerasrnn.ops import fused
 from kerasrnn.ops.device import on_accelerator
 from kerasrnn.ops.plan import LOOP_DEFAULTS, device_kind, plan_call
 from tests.conftest import BACKEND, CUDNN_FLOAT32, to_numpy
@@ -266,3 +267,39 @@ def test_jax_cudnn_lstm_under_vmap_and_a_bfloat16_precision(rng):
         out = fast(xs[0])
         assert fast.last_path == "kerasrnn.ops.unroll" and "bfloat16" in fast.last_path_reason
     np.testing.assert_allclose(to_numpy(out), results[1][0][0], atol=5e-2)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM")
+def test_jax_cudnn_lstm_inside_shard_map(rng, monkeypatch):
+    """Under a Keras distribution that splits the batch, the kernel runs in `jax.shard_map`
+    (test_distribute checks the rows each device gets, on CPU devices with a stand-in).
+    Here the kernel's own custom call runs in shard_map's manual region, on a mesh of this
+    one GPU: outputs and gradients as the loop's."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    split, sharded = [], fused._per_batch_shard
+    monkeypatch.setattr(fused, "_jax_batch_split", lambda batch: (mesh, "batch"))
+    monkeypatch.setattr(fused, "_per_batch_shard", lambda *a: split.append(a[1:]) or sharded(*a))
+    fast, ref = kerasrnn.LSTM(16, return_sequences=True), kerasrnn.LSTM(16, return_sequences=True, fused=False)
+    for layer in (fast, ref):
+        layer.build((None, 12, 5))
+    random_weights(fast, rng)
+    ref.set_weights(fast.get_weights())
+    x = jnp.asarray(_x(rng))
+    weights = [v.value for v in fast.trainable_variables]
+
+    def loss(layer, w, x):
+        out = layer.stateless_call(w, [v.value for v in layer.non_trainable_variables], x)[0]
+        return jnp.sum(jnp.sin(out)), out
+
+    results = [jax.jit(jax.grad(lambda w, x, layer=layer: loss(layer, w, x), argnums=(0, 1), has_aux=True))(weights, x)
+               for layer in (fast, ref)]
+    assert fast.last_path == "fused:jax.experimental.rnn.lstm", fast.last_path_reason
+    assert split == [(mesh, "batch")]
+    (grads_fast, out_fast), (grads_ref, out_ref) = results
+    np.testing.assert_allclose(out_fast, out_ref, **CUDNN_FLOAT32["outputs"])
+    for g_f, g_r in zip(jax.tree.leaves(grads_fast), jax.tree.leaves(grads_ref), strict=True):
+        np.testing.assert_allclose(g_f, g_r, **CUDNN_FLOAT32["gradients"])
