@@ -261,10 +261,15 @@ def cudnn_lstm():
     """An LSTM and a bidirectional one on JAX's cuDNN kernel, stood in for on the CPU by
     `_util.jax_cudnn_stand_in`, trained for two epochs of two batches of 8: without a distribution,
     with `DataParallel` on 2 and on 4 devices, and with `ModelParallel` on a 2 x 2 mesh
-    (the LSTMs' kernels split over "model"). `{run: {path, losses, weights, rows}}`, where
+    (the LSTMs' kernels split over "model"); then, `jax.vmap`ped over the two batches,
+    the gradients of each. `{run: {path, losses, weights, group_gradients, rows}}`, where
     `rows` are the batch sizes the kernel's forward and backward halves were called with
     (the stand-in's operations XLA could split; the kernel's custom call it cannot, so
     what counts is the batch each call is given)."""
+    import functools
+
+    import jax
+
     from kerasrnn.ops import fused
     from tests._util import jax_cudnn_stand_in
 
@@ -290,6 +295,10 @@ def cudnn_lstm():
         "data_4": keras.distribution.DataParallel(devices=devices),
         "model_2x2": keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch"),
     }
+    def group_loss(weights, x, y, model):
+        fixed = [v.value for v in model.non_trainable_variables]
+        return jax.numpy.mean((model.stateless_call(weights, fixed, x)[0] - y) ** 2)
+
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(16, 5, 3)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
     result = {}
@@ -302,8 +311,11 @@ def cudnn_lstm():
                                   keras.layers.Bidirectional(kerasrnn.LSTM(4)), keras.layers.Dense(1)])
         model.compile(keras.optimizers.SGD(0.1), "mse")
         history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        grads = jax.jit(jax.vmap(jax.grad(functools.partial(group_loss, model=model)), in_axes=(None, 0, 0)))(
+            [v.value for v in model.trainable_variables], x.reshape(2, 8, 5, 3), y.reshape(2, 8, 1))
         result[name] = {"path": model.layers[0].last_path, "losses": history["loss"],
                         "weights": [keras.ops.convert_to_numpy(w).tolist() for w in model.weights],
+                        "group_gradients": [np.asarray(g).tolist() for g in grads],
                         "rows": {half: sorted(seen) for half, seen in rows.items()}}
     keras.distribution.set_distribution(None)
     return result

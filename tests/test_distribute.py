@@ -281,7 +281,8 @@ def test_translation_trains_with_sharded_weights(runs, devices, shards):
 def test_jax_cudnn_lstm_runs_each_devices_rows_only():
     """XLA cannot split cuDNN's custom call along the batch: left to it, every device
     would gather the whole batch and run the LSTM on all of it. Each device runs its own
-    rows instead, and training ends where it ends on one device."""
+    rows instead (also under `jax.vmap`, where the kernel runs once per vmapped slice),
+    and training ends where it ends on one device."""
     result = child(4, "cudnn")
     alone = result.pop("none")
     assert alone["path"] == "fused:jax.experimental.rnn.lstm"
@@ -292,7 +293,8 @@ def test_jax_cudnn_lstm_runs_each_devices_rows_only():
         assert run["path"] == alone["path"], name
         assert run["rows"] == {"forward": [rows[name]], "backward": [rows[name]]}, name
         np.testing.assert_allclose(run["losses"], alone["losses"], rtol=RTOL, err_msg=name)
-        for got, want in zip(run["weights"], alone["weights"], strict=True):
+        for got, want in zip(run["weights"] + run["group_gradients"],
+                             alone["weights"] + alone["group_gradients"], strict=True):
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-6, err_msg=name)
 
 
