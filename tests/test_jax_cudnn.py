@@ -178,3 +178,24 @@ def test_jax_without_a_gpu_runs_the_loop(rng):
     assert "GPU" in layer.last_path_reason
     with pytest.raises(ValueError, match="fused=True"):
         kerasrnn.LSTM(U, fused=True)(_x(rng))
+
+
+def test_shard_map_only_where_jax_has_it_as_used(monkeypatch):
+    """Under a distribution the kernel runs in `jax.shard_map(..., check_vma=False)`
+    (test_distribute); a JAX whose `shard_map` predates `check_vma`, or has none, keeps
+    the plain call instead of failing."""
+    import jax
+
+    def old_shard_map(f, *, mesh, in_specs, out_specs, check_rep=True):
+        raise AssertionError("not to be called")
+
+    try:
+        fused._jax_shard_map.cache_clear()
+        assert fused._jax_shard_map() is jax.shard_map
+        for stand_in in (old_shard_map, None):
+            fused._jax_shard_map.cache_clear()
+            monkeypatch.setattr(jax, "shard_map", stand_in, raising=False)
+            assert fused._jax_shard_map() is None
+    finally:
+        monkeypatch.undo()
+        fused._jax_shard_map.cache_clear()

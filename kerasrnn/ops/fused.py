@@ -708,8 +708,6 @@ def _jax_lstm():
 def _jax_batch_split(batch):
     """The JAX mesh and axis name over which the active Keras distribution splits the
     batch, if it splits this one (`None` otherwise)."""
-    import jax
-
     distribution = keras.distribution.distribution()
     name = getattr(distribution, "batch_dim_name", None)
     mesh = getattr(distribution, "device_mesh", None)
@@ -717,9 +715,22 @@ def _jax_batch_split(batch):
         return None
     shards = mesh.shape[list(mesh.axis_names).index(name)]
     backend_mesh = getattr(mesh, "backend_mesh", None)  # older Keras and JAX: as before
-    if shards <= 1 or batch % shards or backend_mesh is None or not hasattr(jax, "shard_map"):
+    if shards <= 1 or batch % shards or backend_mesh is None or _jax_shard_map() is None:
         return None
     return backend_mesh, name
+
+
+@functools.cache
+def _jax_shard_map():
+    """`jax.shard_map` where this JAX has it as used here (with `check_vma`), else None."""
+    import inspect
+
+    import jax
+
+    shard_map = getattr(jax, "shard_map", None)
+    if shard_map is None or "check_vma" not in inspect.signature(shard_map).parameters:
+        return None
+    return shard_map
 
 
 def _per_batch_shard(kernel, mesh, axis):
@@ -731,11 +742,10 @@ def _per_batch_shard(kernel, mesh, axis):
     memory. The LSTM is independent across rows, so each device runs its shard; the
     weights, replicated, get their gradients summed over the devices by `shard_map`'s
     transpose."""
-    import jax
     from jax.sharding import PartitionSpec as P
 
     rows, layered = P(axis), P(None, axis)
-    return jax.shard_map(
+    return _jax_shard_map()(
         kernel, mesh=mesh, in_specs=(rows, layered, layered, P(), rows),
         out_specs=(rows, layered, layered), check_vma=False)
 
