@@ -69,8 +69,16 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
             else:
                 exec(compile(padding + fence.body, str(page), "exec"), namespace)  # noqa: S102 (the point)
     finally:
-        os.environ.clear()
-        os.environ.update(saved_environ)
+        # Put back only what an example changed. Clearing and refilling the whole
+        # environment would call unsetenv/setenv for every variable while JAX's, XLA's
+        # and TensorFlow's own threads may be reading it (getenv is not safe against
+        # that): the JAX session died twice in this file with a segfault in no Python
+        # thread.
+        for key in set(os.environ) - set(saved_environ):
+            del os.environ[key]
+        for key, value in saved_environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 def _section_commands(path, heading):
