@@ -193,13 +193,9 @@ def pytest_collection_modifyitems(config, items):
     _select_part(config, items)
     if ON_GPU or os.environ.get("KERASRNN_TEST_DEADLINE"):
         _gpu_files_first(items)
-    gpu = ON_GPU
-    required = os.environ.get("KERASRNN_REQUIRE_GPU") == "1"
-    if required and not gpu:
-        raise pytest.UsageError("KERASRNN_REQUIRE_GPU=1 but the backend sees no GPU.")
     skip = pytest.mark.skip(reason="needs a GPU")
     for item in items:
-        if "gpu" in item.keywords and not gpu:
+        if "gpu" in item.keywords and not ON_GPU:
             item.add_marker(skip)
 
 
@@ -240,6 +236,11 @@ class _Deadline:
 
 
 def pytest_configure(config):
+    # Here, not at collection: under pytest-xdist this runs in the controller before any
+    # worker starts, and the reason reaches the user (a worker's usage error at
+    # collection ends the run as an INTERNALERROR without it).
+    if os.environ.get("KERASRNN_REQUIRE_GPU") == "1" and not ON_GPU:
+        raise pytest.UsageError("KERASRNN_REQUIRE_GPU=1 but the backend sees no GPU.")
     deadline = os.environ.get("KERASRNN_TEST_DEADLINE")
     if deadline:
         config.pluginmanager.register(_Deadline(deadline), "kerasrnn-deadline")

@@ -23,10 +23,11 @@ FILES = ["tests/test_unroll.py", "tests/test_errors.py", "tests/test_bench.py"]
 OPTIONS = ("KERASRNN_TEST_DEADLINE", "KERASRNN_REQUIRE_GPU")
 
 
-def pytest_run(*args, **env):
+def pytest_run(*args, xdist=False, **env):
     outer = {k: v for k, v in os.environ.items() if k not in OPTIONS}
+    plugins = [] if xdist else ["-p", "no:xdist"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *plugins, *args],
         check=False, cwd=ROOT, capture_output=True, text=True, env={**outer, **env}, timeout=600,
     )
 
@@ -87,9 +88,18 @@ def test_a_run_against_the_clock_starts_with_the_gpu_files():
 
 
 @pytest.mark.skipif(ON_GPU, reason="checks the machine without a GPU")
-def test_require_gpu_fails_without_one():
-    run = pytest_run("--collect-only", "-q", FILES[0], KERASRNN_REQUIRE_GPU="1")
-    assert run.returncode == 4
+@pytest.mark.parametrize("workers", [0, 2])
+def test_require_gpu_fails_without_one(workers):
+    """A usage error with the reason, also over pytest-xdist's workers (as
+    `gpu_check.sh` runs the suite), where a worker's error used to surface as an
+    INTERNALERROR without it."""
+    if workers:
+        pytest.importorskip("xdist")
+    xdist = ("-n", str(workers)) if workers else ()
+    # (xdist does not distribute `--collect-only`: the workers run, but no test does.)
+    run = pytest_run("-q", "-k", "no_such_test", *xdist, FILES[0], xdist=bool(workers),
+                     KERASRNN_REQUIRE_GPU="1")
+    assert run.returncode == 4, run.stdout + run.stderr
     assert "KERASRNN_REQUIRE_GPU=1 but the backend sees no GPU" in run.stderr
 
 
