@@ -15,7 +15,7 @@ import pytest
 
 import kerasrnn
 from kerasrnn.ops import fused
-from tests.conftest import BACKEND, fused_tolerance, to_numpy
+from tests.conftest import BACKEND, TORCH_CUDNN, fused_tolerance, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch's fused kernels")
 
@@ -80,6 +80,15 @@ def _cells(layer):
             out += [sub.forward_layer.cell, sub.backward_layer.cell] if layer.bidirectional[i] else [sub.cell]
         return out
     return [layer.cell]
+
+
+def _spec_of(layer, x):
+    """The `FusedSpec` a call of `layer` (a layer or a `DeepRNN`) on `x` runs with, made
+    outside a call."""
+    specs = [c.fused_spec(c.loop_constants(x), False) for c in _cells(layer)]
+    if isinstance(layer, kerasrnn.DeepRNN):
+        return fused.stack_fused_specs(specs, layer.bidirectional[0], owner=layer)[0]
+    return specs[0]
 
 
 def _storage(t):
@@ -280,13 +289,10 @@ def test_packed_path_makes_its_tensors_on_the_inputs_device(name, go_backwards, 
 
     layer = MAKERS[name]()
     layer(_x(rng))
+    spec = _spec_of(layer, _x(rng))
     if isinstance(layer, kerasrnn.DeepRNN):
-        specs = [c.fused_spec(c.loop_constants(_x(rng)), False) for c in _cells(layer)]
-        spec, _ = fused.stack_fused_specs(specs, True, owner=layer)
         states = [torch.zeros(B, U, device="meta") for _ in range(8)]
     else:
-        cell = layer.cell
-        spec = cell.fused_spec(cell.loop_constants(_x(rng)), False)
         states = [torch.zeros(B, s, device="meta") for s in layer.state_size]
     for slot in spec.slots:  # values a symbolic call sees
         if slot.variable is not None:
@@ -299,3 +305,104 @@ def test_packed_path_makes_its_tensors_on_the_inputs_device(name, go_backwards, 
     )
     assert {t.device.type for t in [last, out, *final]} == {"meta"}
 
+
+# ------------------------------------------------------------- cuDNN's buffer layout
+def _cudnn_like_layout(spec, shapes, dtype, device):
+    """A layout unlike the CPU's, as cuDNN's may be: layer by layer and direction by
+    direction (`w_ih, w_hh, w_hr, b_ih, b_hh` each), every parameter after a gap, at a
+    multiple of 8 elements, and padding after the last one."""
+    names, per_layer = spec.slot_names(), spec.per_layer
+    rank = {"w_ih": 0, "w_hh": 1, "w_hr": 2, "b_ih": 3, "b_hh": 4}
+    order = sorted(range(len(shapes)), key=lambda i: (i // per_layer, rank[names[i]]))
+    offsets, position = [0] * len(shapes), 0
+    for i in order:
+        position = (position // 8 + 1) * 8  # at least one element of gap
+        offsets[i] = position
+        position += fused._numel(shapes[i])
+    return fused._Layout(offsets, position + 5)
+
+
+@pytest.fixture
+def cudnn_like_layout(monkeypatch):
+    """Every flat buffer made in the test gets `_cudnn_like_layout`."""
+    monkeypatch.setattr(fused, "_new_layout", _cudnn_like_layout)
+    monkeypatch.setattr(fused, "_LAYOUTS", {})
+
+
+def _train_step(model, x, mask):
+    """Outputs and gradients of `sum(outputs**2)`, then an in-place SGD update."""
+    import torch
+
+    out = model(x, mask=mask)
+    (out**2).sum().backward()
+    grads = [to_numpy(v.value.grad) for v in model.trainable_variables]
+    with torch.no_grad():
+        for v in model.trainable_variables:
+            v.value.sub_(0.1 * v.value.grad)
+            v.value.grad = None
+    return to_numpy(out), grads
+
+
+@pytest.mark.skipif(TORCH_CUDNN, reason="simulates cuDNN's layout on a CPU; a GPU has the real one")
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "right-padded"])
+@pytest.mark.parametrize("name", MAKERS)
+def test_any_buffer_layout_torch_asks_of_cudnn(name, masked, rng, monkeypatch, cudnn_like_layout):
+    """On CUDA the buffer's layout is cuDNN's, asked of torch; the CPU's never shows
+    another order or gaps. With a layout in another order and with gaps, the kernel
+    reads each parameter at its offset, training updates what it reads, the gaps stay
+    zero, and outputs and gradients are those of `fused=False` (the loop; a stack's
+    layers one by one), before and after an update."""
+    import torch
+
+    xt = torch.tensor(_x(rng))
+    mask = torch.tensor(np.arange(T)[None, :] < np.array([T, 2, 4])[:, None]) if masked else None
+    layer, reference = MAKERS[name](), MAKERS[name](fused=False)
+    layer(xt, mask=mask)
+    reference(xt, mask=mask)
+    reference.set_weights(layer.get_weights())
+    (calls, _), ours = _spy(monkeypatch), []
+    for _ in range(2):  # before and after an update
+        out, grads = _train_step(layer, xt, mask)
+        ours += calls
+        expected, expected_grads = _train_step(reference, xt, mask)
+        calls.clear()  # the reference's own kernels (a stack's layers) are not ours
+        assert layer.last_path.startswith("fused:"), layer.last_path_reason
+        np.testing.assert_allclose(out, expected, **fused_tolerance("outputs", atol=1e-6))
+        for got, want in zip(grads, expected_grads):
+            np.testing.assert_allclose(got, want, **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
+    spec_owner = layer if isinstance(layer, kerasrnn.DeepRNN) else layer.cell
+    (layout, buffer), = spec_owner._kerasrnn_flat_weights.buffers.items()
+    assert any(made is layout for made in fused._LAYOUTS.values())  # the simulated one
+    assert buffer.numel() == layout.size
+    assert len(ours) == 2
+    for params in ours:
+        assert {_storage(p) for p in params} == {_storage(buffer)}
+        assert [p.storage_offset() for p in params] == layout.offsets
+    free = torch.ones(buffer.numel(), dtype=torch.bool)
+    for offset, param in zip(layout.offsets, ours[-1]):
+        free[offset : offset + param.numel()] = False
+    assert int(free.sum()) > len(ours[-1])  # a gap before each parameter, and the end
+    assert not buffer.detach()[free].any()
+
+
+@pytest.mark.skipif(TORCH_CUDNN, reason="simulates cuDNN's layout on a CPU; a GPU has the real one")
+@pytest.mark.parametrize("name", ["lstm_proj", "gru", "deep_bidirectional"])
+def test_substituted_weights_packed_into_cudnns_layout(name, rng, monkeypatch, cudnn_like_layout):
+    """Values that are not the variables (a stateless call; a cast under mixed precision
+    on a GPU) are packed into the layout, gaps included, by one concatenation."""
+    import torch
+
+    x = _x(rng)
+    layer, reference = MAKERS[name](), MAKERS[name](fused=False)
+    layer(x)
+    reference(x)
+    halved = [to_numpy(v) * 0.5 for v in layer.trainable_variables]
+    reference.set_weights(halved)
+    calls, _ = _spy(monkeypatch)
+    out, _ = layer.stateless_call([torch.tensor(h) for h in halved], layer.non_trainable_variables, x)
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    (params,) = calls
+    layout = fused._layout(_spec_of(layer, x), params[0].dtype, params[0].device)
+    assert len({_storage(p) for p in params}) == 1
+    assert [p.storage_offset() for p in params] == layout.offsets
+    np.testing.assert_allclose(to_numpy(out), to_numpy(reference(x)), **fused_tolerance("outputs", atol=1e-6))
