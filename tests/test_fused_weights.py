@@ -406,3 +406,31 @@ def test_substituted_weights_packed_into_cudnns_layout(name, rng, monkeypatch, c
     assert len({_storage(p) for p in params}) == 1
     assert [p.storage_offset() for p in params] == layout.offsets
     np.testing.assert_allclose(to_numpy(out), to_numpy(reference(x)), **fused_tolerance("outputs", atol=1e-6))
+
+
+# -------------------------------------------------------------------- torch.compile
+@pytest.mark.slow
+def test_trains_under_torch_compile(rng):
+    """`jit_compile=True` (torch.compile) trains as eager Keras does. The kernel runs
+    outside the compiled graph, as dynamo does for `torch.nn.LSTM`; traced into it, the
+    CPU's LSTM fails ("expected Tensor() for op: torch.ops.aten.mkldnn_rnn_layer")."""
+    x = _x(rng)
+    y = rng.random((B, 1)).astype("float32")
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([
+            keras.Input((T, I)),
+            kerasrnn.LSTM(U, return_sequences=True),
+            kerasrnn.SimpleRNN(U),
+            keras.layers.Dense(1),
+        ])
+
+    losses = {}
+    for jit_compile in (False, True):
+        m = model()
+        m.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+        losses[jit_compile] = m.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0).history["loss"]
+        assert [layer.last_path for layer in m.layers[:2]] == ["fused:torch._VF.lstm", "fused:torch._VF.rnn_tanh"]
+    assert losses[True][-1] < losses[True][0]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)

@@ -329,7 +329,6 @@ def kernel_params(spec):
     themselves moved into the buffer, a mirror refreshed when a variable changes, or
     one concatenation per call.
     """
-    import torch
 
     owned = [_own_tensor(slot) for slot in spec.slots]
     variable_slots = [i for i, slot in enumerate(spec.slots) if slot.variable is not None]
@@ -338,7 +337,7 @@ def kernel_params(spec):
         spec.owner is None
         or any(owned[i] is None for i in variable_slots)
         or first.device.type == "meta"
-        or getattr(torch.compiler, "is_compiling", lambda: False)()  # no storage tricks in a trace
+        or _torch_compiling()  # no storage tricks in a trace
         or len({o.dtype for o in owned if o is not None}) != 1
     ):
         return _packed(spec)
@@ -354,6 +353,13 @@ def kernel_params(spec):
         ]
     sources = list({id(o): o for o in owned if o is not None}.values())
     return list(_mirror(weights, key, layout, spec, owned, *sources))
+
+
+def _torch_compiling():
+    """Whether torch.compile (dynamo) is tracing this call."""
+    import torch
+
+    return getattr(torch.compiler, "is_compiling", lambda: False)()
 
 
 def _region(buffer, offset, shape):
@@ -525,35 +531,58 @@ def _packed(spec):
 # ------------------------------------------------------------------ torch: kernel
 def _torch_kernel(spec, x, states, batch_sizes=None):
     """One call of the torch kernel on a padded (`batch_first`) or packed input."""
-    import warnings
-
     import torch
 
-    # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
-    # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
-    # num_layers, dropout, train, bidirectional, batch_first).
     train = torch.is_grad_enabled()  # cuDNN keeps its workspace for backward only then
     lstm = spec.mode == "LSTM"
     # torch stacks the states of every layer and direction: (layers·directions, batch, size).
     hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
     args = (kernel_params(spec), spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
+    call = _EAGER_KERNEL_CALL if _torch_compiling() else _kernel_call
+    result = call(spec.mode, x, batch_sizes, hx, args, bool(spec.proj_size))
+    if lstm:
+        _, h, c = result
+        return result[0], [s for pair in zip(h, c) for s in pair]
+    return result[0], list(result[1])
+
+
+def _kernel_call(mode, x, batch_sizes, hx, args, projection):
+    """`torch._VF.<mode>` on a padded (`batch_sizes=None`) or packed input."""
+    import warnings
+
+    import torch
+
     kernel = {
         "LSTM": torch._VF.lstm,
         "GRU": torch._VF.gru,
         "RNN_TANH": torch._VF.rnn_tanh,
         "RNN_RELU": torch._VF.rnn_relu,
-    }[spec.mode]
+    }[mode]
     with warnings.catch_warnings():
-        # torch.nn.LSTM(proj_size=...) says the same once: oneDNN has no projection.
-        warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
+        if projection:  # torch.nn.LSTM(proj_size=...) says it once too: oneDNN has no projection
+            warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
+        # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
+        # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
+        # num_layers, dropout, train, bidirectional, batch_first).
         if batch_sizes is None:
-            result = kernel(x, hx, *args, True)
-        else:
-            result = kernel(x, batch_sizes, hx, *args)
-    if lstm:
-        _, h, c = result
-        return result[0], [s for pair in zip(h, c) for s in pair]
-    return result[0], list(result[1])
+            return kernel(x, hx, *args, True)
+        return kernel(x, batch_sizes, hx, *args)
+
+
+def _out_of_graph(fn):
+    """`fn`, which torch.compile runs outside its graphs (a graph break), as dynamo does
+    for `torch.nn.LSTM` and friends by default (`torch._dynamo.config.allow_rnn`): traced
+    into a graph, the kernels fail (torch 2.13's CPU LSTM: "expected Tensor() for op:
+    torch.ops.aten.mkldnn_rnn_layer"). Made at import, since dynamo cannot trace making
+    it; torch is imported by then on the torch backend, and not imported otherwise."""
+    if keras.backend.backend() != "torch":
+        return fn  # the kernels run on torch only (`catch_warnings` still breaks a graph)
+    import torch
+
+    return torch.compiler.disable(fn)
+
+
+_EAGER_KERNEL_CALL = _out_of_graph(_kernel_call)
 
 
 def _top_output(spec, new_states):
