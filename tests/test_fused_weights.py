@@ -409,28 +409,45 @@ def test_substituted_weights_packed_into_cudnns_layout(name, rng, monkeypatch, c
 
 
 # -------------------------------------------------------------------- torch.compile
+def _compiled_model_cases():
+    """(inputs, layers, their `last_path`s): whole sequences; right-padded ones (a
+    packed run) through torch's multi-layer kernel and a reversed layer."""
+    whole = (
+        lambda: [keras.Input((T, I)), kerasrnn.LSTM(U, return_sequences=True), kerasrnn.SimpleRNN(U)],
+        ["fused:torch._VF.lstm", "fused:torch._VF.rnn_tanh"],
+    )
+    padded = (
+        lambda: [
+            keras.Input((T,), dtype="int32"),
+            keras.layers.Embedding(7, I, mask_zero=True),
+            kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, bidirectional=True, return_sequences=True),
+            kerasrnn.GRU(U, go_backwards=True),
+        ],
+        ["fused:torch._VF.lstm(num_layers=2, bidirectional=True)", "fused:torch._VF.gru"],
+    )
+    return {"whole": whole, "right-padded": padded}
+
+
 @pytest.mark.slow
-def test_trains_under_torch_compile(rng):
-    """`jit_compile=True` (torch.compile) trains as eager Keras does. The kernel runs
-    outside the compiled graph, as dynamo does for `torch.nn.LSTM`; traced into it, the
-    CPU's LSTM fails ("expected Tensor() for op: torch.ops.aten.mkldnn_rnn_layer")."""
-    x = _x(rng)
+@pytest.mark.parametrize("case", ["whole", "right-padded"])
+def test_trains_under_torch_compile(case, rng):
+    """`jit_compile=True` (torch.compile) trains as eager Keras does. The kernel, and the
+    packing around it, run outside the compiled graph, as dynamo does for
+    `torch.nn.LSTM`; traced into it, the CPU's LSTM fails ("expected Tensor() for op:
+    torch.ops.aten.mkldnn_rnn_layer"), and so does unpacking."""
+    layers, paths = _compiled_model_cases()[case]
+    if case == "whole":
+        x = _x(rng)
+    else:
+        x = rng.integers(1, 7, (B, T))
+        x[np.arange(T)[None, :] >= np.array([T, 2, 4])[:, None]] = 0
     y = rng.random((B, 1)).astype("float32")
-
-    def model():
-        keras.utils.set_random_seed(0)
-        return keras.Sequential([
-            keras.Input((T, I)),
-            kerasrnn.LSTM(U, return_sequences=True),
-            kerasrnn.SimpleRNN(U),
-            keras.layers.Dense(1),
-        ])
-
     losses = {}
     for jit_compile in (False, True):
-        m = model()
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([*layers(), keras.layers.Dense(1)])
         m.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
         losses[jit_compile] = m.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0).history["loss"]
-        assert [layer.last_path for layer in m.layers[:2]] == ["fused:torch._VF.lstm", "fused:torch._VF.rnn_tanh"]
+        assert [layer.last_path for layer in m.layers if hasattr(layer, "last_path")] == paths
     assert losses[True][-1] < losses[True][0]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)

@@ -529,28 +529,25 @@ def _packed(spec):
 
 
 # ------------------------------------------------------------------ torch: kernel
-def _torch_kernel(spec, x, states, batch_sizes=None):
-    """One call of the torch kernel on a padded (`batch_first`) or packed input."""
+def _torch_kernel(spec, x, states, lengths=None):
+    """torch's kernel over `x (batch, time, features)`, whole or (with `lengths`, host
+    lengths of right-padded sequences) packed: `(outputs (batch, time, ·), final states)`,
+    the outputs zero past each length."""
     import torch
 
     train = torch.is_grad_enabled()  # cuDNN keeps its workspace for backward only then
-    lstm = spec.mode == "LSTM"
-    # torch stacks the states of every layer and direction: (layers·directions, batch, size).
-    hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
     args = (kernel_params(spec), spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
     call = _EAGER_KERNEL_CALL if _torch_compiling() else _kernel_call
-    result = call(spec.mode, x, batch_sizes, hx, args, bool(spec.proj_size))
-    if lstm:
-        _, h, c = result
-        return result[0], [s for pair in zip(h, c) for s in pair]
-    return result[0], list(result[1])
+    return call(spec.mode, x, list(states), lengths, args, bool(spec.proj_size))
 
 
-def _kernel_call(mode, x, batch_sizes, hx, args, projection):
-    """`torch._VF.<mode>` on a padded (`batch_sizes=None`) or packed input."""
+def _kernel_call(mode, x, states, lengths, args, projection):
+    """`torch._VF.<mode>` on `x` (`batch_first`), packed by `lengths` if given; states
+    and results as `_torch_kernel`'s."""
     import warnings
 
     import torch
+    from torch.nn.utils.rnn import pack_padded_sequence
 
     kernel = {
         "LSTM": torch._VF.lstm,
@@ -558,23 +555,42 @@ def _kernel_call(mode, x, batch_sizes, hx, args, projection):
         "RNN_TANH": torch._VF.rnn_tanh,
         "RNN_RELU": torch._VF.rnn_relu,
     }[mode]
+    lstm = mode == "LSTM"
+    if lengths is not None:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        # The states in the packed (length-sorted) order, and the results back.
+        order, unorder = packed.sorted_indices, packed.unsorted_indices
+        states = [s[order] for s in states]
+    # torch stacks the states of every layer and direction: (layers·directions, batch, size).
+    hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
     with warnings.catch_warnings():
         if projection:  # torch.nn.LSTM(proj_size=...) says it once too: oneDNN has no projection
             warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
         # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
         # num_layers, dropout, train, bidirectional, batch_first).
-        if batch_sizes is None:
-            return kernel(x, hx, *args, True)
-        return kernel(x, batch_sizes, hx, *args)
+        if lengths is None:
+            result = kernel(x, hx, *args, True)
+        else:
+            result = kernel(packed.data, packed.batch_sizes, hx, *args)
+    final = [s for pair in zip(result[1], result[2]) for s in pair] if lstm else list(result[1])
+    out = result[0]
+    if lengths is not None:
+        final = [s[unorder] for s in final]
+        # `pad_packed_sequence` without its host copy of the indices (a device sync).
+        out, _ = torch._VF._pad_packed_sequence(out, packed.batch_sizes, True, 0.0, x.shape[1])
+        out = out.index_select(0, unorder)
+    return out, final
 
 
 def _out_of_graph(fn):
     """`fn`, which torch.compile runs outside its graphs (a graph break), as dynamo does
     for `torch.nn.LSTM` and friends by default (`torch._dynamo.config.allow_rnn`): traced
-    into a graph, the kernels fail (torch 2.13's CPU LSTM: "expected Tensor() for op:
-    torch.ops.aten.mkldnn_rnn_layer"). Made at import, since dynamo cannot trace making
-    it; torch is imported by then on the torch backend, and not imported otherwise."""
+    into a graph, the kernels and the packing fail (torch 2.13's CPU LSTM: "expected
+    Tensor() for op: torch.ops.aten.mkldnn_rnn_layer"; `_pad_packed_sequence`: "The
+    tensor has a non-zero number of elements, but its data is not allocated yet"). Made
+    at import, since dynamo cannot trace making it; torch is imported by then on the
+    torch backend, and not imported otherwise."""
     if keras.backend.backend() != "torch":
         return fn  # the kernels run on torch only (`catch_warnings` still breaks a graph)
     import torch
@@ -595,7 +611,6 @@ def _top_output(spec, new_states):
 
 def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_output):
     import torch
-    from torch.nn.utils.rnn import pack_padded_sequence
 
     if lengths is None:
         if go_backwards:
@@ -614,16 +629,7 @@ def _run_torch(spec, x, states, lengths, go_backwards, return_sequences, zero_ou
     if go_backwards:  # reverse each sequence within its own length
         index = torch.where(time < lengths_, lengths_ - 1 - time, time)
         x = torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
-    packed = pack_padded_sequence(x, lengths.host, batch_first=True, enforce_sorted=False)
-    # Permute the states into the packed (length-sorted) order and back.
-    order, unorder = packed.sorted_indices, packed.unsorted_indices
-    out_packed, new_states = _torch_kernel(
-        spec, packed.data, [s[order] for s in states], packed.batch_sizes
-    )
-    new_states = [s[unorder] for s in new_states]
-    # `pad_packed_sequence` without its host copy of the indices (a device sync).
-    out, _ = torch._VF._pad_packed_sequence(out_packed, packed.batch_sizes, True, 0.0, steps)
-    out = out.index_select(0, unorder)
+    out, new_states = _torch_kernel(spec, x, states, lengths.host)
     last = _top_output(spec, new_states)  # h at the last valid step is the output there
     if go_backwards:
         # Keras meets the padding first: zeros, then the reversed run.
