@@ -430,11 +430,23 @@ def _compiled_model_cases():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["whole", "right-padded"])
-def test_trains_under_torch_compile(case, rng):
-    """`jit_compile=True` (torch.compile) trains as eager Keras does. The kernel, and the
-    packing around it, run outside the compiled graph, as dynamo does for
-    `torch.nn.LSTM`; traced into it, the CPU's LSTM fails ("expected Tensor() for op:
-    torch.ops.aten.mkldnn_rnn_layer"), and so does unpacking."""
+def test_trains_under_torch_compile(case, rng, monkeypatch):
+    """`jit_compile=True` (torch.compile) trains as eager Keras does. The kernel runs
+    outside the compiled graphs, as dynamo does for `torch.nn.LSTM`, with what prepares
+    it: its weights (the flat buffer, no copy per call), their layout (on CUDA, asked of
+    cuDNN with real tensors), the packing. Traced, the CPU's LSTM fails ("expected
+    Tensor() for op: torch.ops.aten.mkldnn_rnn_layer"), and so do unpacking and the
+    GRU's mirrored buffer."""
+    import torch
+
+    asked = []
+
+    def new_layout(*args, _make=fused._new_layout):
+        asked.append(torch.compiler.is_compiling())
+        return _make(*args)
+
+    monkeypatch.setattr(fused, "_new_layout", new_layout)
+    monkeypatch.setattr(fused, "_LAYOUTS", {})
     layers, paths = _compiled_model_cases()[case]
     if case == "whole":
         x = _x(rng)
@@ -443,11 +455,19 @@ def test_trains_under_torch_compile(case, rng):
         x[np.arange(T)[None, :] >= np.array([T, 2, 4])[:, None]] = 0
     y = rng.random((B, 1)).astype("float32")
     losses = {}
-    for jit_compile in (False, True):
+    for jit_compile in (True, False):  # compiled first: its calls ask for the layouts
         keras.utils.set_random_seed(0)
         m = keras.Sequential([*layers(), keras.layers.Dense(1)])
         m.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+        calls, _ = _spy(monkeypatch)
         losses[jit_compile] = m.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0).history["loss"]
-        assert [layer.last_path for layer in m.layers if hasattr(layer, "last_path")] == paths
+        fused_layers = [layer for layer in m.layers if hasattr(layer, "last_path")]
+        assert [layer.last_path for layer in fused_layers] == paths
+        owners = [layer if isinstance(layer, kerasrnn.DeepRNN) else layer.cell for layer in fused_layers]
+        buffers = {_storage(b) for o in owners for b in o._kerasrnn_flat_weights.buffers.values()}
+        real = [params for params in calls if params[0].device.type != "meta"]  # not a build
+        assert len(real) == 3 * len(fused_layers)  # one kernel call per layer and step
+        assert all({_storage(p) for p in params} <= buffers for params in real)
     assert losses[True][-1] < losses[True][0]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
+    assert asked and not any(asked)  # asked for, and never while dynamo traced

@@ -337,7 +337,6 @@ def kernel_params(spec):
         spec.owner is None
         or any(owned[i] is None for i in variable_slots)
         or first.device.type == "meta"
-        or _torch_compiling()  # no storage tricks in a trace
         or len({o.dtype for o in owned if o is not None}) != 1
     ):
         return _packed(spec)
@@ -353,13 +352,6 @@ def kernel_params(spec):
         ]
     sources = list({id(o): o for o in owned if o is not None}.values())
     return list(_mirror(weights, key, layout, spec, owned, *sources))
-
-
-def _torch_compiling():
-    """Whether torch.compile (dynamo) is tracing this call."""
-    import torch
-
-    return getattr(torch.compiler, "is_compiling", lambda: False)()
 
 
 def _region(buffer, offset, shape):
@@ -532,18 +524,11 @@ def _packed(spec):
 def _torch_kernel(spec, x, states, lengths=None):
     """torch's kernel over `x (batch, time, features)`, whole or (with `lengths`, host
     lengths of right-padded sequences) packed: `(outputs (batch, time, ·), final states)`,
-    the outputs zero past each length."""
-    import torch
-
-    train = torch.is_grad_enabled()  # cuDNN keeps its workspace for backward only then
-    args = (kernel_params(spec), spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
-    call = _EAGER_KERNEL_CALL if _torch_compiling() else _kernel_call
-    return call(spec.mode, x, list(states), lengths, args, bool(spec.proj_size))
+    the outputs zero past each length. Never traced by torch.compile (`_out_of_graph`)."""
+    return _KERNEL_CALL(spec, x, list(states), lengths)
 
 
-def _kernel_call(mode, x, states, lengths, args, projection):
-    """`torch._VF.<mode>` on `x` (`batch_first`), packed by `lengths` if given; states
-    and results as `_torch_kernel`'s."""
+def _kernel_call(spec, x, states, lengths):
     import warnings
 
     import torch
@@ -554,8 +539,10 @@ def _kernel_call(mode, x, states, lengths, args, projection):
         "GRU": torch._VF.gru,
         "RNN_TANH": torch._VF.rnn_tanh,
         "RNN_RELU": torch._VF.rnn_relu,
-    }[mode]
-    lstm = mode == "LSTM"
+    }[spec.mode]
+    train = torch.is_grad_enabled()  # cuDNN keeps its workspace for backward only then
+    args = (kernel_params(spec), spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
+    lstm = spec.mode == "LSTM"
     if lengths is not None:
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         # The states in the packed (length-sorted) order, and the results back.
@@ -564,7 +551,7 @@ def _kernel_call(mode, x, states, lengths, args, projection):
     # torch stacks the states of every layer and direction: (layers·directions, batch, size).
     hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
     with warnings.catch_warnings():
-        if projection:  # torch.nn.LSTM(proj_size=...) says it once too: oneDNN has no projection
+        if spec.proj_size:  # torch.nn.LSTM(proj_size=...) says it once too: oneDNN has no projection
             warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
         # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
@@ -584,21 +571,22 @@ def _kernel_call(mode, x, states, lengths, args, projection):
 
 
 def _out_of_graph(fn):
-    """`fn`, which torch.compile runs outside its graphs (a graph break), as dynamo does
-    for `torch.nn.LSTM` and friends by default (`torch._dynamo.config.allow_rnn`): traced
-    into a graph, the kernels and the packing fail (torch 2.13's CPU LSTM: "expected
-    Tensor() for op: torch.ops.aten.mkldnn_rnn_layer"; `_pad_packed_sequence`: "The
-    tensor has a non-zero number of elements, but its data is not allocated yet"). Made
-    at import, since dynamo cannot trace making it; torch is imported by then on the
-    torch backend, and not imported otherwise."""
+    """`fn`, which torch.compile never traces: called from a compiled function, it runs
+    eagerly between two graphs (a graph break), as dynamo does for `torch.nn.LSTM` and
+    friends by default (`torch._dynamo.config.allow_rnn`). The kernel's weights, its
+    buffer and its layout (cuDNN's, asked of torch with real tensors on CUDA) are then
+    made as in eager mode; traced, the CPU's LSTM fails (torch 2.13: "expected Tensor()
+    for op: torch.ops.aten.mkldnn_rnn_layer"), and so do unpacking a packed run and the
+    mirror's buffer. The wrapper is made at import (dynamo cannot trace making it); on
+    the torch backend torch is imported by then, and it is not imported otherwise."""
     if keras.backend.backend() != "torch":
-        return fn  # the kernels run on torch only (`catch_warnings` still breaks a graph)
+        return fn  # the kernels run on torch only
     import torch
 
     return torch.compiler.disable(fn)
 
 
-_EAGER_KERNEL_CALL = _out_of_graph(_kernel_call)
+_KERNEL_CALL = _out_of_graph(_kernel_call)
 
 
 def _top_output(spec, new_states):
