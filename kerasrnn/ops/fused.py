@@ -329,7 +329,6 @@ def kernel_params(spec):
     themselves moved into the buffer, a mirror refreshed when a variable changes, or
     one concatenation per call.
     """
-
     owned = [_own_tensor(slot) for slot in spec.slots]
     variable_slots = [i for i, slot in enumerate(spec.slots) if slot.variable is not None]
     first = owned[variable_slots[0]] if variable_slots else None
