@@ -67,7 +67,7 @@ if [[ " $STEPS " == *" bench "* ]]; then
     env KERAS_BACKEND="$backend" timeout "$limit" python3 benchmarks/rnn_bench.py \
       --rounds 7 --steps 5 "$@" 2>&1 | grep -v -e "^W0" -e "^I0" | tee -a "$OUT/bench_$backend.log"
   }
-  # torch: kerasrnn (cuDNN), keras.layers, torch.nn; and the keras.ops loop of each cell.
+  # torch: kerasrnn (cuDNN), keras.layers, torch.nn, kerasrnn in torch.nn's loop; and the keras.ops loop.
   bench torch "${T_BENCH_TORCH:-90}" --cells lstm,gru,simple_rnn --shapes GPU,A --variants "fused=False" --json "$OUT/bench_torch.json"
   # JAX: the cuDNN LSTM against the loop, and the loop's hoisting and remat choices.
   bench jax "${T_BENCH_JAX:-150}" --cells lstm,gru,simple_rnn --shapes GPU,A --variants "fused=False,remat=True,hoist_inputs=False" \

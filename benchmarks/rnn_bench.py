@@ -62,9 +62,9 @@ def contenders(cell, shape, variants, jit_compile="auto", hand_written=True, inf
     is XLA on TensorFlow only with a GPU; JAX always compiles, torch never). Every
     contender's inputs are put on the device before timing (`keras.ops.convert_to_tensor`
     places them where Keras computes), so no row pays a host-to-device copy. With
-    `hand_written`, the backend's own recurrent code runs beside Keras's: `torch.nn` on
-    torch; on JAX a hand-written `lax.scan` (input projection hoisted) and kerasrnn's
-    layer in that same hand-written training step (`kerasrnn (same step)`), which
+    `hand_written`, the backend's own recurrent code runs beside Keras's, `torch.nn` on
+    torch and a hand-written `lax.scan` (input projection hoisted) on JAX, and kerasrnn's
+    layer runs in that same plain training step too (`kerasrnn (same step)`), which
     separates the layer's cost from the Keras trainer's. Each contender's training step
     is compiled (run once) before timing, and its inference step too with `inference`
     (otherwise it is never run: on a GPU lease the compilations are most of the time).
@@ -99,32 +99,50 @@ def contenders(cell, shape, variants, jit_compile="auto", hand_written=True, inf
     if hand_written and keras.backend.backend() == "jax":
         out.update(jax_contenders(cell, shape, x, y, ours(units), inference))
     if hand_written and keras.backend.backend() == "torch":
-        import torch
+        out.update(torch_contenders(cell, shape, x, y, ours(units), inference))
+    return out
 
-        device = x.device  # where Keras puts tensors
-        module = getattr(torch.nn, TORCH_NAMES[cell])(shape["features"], units, batch_first=True)
-        head = torch.nn.Linear(units, 1)
-        module.to(device)  # torch.nn flattens its weights into one buffer on CUDA
-        head.to(device)
-        params = list(module.parameters()) + list(head.parameters())
-        opt = torch.optim.Adam(params, lr=1e-3)
-        xt, yt = x, y
 
-        def torch_train():
+def torch_contenders(cell, shape, x, y, layer, inference=False):
+    """`torch.nn`'s layer and kerasrnn's, each in one plain torch training step: a
+    `Linear(1)` head on the last output, MSE, `torch.optim.Adam`, inputs on the device.
+
+    kerasrnn's layer is a `torch.nn.Module` on this backend and its Keras variables are
+    torch parameters (views of the kernel's flat buffer), so the same loop trains it:
+    the difference from the `kerasrnn` row is the Keras trainer's cost per step.
+    """
+    import torch
+
+    device = x.device  # where Keras puts tensors
+    units = shape["units"]
+    module = getattr(torch.nn, TORCH_NAMES[cell])(shape["features"], units, batch_first=True)
+    module.to(device)  # torch.nn flattens its weights into one buffer on CUDA
+    layer.build((None, shape["time"], shape["features"]))
+
+    def make(last_output, params):
+        head = torch.nn.Linear(units, 1).to(device)
+        opt = torch.optim.Adam(list(params) + list(head.parameters()), lr=1e-3)
+
+        def train_step():
             opt.zero_grad()
-            seq, _ = module(xt)
-            loss = torch.nn.functional.mse_loss(head(seq[:, -1]), yt)
+            loss = torch.nn.functional.mse_loss(head(last_output(x)), y)
             loss.backward()
             opt.step()
             return loss.item()  # waits for the device, as train_on_batch does
 
-        def torch_infer():
+        def infer_step():
             with torch.no_grad():
-                seq, _ = module(xt)
-                return head(seq[:, -1]).cpu()
+                return head(last_output(x)).cpu()
 
-        out["torch.nn"] = (torch_train, torch_infer)
-    return out
+        train_step()
+        if inference:
+            infer_step()
+        return train_step, infer_step
+
+    return {
+        "torch.nn": make(lambda x: module(x)[0][:, -1], module.parameters()),
+        "kerasrnn (same step)": make(layer, [v.value for v in layer.trainable_variables]),
+    }
 
 
 def hand_written_layer(cell, units):

@@ -22,7 +22,7 @@ def test_extension_rows(cell, tmp_path, capsys):
         if cell == "lstm" else {"kerasrnn[zoneout=0.1]"}
     )
     if BACKEND == "torch":
-        expected |= {"torch.nn", "kerasrnn[fused=False]"}
+        expected |= {"torch.nn", "kerasrnn (same step)", "kerasrnn[fused=False]"}
     if BACKEND == "jax":
         expected |= {"jax lax.scan (hand-written)", "kerasrnn (same step)"}
     assert set(timings) == expected
@@ -78,6 +78,38 @@ def test_hand_written_jax_layer_computes_kerasrnns_function(cell):
     np.testing.assert_allclose(np.asarray(got), ours, **fused_tolerance("outputs", layer, atol=1e-6))
     assert callable(hand[0]) and callable(hand[1])
 
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the plain torch training step")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+def test_plain_torch_step_trains_kerasrnns_variables(cell):
+    """`kerasrnn (same step)` trains the layer in a plain torch loop (torch.optim.Adam on
+    its variables' parameters): the loss falls, the variables move, and the kernel reads
+    what the optimizer wrote (the fused layer agrees with the loop given the same
+    weights), so the row times real training, not a stale copy."""
+    import keras
+    import numpy as np
+
+    import kerasrnn
+
+    shape = dict(rnn_bench.SHAPES["tiny"], batch=8, time=5)
+    name = rnn_bench.KERAS_NAMES[cell]
+    layer = getattr(kerasrnn, name)(shape["units"])
+    rng = np.random.default_rng(0)
+    x = keras.ops.convert_to_tensor(rng.standard_normal((8, 5, shape["features"])).astype("float32"))
+    y = keras.ops.convert_to_tensor(rng.standard_normal((8, 1)).astype("float32"))
+    rows = rnn_bench.torch_contenders(cell, shape, x, y, layer)
+    assert set(rows) == {"torch.nn", "kerasrnn (same step)"}
+    before = [np.array(w) for w in layer.get_weights()]
+    train, _ = rows["kerasrnn (same step)"]
+    losses = [train() for _ in range(20)]
+    assert losses[-1] < losses[0]
+    assert all(np.abs(w - b).max() > 1e-4 for w, b in zip(layer.get_weights(), before))
+    loop = getattr(kerasrnn, name)(shape["units"], fused=False)
+    loop.build(x.shape)
+    loop.set_weights(layer.get_weights())
+    ours = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(loop(x)), **fused_tolerance("outputs", layer, atol=1e-6))
 
 def _loop_bodies(compiled_text):
     """The opcodes of each `while` body in XLA's compiled HLO text, counted."""
