@@ -9,6 +9,8 @@ these tests check on the CPU what the GPU needs: one buffer, in the layout's ord
 copy of the weights per call, and no tensor made on another device than the inputs'.
 """
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -33,6 +35,15 @@ MAKERS = {
         kerasrnn.LSTM(U), 2, bidirectional=True, **kw
     ),
     "deep_gru": lambda **kw: kerasrnn.DeepRNN.repeat(kerasrnn.GRU(U), 3, **kw),
+}
+#: Each maker's twin that runs the `keras.ops` loop alone (a stack's `fused=False` still
+#: lets each of its layers run a kernel).
+LOOP_TWINS = {
+    **{name: functools.partial(make, fused=False) for name, make in MAKERS.items()},
+    "deep_bidirectional": lambda **kw: kerasrnn.DeepRNN.repeat(
+        kerasrnn.LSTM(U, fused=False), 2, bidirectional=True, fused=False, **kw
+    ),
+    "deep_gru": lambda **kw: kerasrnn.DeepRNN.repeat(kerasrnn.GRU(U, fused=False), 3, fused=False, **kw),
 }
 #: Whose kernel weights are the variables themselves (torch's gate order is Keras's).
 ZERO_COPY = {"lstm", "lstm_nobias", "lstm_proj", "simple_tanh", "irnn", "deep_bidirectional"}
@@ -135,6 +146,41 @@ def test_kernel_gets_one_flat_buffer_and_no_copy_per_call(name, masked, rng, mon
     assert torch.is_tensor(buffer)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "right-padded"])
+@pytest.mark.parametrize("name", ["lstm", "lstm_proj", "gru", "simple_tanh", "deep_bidirectional", "deep_gru"])
+def test_kernel_gets_contiguous_states(name, masked, rng, monkeypatch):
+    """cuDNN refuses states that are not contiguous ("rnn: hx is not contiguous"), where
+    torch's CPU kernel takes any. Given initial states that are strided views (a slice
+    of a larger tensor, a transpose: what a decoder may get from an encoder), the kernel
+    receives contiguous ones, and the results are the loop's."""
+    import torch
+
+    xt = torch.tensor(_x(rng))
+    mask = torch.tensor(np.arange(T)[None, :] < np.array([T, 2, 4])[:, None]) if masked else None
+    layer, reference = MAKERS[name](return_state=True), LOOP_TWINS[name](return_state=True)
+    _, *states = layer(xt, mask=mask)
+    reference(xt, mask=mask)
+    reference.set_weights(layer.get_weights())
+    given = [torch.tensor(rng.random((2 * s.shape[-1], B)).astype("float32")).t()[:, ::2] for s in states]
+    assert not any(g.is_contiguous() for g in given)
+    seen = []
+    for kernel_name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        kernel = getattr(torch._VF, kernel_name)
+
+        def spy(*args, _kernel=kernel):
+            hx = args[2] if _is_batch_sizes(args[1]) else args[1]
+            seen.extend(hx if isinstance(hx, (tuple, list)) else [hx])
+            return _kernel(*args)
+
+        monkeypatch.setattr(torch._VF, kernel_name, spy)
+    got = layer(xt, initial_state=given, mask=mask)
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    assert seen and all(h.is_contiguous() for h in seen), [h.stride() for h in seen]
+    expected = reference(xt, initial_state=given, mask=mask)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(to_numpy(g), to_numpy(e), **fused_tolerance("outputs", atol=1e-6))
+
+
 def _count_weight_copies(fn, state, layer):
     """Copies that read or write the weights (the variables or a flat buffer), made by
     `fn` outside the kernels."""
@@ -146,7 +192,8 @@ def _count_weight_copies(fn, state, layer):
     storages |= {
         _storage(b) for o in owners for b in getattr(o, "_kerasrnn_flat_weights", fused._FlatWeights()).buffers.values()
     }
-    copying = {"aten.copy_.default", "aten.clone.default", "aten.cat.default", "aten._to_copy.default"}
+    copying = {"aten.copy_.default", "aten.clone.default", "aten.cat.default", "aten._to_copy.default",
+               "aten.index_select.default", "aten.index_select.out"}
 
     def touches(args):
         for a in args:
@@ -162,7 +209,7 @@ def _count_weight_copies(fn, state, layer):
             self.copies = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if not state["inside"] and str(func) in copying and touches(args):
+            if not state["inside"] and str(func) in copying and touches([*args, *(kwargs or {}).values()]):
                 self.copies.append(str(func))
             return func(*args, **(kwargs or {}))
 
@@ -197,9 +244,8 @@ def test_training_steps_copy_weights_only_when_they_changed(name, rng, monkeypat
     copies = _count_weight_copies(forward, state, layer)
     if name in ZERO_COPY:
         assert copies == []  # the kernel reads the updated variables in place
-    else:  # the mirror is refreshed after the update only: one copy per gate block
-        assert set(copies) == {"aten.copy_.default"}
-        assert len(copies) == 3 * 4 * len(_cells(layer))
+    else:  # the mirror is refreshed after the update only, by one gather of all of them
+        assert copies == ["aten.cat.default", "aten.index_select.out"]
         assert _count_weight_copies(forward, state, layer) == []
     # The updated weights are the ones computed with.
     reference = MAKERS[name](fused=False)
@@ -245,6 +291,32 @@ def test_a_cell_alone_and_in_a_stack_each_get_their_buffer(rng):
     reference(x)
     reference.set_weights(first.get_weights())
     np.testing.assert_allclose(alone, to_numpy(reference(x)), **fused_tolerance("outputs", atol=1e-6))
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["gathered", "slot-by-slot"])
+@pytest.mark.parametrize("name", ["gru", "gru_nobias", "deep_gru"])
+def test_mirror_gradients_reach_each_variable(name, general, rng, monkeypatch):
+    """The mirror (the GRU's buffer: torch orders its gates `r, z, n`, Keras `z, r, h`)
+    gives each variable its gradient in Keras's layout: by one gather where the kernel
+    reads every variable element once (`inverse`), else slot by slot, as a cell whose
+    parameters read only some rows of a variable would need."""
+    import torch
+
+    if general:
+        gather = fused._mirror_gather
+        monkeypatch.setattr(fused, "_mirror_gather", lambda *args: (*gather(*args)[:2], None))
+    xt = torch.tensor(_x(rng))
+    layer, reference = MAKERS[name](), LOOP_TWINS[name]()
+    layer(xt)
+    reference(xt)
+    reference.set_weights(layer.get_weights())
+    calls, _ = _spy(monkeypatch)
+    (_, grads), (_, expected) = _train_step(layer, xt, None), _train_step(reference, xt, None)
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    assert len(calls) == 1  # the reference ran the loop alone
+    assert len(grads) == len(expected) > 0
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
 
 
 def test_stateless_call_packs_the_substituted_weights(rng):
@@ -409,11 +481,8 @@ def test_substituted_weights_packed_into_cudnns_layout(name, rng, monkeypatch, c
 
 
 # ------------------------------------------------------------------ mixed precision
-def _mixed_precision_model(name, masked, fused_setting):
-    if name == "deep_bidirectional" and fused_setting is False:  # each layer's loop too
-        layer = kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U, fused=False), 2, bidirectional=True, fused=False)
-    else:
-        layer = MAKERS[name](fused=fused_setting)
+def _mixed_precision_model(name, masked, loop):
+    layer = LOOP_TWINS[name]() if loop else MAKERS[name]()
     head = [keras.layers.Masking(0.0)] if masked else []
     model = keras.Sequential([keras.Input((T, I)), *head, layer, keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(0.1), "mse")
@@ -446,8 +515,8 @@ def test_mixed_precision_trains_on_the_kernel(name, masked, policy, rng, monkeyp
         x[2, 4:] = 0.0
     y = rng.standard_normal((B, 1)).astype("float32")
     keras.config.set_dtype_policy(policy)  # the conftest fixture restores float32
-    model, layer = _mixed_precision_model(name, masked, "auto")
-    reference, _ = _mixed_precision_model(name, masked, False)
+    model, layer = _mixed_precision_model(name, masked, loop=False)
+    reference, _ = _mixed_precision_model(name, masked, loop=True)
     reference.set_weights(model.get_weights())
     calls, _ = _spy(monkeypatch)
     losses = [float(model.train_on_batch(x, y)) for _ in range(4)]

@@ -26,6 +26,7 @@ them) they are packed into the buffer's layout with one differentiable concatena
 per call, which is what torch does under autocast.
 """
 
+import contextlib
 import functools
 
 import keras
@@ -312,6 +313,7 @@ class _FlatWeights:
     def __init__(self):
         self.buffers = {}  # layout -> the buffer the variables live in (or the mirror)
         self.mirror_versions = {}
+        self.mirror_gathers = {}  # layout -> (signature, index, zero, inverse): `_mirror_gather`
 
 
 def _flat_weights(owner):
@@ -407,24 +409,9 @@ def _torch_value(slot, value):
     return value.t() if slot.transpose else value
 
 
-def _write_torch_value(slot, value, region):
-    """`region.copy_(_torch_value(slot, value))`, block by block, without a temporary."""
-    if slot.row is not None:
-        value = value[slot.row]
-    if slot.gate_order is None:
-        region.copy_(value.t() if slot.transpose else value)
-        return
-    u = slot.units
-    for j, k in enumerate(slot.gate_order):
-        block = value[..., k * u : (k + 1) * u]
-        if slot.transpose:
-            region[j * u : (j + 1) * u].copy_(block.t())
-        else:
-            region[..., j * u : (j + 1) * u].copy_(block)
-
-
-def _keras_gradient(slot, grad, source):
-    """The inverse of `_torch_value` for a gradient: torch layout -> the variable's."""
+def _keras_layout_gradient(slot, grad):
+    """The inverse of `_torch_value` for a gradient, but for the row: torch layout ->
+    the variable's (of `value[row]` if the slot reads a row)."""
     import torch
 
     if slot.transpose:
@@ -432,11 +419,68 @@ def _keras_gradient(slot, grad, source):
     if slot.gate_order is not None:
         u, inverse = slot.units, [slot.gate_order.index(k) for k in range(len(slot.gate_order))]
         grad = torch.cat([grad[..., k * u : (k + 1) * u] for k in inverse], dim=-1)
-    if slot.row is not None:
-        full = torch.zeros_like(source)
-        full[slot.row] = grad
-        grad = full
     return grad
+
+
+def _variable_gradient(source, parts):
+    """The gradient of the variable tensor `source` from those of the kernel parameters
+    read from it, `parts` (`(slot, grad)` pairs): their sum, each in the variable's
+    layout (a row's in a zero tensor of the variable's shape)."""
+    import torch
+
+    total = None
+    for slot, grad in parts:
+        grad = _keras_layout_gradient(slot, grad)
+        if slot.row is not None:
+            full = torch.zeros_like(source)
+            full[slot.row] = grad
+            grad = full
+        total = grad if total is None else total + grad
+    return total
+
+
+def _mirror_gather(weights, key, layout, spec, owned, sources):
+    """`(index, zero, inverse)`: the mirror buffer of `key` is
+    `cat([*sources.flat, zero])[index]`, and the sources' gradients side by side are
+    `cat([*grads.flat])[inverse]` (`grads` in slot order), or `inverse` is `None` where
+    the slots do not read every source element exactly once.
+
+    Made once per layout, by writing each source element's position in that
+    concatenation with `_torch_value`, the mapping the slots define; gaps and padding
+    point at `zero`, one zero element after the sources."""
+    import torch
+
+    where = {id(source): i for i, source in enumerate(sources)}
+    signature = (
+        tuple(tuple(source.shape) for source in sources),
+        tuple(None if own is None else (where[id(own)], slot.row, slot.gate_order, slot.units, slot.transpose)
+              for slot, own in zip(spec.slots, owned)),
+    )
+    made = weights.mirror_gathers.get(key)
+    if made is not None and made[0] == signature:
+        return made[1:]
+    device = sources[0].device
+    starts = [0]
+    for source in sources:
+        starts.append(starts[-1] + source.numel())
+    index = torch.full((layout.size,), starts[-1], dtype=torch.int64, device=device)
+    read = []  # per slot, the source elements it reads, flat in the slot's order
+    for offset, slot, own in zip(layout.offsets, spec.slots, owned):
+        if own is not None:
+            i = where[id(own)]
+            positions = _torch_value(slot, torch.arange(starts[i], starts[i + 1], device=device).view(own.shape))
+            _region(index, offset, slot.shape).copy_(positions)
+            read.append(positions.reshape(-1))
+        else:
+            read.append(torch.full((_numel(slot.shape),), -1, dtype=torch.int64, device=device))
+    read = torch.cat(read)
+    inverse = None
+    if torch.equal(torch.sort(read[read >= 0]).values, torch.arange(starts[-1], device=device)):
+        inverse = torch.empty(starts[-1], dtype=torch.int64, device=device)
+        inverse[read[read >= 0]] = torch.nonzero(read >= 0).reshape(-1)
+    zero = torch.zeros(1, dtype=sources[0].dtype, device=device)
+    weights.mirror_gathers[key] = (signature, index, zero, inverse)
+    return index, zero, inverse
 
 
 def _mirror_class():
@@ -447,34 +491,46 @@ def _mirror_class():
 
         Forward refreshes the buffer only when a variable changed since the last
         refresh (torch's version counter), so the weights are reordered once per
-        update, not once per call; backward maps each parameter's gradient back to
-        its variable's layout.
+        update, not once per call, by one gather (`_mirror_gather`); backward maps
+        each parameter's gradient back to its variable's layout.
         """
 
         @staticmethod
         def forward(ctx, weights, key, layout, spec, owned, *sources):
+            ctx.mirror = (weights, key, layout, spec, owned)
             ctx.spec, ctx.owned, ctx.sources = spec, owned, sources
             versions = tuple((s.data_ptr(), s._version) for s in sources)
             buffer = weights.buffers.get(key)
             if buffer is None or weights.mirror_versions.get(key) != versions:
+                index, zero, _ = _mirror_gather(weights, key, layout, spec, owned, sources)
                 if buffer is None:
-                    buffer = torch.zeros(layout.size, dtype=sources[0].dtype, device=sources[0].device)
-                for offset, slot, own in zip(layout.offsets, spec.slots, owned):
-                    if own is not None:
-                        _write_torch_value(slot, own, _region(buffer, offset, slot.shape))
+                    buffer = torch.empty(layout.size, dtype=sources[0].dtype, device=sources[0].device)
+                # Two kernels however many gate blocks: the variables side by side, then
+                # each buffer element picked from them (the gaps from `zero`).
+                flat = torch.cat([*(source.reshape(-1) for source in sources), zero])
+                torch.index_select(flat, 0, index, out=buffer)
                 weights.buffers[key] = buffer
                 weights.mirror_versions[key] = versions
             return tuple(_region(buffer, o, s.shape) for o, s in zip(layout.offsets, spec.slots))
 
         @staticmethod
         def backward(ctx, *grads):
-            totals = {id(s): None for s in ctx.sources}
+            inverse = _mirror_gather(*ctx.mirror, ctx.sources)[2]
+            if inverse is not None:  # two kernels: the gradients side by side, gathered
+                flat = torch.cat([
+                    (g if g is not None else torch.zeros(slot.shape, dtype=ctx.sources[0].dtype,
+                                                         device=ctx.sources[0].device)).reshape(-1)
+                    for slot, g in zip(ctx.spec.slots, grads)
+                ])[inverse]
+                sizes = [s.numel() for s in ctx.sources]
+                return (None, None, None, None, None,
+                        *[g.view(s.shape) for g, s in zip(flat.split(sizes), ctx.sources)])
+            parts = {id(s): [] for s in ctx.sources}
             for slot, own, grad in zip(ctx.spec.slots, ctx.owned, grads):
-                if own is None or grad is None:
-                    continue
-                g = _keras_gradient(slot, grad, own)
-                totals[id(own)] = g if totals[id(own)] is None else totals[id(own)] + g
-            return (None, None, None, None, None, *[totals[id(s)] for s in ctx.sources])
+                if own is not None and grad is not None:
+                    parts[id(own)].append((slot, grad))
+            return (None, None, None, None, None,
+                    *[_variable_gradient(s, parts[id(s)]) for s in ctx.sources])
 
     return Mirror
 
@@ -548,9 +604,11 @@ def _kernel_call(spec, x, states, lengths):
         order, unorder = packed.sorted_indices, packed.unsorted_indices
         states = [s[order] for s in states]
     # torch stacks the states of every layer and direction: (layers·directions, batch, size).
-    hx = (torch.stack(states[0::2]), torch.stack(states[1::2])) if lstm else torch.stack(states)
-    with warnings.catch_warnings():
-        if spec.proj_size:  # torch.nn.LSTM(proj_size=...) says it once too: oneDNN has no projection
+    hx = (_stacked(states[0::2]), _stacked(states[1::2])) if lstm else _stacked(states)
+    # torch.nn.LSTM(proj_size=...) warns once too: oneDNN has no projection. (Only
+    # there: catching warnings costs every call, and it is not thread-safe.)
+    with warnings.catch_warnings() if spec.proj_size else contextlib.nullcontext():
+        if spec.proj_size:
             warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
         # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
         # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
@@ -567,6 +625,15 @@ def _kernel_call(spec, x, states, lengths):
         out, _ = torch._VF._pad_packed_sequence(out, packed.batch_sizes, True, 0.0, x.shape[1])
         out = out.index_select(0, unorder)
     return out, final
+
+
+def _stacked(states):
+    """`torch.stack(states)`: contiguous, as cuDNN requires ("rnn: hx is not contiguous";
+    the CPU takes any strides). One state (one layer, one direction) that already is,
+    as a view, without a copy."""
+    import torch
+
+    return states[0].unsqueeze(0).contiguous() if len(states) == 1 else torch.stack(states)
 
 
 def _out_of_graph(fn):
