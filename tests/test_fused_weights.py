@@ -138,7 +138,7 @@ def test_kernel_gets_one_flat_buffer_and_no_copy_per_call(name, masked, rng, mon
     else:  # a mirror of them
         assert not any(_storage(v) == _storage(buffer) for v in variables)
     # The variables keep their Keras shapes and values.
-    reference = MAKERS[name](fused=False)
+    reference = LOOP_TWINS[name]()
     reference(x, mask=mask)
     reference.set_weights(layer.get_weights())
     # Fused against the loop: cuDNN's rounding on a GPU.
@@ -248,7 +248,7 @@ def test_training_steps_copy_weights_only_when_they_changed(name, rng, monkeypat
         assert copies == ["aten.cat.default", "aten.index_select.out"]
         assert _count_weight_copies(forward, state, layer) == []
     # The updated weights are the ones computed with.
-    reference = MAKERS[name](fused=False)
+    reference = LOOP_TWINS[name]()
     reference(xt)
     reference.set_weights(layer.get_weights())
     np.testing.assert_allclose(to_numpy(outputs[-1]), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
@@ -264,7 +264,7 @@ def test_variables_stay_the_source_of_truth(name, rng, tmp_path):
     layer.set_weights([w * 0.5 for w in weights])
     halved = to_numpy(layer(x))
     assert not np.allclose(first, halved)
-    reference = MAKERS[name](fused=False)
+    reference = LOOP_TWINS[name]()
     reference(x)
     reference.set_weights([w * 0.5 for w in weights])
     np.testing.assert_allclose(halved, to_numpy(reference(x)), **fused_tolerance("outputs", atol=1e-6))
@@ -422,13 +422,13 @@ def test_any_buffer_layout_torch_asks_of_cudnn(name, masked, rng, monkeypatch, c
     """On CUDA the buffer's layout is cuDNN's, asked of torch; the CPU's never shows
     another order or gaps. With a layout in another order and with gaps, the kernel
     reads each parameter at its offset, training updates what it reads, the gaps stay
-    zero, and outputs and gradients are those of `fused=False` (the loop; a stack's
-    layers one by one), before and after an update."""
+    zero, and outputs and gradients are those of the `keras.ops` loop, before and
+    after an update."""
     import torch
 
     xt = torch.tensor(_x(rng))
     mask = torch.tensor(np.arange(T)[None, :] < np.array([T, 2, 4])[:, None]) if masked else None
-    layer, reference = MAKERS[name](), MAKERS[name](fused=False)
+    layer, reference = MAKERS[name](), LOOP_TWINS[name]()
     layer(xt, mask=mask)
     reference(xt, mask=mask)
     reference.set_weights(layer.get_weights())
@@ -437,7 +437,8 @@ def test_any_buffer_layout_torch_asks_of_cudnn(name, masked, rng, monkeypatch, c
         out, grads = _train_step(layer, xt, mask)
         ours += calls
         expected, expected_grads = _train_step(reference, xt, mask)
-        calls.clear()  # the reference's own kernels (a stack's layers) are not ours
+        assert len(calls) == 1  # ours; the reference ran the loop alone
+        calls.clear()
         assert layer.last_path.startswith("fused:"), layer.last_path_reason
         np.testing.assert_allclose(out, expected, **fused_tolerance("outputs", atol=1e-6))
         for got, want in zip(grads, expected_grads):
@@ -465,7 +466,7 @@ def test_substituted_weights_packed_into_cudnns_layout(name, rng, monkeypatch, c
     import torch
 
     x = _x(rng)
-    layer, reference = MAKERS[name](), MAKERS[name](fused=False)
+    layer, reference = MAKERS[name](), LOOP_TWINS[name]()
     layer(x)
     reference(x)
     halved = [to_numpy(v) * 0.5 for v in layer.trainable_variables]
