@@ -161,7 +161,9 @@ def test_kernel_gets_contiguous_states(name, masked, rng, monkeypatch):
     _, *states = layer(xt, mask=mask)
     reference(xt, mask=mask)
     reference.set_weights(layer.get_weights())
-    given = [torch.tensor(rng.random((2 * s.shape[-1], B)).astype("float32")).t()[:, ::2] for s in states]
+    # Made where Keras computes (a GPU there), so that no copy to it makes them contiguous.
+    given = [keras.ops.convert_to_tensor(rng.random((2 * s.shape[-1], B)).astype("float32")).t()[:, ::2]
+             for s in states]
     assert not any(g.is_contiguous() for g in given)
     seen = []
     for kernel_name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
