@@ -321,6 +321,53 @@ def test_mirror_gradients_reach_each_variable(name, general, rng, monkeypatch):
         np.testing.assert_allclose(got, want, **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
 
 
+@pytest.mark.parametrize("name", ["gru", "gru_nobias", "deep_gru"])
+def test_mirror_without_gradients(name, rng, monkeypatch):
+    """Where no gradient can reach the variables (inference under `torch.no_grad`, a frozen
+    layer in training) the mirror's views come without its autograd.Function, which then
+    must never run; they are still refreshed once after each change of the weights, and
+    the inputs' gradient still flows through the kernel."""
+    import torch
+
+    class Unused:
+        def apply(self, *args):
+            raise AssertionError("the mirror's autograd.Function ran without gradients")
+
+    xt = torch.tensor(_x(rng))
+    layer, reference = MAKERS[name](), LOOP_TWINS[name]()
+    layer(xt)
+    reference(xt)
+    weights = [w * 0.5 for w in layer.get_weights()]
+    monkeypatch.setattr(fused, "_MIRROR", [Unused()])
+    _, state = _spy(monkeypatch)
+    outputs = []
+
+    def infer():
+        with torch.no_grad():
+            outputs.append(layer(xt))
+
+    # Inference after a change of the weights: one refresh, then none; the new weights'
+    # outputs.
+    layer.set_weights(weights)
+    reference.set_weights(weights)
+    assert _count_weight_copies(infer, state, layer) == ["aten.cat.default", "aten.index_select.out"]
+    assert _count_weight_copies(infer, state, layer) == []
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    for out in outputs:
+        np.testing.assert_allclose(to_numpy(out), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
+
+    # Frozen, in a training step: no variable gets a gradient, the inputs get the loop's.
+    layer.trainable = reference.trainable = False
+    grads = []
+    for model in (layer, reference):
+        x = xt.clone().requires_grad_(True)
+        (model(x, training=True) ** 2).sum().backward()
+        grads.append(to_numpy(x.grad))
+        assert all(v.value.grad is None for v in model.weights)
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    np.testing.assert_allclose(grads[0], grads[1], **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
+
+
 def test_stateless_call_packs_the_substituted_weights(rng):
     """Values that are not the variables (a stateless call) run on the kernel too."""
     x = _x(rng)

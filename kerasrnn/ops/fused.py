@@ -499,19 +499,7 @@ def _mirror_class():
         def forward(ctx, weights, key, layout, spec, owned, *sources):
             ctx.mirror = (weights, key, layout, spec, owned)
             ctx.spec, ctx.owned, ctx.sources = spec, owned, sources
-            versions = tuple((s.data_ptr(), s._version) for s in sources)
-            buffer = weights.buffers.get(key)
-            if buffer is None or weights.mirror_versions.get(key) != versions:
-                index, zero, _ = _mirror_gather(weights, key, layout, spec, owned, sources)
-                if buffer is None:
-                    buffer = torch.empty(layout.size, dtype=sources[0].dtype, device=sources[0].device)
-                # Two kernels however many gate blocks: the variables side by side, then
-                # each buffer element picked from them (the gaps from `zero`).
-                flat = torch.cat([*(source.reshape(-1) for source in sources), zero])
-                torch.index_select(flat, 0, index, out=buffer)
-                weights.buffers[key] = buffer
-                weights.mirror_versions[key] = versions
-            return tuple(_region(buffer, o, s.shape) for o, s in zip(layout.offsets, spec.slots))
+            return _mirror_regions(weights, key, layout, spec, owned, sources)
 
         @staticmethod
         def backward(ctx, *grads):
@@ -535,13 +523,40 @@ def _mirror_class():
     return Mirror
 
 
+def _mirror_regions(weights, key, layout, spec, owned, sources):
+    """The kernel's parameters as views of the mirror buffer of `key`, refreshed first if
+    a variable changed since the last refresh (torch's version counter)."""
+    import torch
+
+    versions = tuple((s.data_ptr(), s._version) for s in sources)
+    buffer = weights.buffers.get(key)
+    if buffer is None or weights.mirror_versions.get(key) != versions:
+        index, zero, _ = _mirror_gather(weights, key, layout, spec, owned, sources)
+        if buffer is None:
+            buffer = torch.empty(layout.size, dtype=sources[0].dtype, device=sources[0].device)
+        # Two kernels however many gate blocks: the variables side by side, then each
+        # buffer element picked from them (the gaps from `zero`).
+        with torch.no_grad():
+            flat = torch.cat([*(source.reshape(-1) for source in sources), zero])
+            torch.index_select(flat, 0, index, out=buffer)
+        weights.buffers[key] = buffer
+        weights.mirror_versions[key] = versions
+    return tuple(_region(buffer, o, s.shape) for o, s in zip(layout.offsets, spec.slots))
+
+
 _MIRROR = []  # the autograd.Function, made on first use (torch imported only then)
 
 
-def _mirror(*args):
+def _mirror(weights, key, layout, spec, owned, *sources):
+    import torch
+
+    if not (torch.is_grad_enabled() and any(source.requires_grad for source in sources)):
+        # No gradient can flow (inference, frozen weights): the views, without the
+        # autograd.Function around them.
+        return _mirror_regions(weights, key, layout, spec, owned, sources)
     if not _MIRROR:
         _MIRROR.append(_mirror_class())
-    return _MIRROR[0].apply(*args)
+    return _MIRROR[0].apply(weights, key, layout, spec, owned, *sources)
 
 
 def _packed(spec):
@@ -584,21 +599,17 @@ def _torch_kernel(spec, x, states, lengths=None):
 
 
 def _kernel_call(spec, x, states, lengths):
-    import warnings
-
     import torch
-    from torch.nn.utils.rnn import pack_padded_sequence
 
-    kernel = {
-        "LSTM": torch._VF.lstm,
-        "GRU": torch._VF.gru,
-        "RNN_TANH": torch._VF.rnn_tanh,
-        "RNN_RELU": torch._VF.rnn_relu,
-    }[spec.mode]
+    # One lookup (each attribute of `torch._VF` goes through its module `__getattr__`),
+    # at every call: what `torch._VF` holds at the time, as for `torch.nn.LSTM`.
+    kernel = getattr(torch._VF, spec.mode.lower())
     train = torch.is_grad_enabled()  # cuDNN keeps its workspace for backward only then
     args = (kernel_params(spec), spec.has_biases, spec.num_layers, 0.0, train, spec.bidirectional)
     lstm = spec.mode == "LSTM"
     if lengths is not None:
+        from torch.nn.utils.rnn import pack_padded_sequence
+
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         # The states in the packed (length-sorted) order, and the results back.
         order, unorder = packed.sorted_indices, packed.unsorted_indices
@@ -607,9 +618,7 @@ def _kernel_call(spec, x, states, lengths):
     hx = (_stacked(states[0::2]), _stacked(states[1::2])) if lstm else _stacked(states)
     # torch.nn.LSTM(proj_size=...) warns once too: oneDNN has no projection. (Only
     # there: catching warnings costs every call, and it is not thread-safe.)
-    with warnings.catch_warnings() if spec.proj_size else contextlib.nullcontext():
-        if spec.proj_size:
-            warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
+    with _quiet_projection() if spec.proj_size else contextlib.nullcontext():
         # The packed overloads take (data, batch_sizes, hx, params, has_biases, num_layers,
         # dropout, train, bidirectional); the padded ones (input, hx, params, has_biases,
         # num_layers, dropout, train, bidirectional, batch_first).
@@ -617,7 +626,11 @@ def _kernel_call(spec, x, states, lengths):
             result = kernel(x, hx, *args, True)
         else:
             result = kernel(packed.data, packed.batch_sizes, hx, *args)
-    final = [s for pair in zip(result[1], result[2]) for s in pair] if lstm else list(result[1])
+    # (layers·directions, batch, size) back to one state per layer and direction.
+    if lstm:
+        final = [s for pair in zip(result[1].unbind(0), result[2].unbind(0)) for s in pair]
+    else:
+        final = list(result[1].unbind(0))
     out = result[0]
     if lengths is not None:
         final = [s[unorder] for s in final]
@@ -625,6 +638,17 @@ def _kernel_call(spec, x, states, lengths):
         out, _ = torch._VF._pad_packed_sequence(out, packed.batch_sizes, True, 0.0, x.shape[1])
         out = out.index_select(0, unorder)
     return out, final
+
+
+@contextlib.contextmanager
+def _quiet_projection():
+    """Hides the warning torch gives at the first projection LSTM on a CPU (oneDNN has
+    no projection; torch runs its own kernel instead)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*projections is not supported with oneDNN.*")
+        yield
 
 
 def _stacked(states):
