@@ -368,6 +368,57 @@ def test_mirror_without_gradients(name, rng, monkeypatch):
     np.testing.assert_allclose(grads[0], grads[1], **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
 
 
+@pytest.mark.parametrize("name", MAKERS)
+def test_first_call_under_inference_mode_then_training(name, rng):
+    """What `torch.inference_mode()` makes are inference tensors, which no training step
+    can use afterwards ("Inference tensors cannot be saved for backward"). The flat
+    buffer and the GRU's gather index outlive the call that makes them, so a built
+    layer first called there (an evaluation before training, as PyTorch code often
+    does) must make them as normal tensors; it then trains as the loop does."""
+    import torch
+
+    xt = torch.tensor(_x(rng))
+    layer, reference = MAKERS[name](), LOOP_TWINS[name]()
+    layer.build(tuple(xt.shape))
+    reference.build(tuple(xt.shape))
+    reference.set_weights(layer.get_weights())
+    with torch.inference_mode():
+        first = layer(xt)
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    np.testing.assert_allclose(to_numpy(first), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
+    for _ in range(2):
+        (out, grads), (want, expected) = _train_step(layer, xt, None), _train_step(reference, xt, None)
+        np.testing.assert_allclose(out, want, **fused_tolerance("outputs", atol=1e-6))
+        assert len(grads) == len(expected) > 0
+        for got, exp in zip(grads, expected):
+            np.testing.assert_allclose(got, exp, **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
+    with torch.inference_mode():
+        after = layer(xt)
+    np.testing.assert_allclose(to_numpy(after), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "deep_bidirectional"])
+def test_layer_built_under_inference_mode_runs_outside_it(name, rng):
+    """A layer built by its first call under `torch.inference_mode()` has inference
+    tensors for variables (Keras makes them there), which cannot be moved into a buffer
+    outside that mode: its kernel then packs them at each call, and still computes the
+    loop's outputs."""
+    import torch
+
+    xt = torch.tensor(_x(rng))
+    layer, reference = MAKERS[name](), LOOP_TWINS[name]()
+    with torch.inference_mode():
+        inside = layer(xt)
+    assert all(v.value.is_inference() for v in layer.weights)
+    reference(xt)
+    reference.set_weights(layer.get_weights())
+    with torch.no_grad():
+        outside = layer(xt)
+    assert layer.last_path.startswith("fused:"), layer.last_path_reason
+    for out in (inside, outside):
+        np.testing.assert_allclose(to_numpy(out), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
+
+
 def test_stateless_call_packs_the_substituted_weights(rng):
     """Values that are not the variables (a stateless call) run on the kernel too."""
     x = _x(rng)

@@ -329,14 +329,15 @@ def kernel_params(spec):
 
     See the module's docstring for the three ways they are formed: the variables
     themselves moved into the buffer, a mirror refreshed when a variable changes, or
-    one concatenation per call.
+    one concatenation per call (also for variables that are inference tensors, made
+    under `torch.inference_mode()`: they cannot be moved, and cannot train anyway).
     """
     owned = [_own_tensor(slot) for slot in spec.slots]
     variable_slots = [i for i, slot in enumerate(spec.slots) if slot.variable is not None]
     first = owned[variable_slots[0]] if variable_slots else None
     if (
         spec.owner is None
-        or any(owned[i] is None for i in variable_slots)
+        or any(owned[i] is None or owned[i].is_inference() for i in variable_slots)
         or first.device.type == "meta"
         or len({o.dtype for o in owned if o is not None}) != 1
     ):
@@ -374,6 +375,17 @@ def _homed(buffer, layout, spec, owned):
     return True
 
 
+def _outside_inference_mode():
+    """Where the tensors that outlive a call are made (a flat buffer, a mirror's gather
+    index): as normal tensors even inside `torch.inference_mode()`. Made there as
+    inference tensors, they could never take part in a training step afterwards
+    ("Inference tensors cannot be saved for backward"), as the weights of a model
+    first run by `with torch.inference_mode(): model(x)` and then trained would."""
+    import torch
+
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+
+
 def _home(weights, key, layout, spec, owned):
     """Moves the variables' tensors into the flat buffer of `key` (once; again only if
     something moved them out, e.g. the same cell run alone after a stack of it)."""
@@ -383,9 +395,9 @@ def _home(weights, key, layout, spec, owned):
     if _homed(buffer, layout, spec, owned):
         return buffer
     first = next(o for o in owned if o is not None)
-    buffer = torch.zeros(layout.size, dtype=first.dtype, device=first.device)
-    storage = buffer.untyped_storage()
-    with torch.no_grad():
+    with _outside_inference_mode(), torch.no_grad():
+        buffer = torch.zeros(layout.size, dtype=first.dtype, device=first.device)
+        storage = buffer.untyped_storage()
         for offset, slot, own in zip(layout.offsets, spec.slots, owned):
             if own is None:
                 continue
@@ -531,12 +543,12 @@ def _mirror_regions(weights, key, layout, spec, owned, sources):
     versions = tuple((s.data_ptr(), s._version) for s in sources)
     buffer = weights.buffers.get(key)
     if buffer is None or weights.mirror_versions.get(key) != versions:
-        index, zero, _ = _mirror_gather(weights, key, layout, spec, owned, sources)
-        if buffer is None:
-            buffer = torch.empty(layout.size, dtype=sources[0].dtype, device=sources[0].device)
-        # Two kernels however many gate blocks: the variables side by side, then each
-        # buffer element picked from them (the gaps from `zero`).
-        with torch.no_grad():
+        with _outside_inference_mode(), torch.no_grad():
+            index, zero, _ = _mirror_gather(weights, key, layout, spec, owned, sources)
+            if buffer is None:
+                buffer = torch.empty(layout.size, dtype=sources[0].dtype, device=sources[0].device)
+            # Two kernels however many gate blocks: the variables side by side, then
+            # each buffer element picked from them (the gaps from `zero`).
             flat = torch.cat([*(source.reshape(-1) for source in sources), zero])
             torch.index_select(flat, 0, index, out=buffer)
         weights.buffers[key] = buffer
