@@ -28,6 +28,14 @@ TEST_PACKAGES = [
 ]
 
 
+def _workers():
+    """pytest-xdist workers for the CPU suite: one per core the process may use, at most 4
+    (each loads a backend, and the tests that start children use cores of their own);
+    none on one core. `nox -s tests -- -n 0` runs the suite in one process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return ["-n", str(min(cores, 4)), "--dist", "loadfile"] if cores > 1 else []
+
+
 def _env(backend):
     return {
         "KERAS_BACKEND": backend,
@@ -44,7 +52,10 @@ def tests(session, backend):
     session.install("-e", ".")
     env = _env(backend)
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU session: never pick up a GPU
-    session.run("pytest", "-q", *session.posargs, env=env)
+    # Whole files per worker (`loadfile`): a module's fixture (the virtual-device
+    # children of test_distribute.py, a recipe's smoke run) then runs once, not once per
+    # worker that gets one of its tests.
+    session.run("pytest", "-q", *_workers(), *session.posargs, env=env)
 
 
 @nox.session(python=False, default=False)
