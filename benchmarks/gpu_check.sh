@@ -6,8 +6,11 @@
 # not keras or nox.
 #
 # Prepare here, in the repository root: `bash ../shared/tools/gpu-wheels.sh` (keras, its
-# needs, nox and pytest into .whl/). Then run there from the repository root with .whl
-# carried: `bash benchmarks/gpu_check.sh`. Everything lands in $OUT (default /tmp/gpu-out):
+# needs, nox and pytest into .whl/), then the pytest-xdist that goes with that pytest:
+#   python3 -m pip download -q --no-deps --only-binary=:all: -d .whl pytest-xdist execnet
+# (the image has a pytest-xdist of its own, made for the image's pytest, which the carried
+# pytest replaces). Then run there from the repository root with .whl carried:
+# `bash benchmarks/gpu_check.sh`. Everything lands in $OUT (default /tmp/gpu-out):
 #   tests_{torch,jax}.log     the two nox sessions' output
 #   report_{torch,jax}.json   float32 deviations measured by tests/test_gpu.py
 #   bench_{torch,jax}.log     the benchmark's tables (ratios of medians, same process)
@@ -25,6 +28,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 KERAS_BACKEND=jax python3 -c "import torch, jax, keras; print('torch', torch.__version__, torch.cuda.is_available(), torch.backends.cudnn.version(), '| jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
+python3 -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in ('pytest', 'pytest-xdist', 'nox', 'numpy')), sep=' | ')"
 start=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - start )) s]"; }
 

@@ -290,7 +290,9 @@ def _literal(text):
         return text
 
 
-def measure(fns, rounds, steps, which, clock=time.perf_counter):
+def measure(fns, rounds, steps, which, clock=time.perf_counter, after_round=None):
+    """`{contender: [ms per step, one per round]}`, the contenders interleaved in each
+    round; `after_round(times)` is called after every round with what is measured so far."""
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, pair in fns.items():
@@ -299,6 +301,8 @@ def measure(fns, rounds, steps, which, clock=time.perf_counter):
             for _ in range(steps):
                 fn()
             times[name].append((clock() - start) / steps * 1e3)
+        if after_round is not None:
+            after_round(times)
     return times
 
 
@@ -357,6 +361,12 @@ def main(argv=None):
     )
     variants = [v for v in args.variants.split(",") if v]
     results = {}
+
+    def write(results):
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump({"backend": keras.backend.backend(), "device": device_name(), "results": results}, f, indent=1)
+            os.replace(args.json + ".tmp", args.json)  # never half a file, if stopped while writing
     runs = [(c, s, SHAPES[s]) for c in args.cells.split(",") for s in args.shapes.split(",")]
     if args.scaling:
         runs += [("lstm", f"A-T{t}", dict(SHAPES["A"], time=t)) for t in (100, 400, 1600)]
@@ -374,16 +384,15 @@ def main(argv=None):
         steps = args.steps if scale == 1 else 1
         title = f"{cell} {shape_name} {shape}"
         clock = time.perf_counter if args.clock == "wall" else time.process_time
-        train = measure(fns, rounds, steps, 0, clock)
-        print(table(f"[train step] {title}", train, baseline), flush=True)
-        results[f"train/{cell}/{shape_name}"] = train
-        if args.inference:
-            infer = measure(fns, rounds, steps, 1, clock)
-            print(table(f"[inference] {title}", infer, baseline), flush=True)
-            results[f"infer/{cell}/{shape_name}"] = infer
-        if args.json:  # after every table: a run stopped by a time limit keeps what it measured
-            with open(args.json, "w") as f:
-                json.dump({"backend": keras.backend.backend(), "device": device_name(), "results": results}, f, indent=1)
+        for kind, which, label in (("train", 0, "train step"), ("infer", 1, "inference"))[: 1 + args.inference]:
+            key = f"{kind}/{cell}/{shape_name}"
+            # The JSON is rewritten after every round: a run stopped by a time limit (a GPU
+            # lease) keeps every round it finished, even of the table it was in.
+            times = measure(fns, rounds, steps, which, clock,
+                            after_round=lambda times, key=key: write({**results, key: times}))
+            print(table(f"[{label}] {title}", times, baseline), flush=True)
+            results[key] = times
+            write(results)
 
 
 if __name__ == "__main__":

@@ -33,24 +33,32 @@ def test_extension_rows(cell, tmp_path, capsys):
 
 
 def test_inference_rows_and_timings_kept_when_stopped(tmp_path, monkeypatch):
-    """`--inference` times every contender's inference too; the JSON is written after
-    every table, so a run stopped by a time limit (a GPU lease) keeps what it measured."""
+    """`--inference` times every contender's inference too; the JSON is rewritten after
+    every round, so a run stopped by a time limit (a GPU lease) keeps what it measured,
+    including the rounds of the table it was stopped in."""
     out, calls, measure = tmp_path / "timings.json", [], rnn_bench.measure
 
-    def stopped_in_the_second_run(fns, *args, **kwargs):
+    def stopped_in_the_second_run(fns, *args, after_round, **kwargs):
         calls.append(sorted(fns))
-        if len(calls) > 2:  # train and inference of the first run, then the time is up
-            raise KeyboardInterrupt
-        return measure(fns, *args, **kwargs)
+
+        def stop_after_two_rounds(times):
+            after_round(times)
+            if len(calls) > 2 and len(next(iter(times.values()))) == 2:  # the time is up
+                raise KeyboardInterrupt
+
+        return measure(fns, *args, after_round=stop_after_two_rounds, **kwargs)
 
     monkeypatch.setattr(rnn_bench, "measure", stopped_in_the_second_run)
     with pytest.raises(KeyboardInterrupt):
-        rnn_bench.main(["--cells", "simple_rnn,gru", "--shapes", "tiny", "--rounds", "1", "--steps", "1",
+        rnn_bench.main(["--cells", "simple_rnn,gru", "--shapes", "tiny", "--rounds", "3", "--steps", "1",
                         "--inference", "--json", str(out)])
     results = json.loads(out.read_text())["results"]
-    assert sorted(results) == ["infer/simple_rnn/tiny", "train/simple_rnn/tiny"]
+    assert sorted(results) == ["infer/simple_rnn/tiny", "train/gru/tiny", "train/simple_rnn/tiny"]
     assert set(results["infer/simple_rnn/tiny"]) == set(calls[0]) >= {"keras.layers", "kerasrnn"}
-    assert all(len(t) == 1 and t[0] > 0 for t in results["infer/simple_rnn/tiny"].values())
+    assert all(len(t) == 3 and min(t) > 0 for t in results["infer/simple_rnn/tiny"].values())
+    assert set(results["train/gru/tiny"]) == set(calls[2])  # stopped in its third round
+    assert all(len(t) == 2 and min(t) > 0 for t in results["train/gru/tiny"].values())
+    assert not os.path.exists(f"{out}.tmp")
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the hand-written JAX contender")
