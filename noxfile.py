@@ -3,6 +3,7 @@
     nox -s tests                      # all three backends on the CPU
     nox -s "tests(backend='jax')"     # one backend
     nox -s bench -- --cells lstm      # benchmark (not part of the tests)
+    nox -s bench_decode               # translate's decoding speed, compiled vs op by op
     nox -s hub                        # keras-hub's samplers driving kerasrnn (installs keras-hub)
     nox -s docs                       # build the site strictly, check it in a browser
     nox --no-venv -s "gpu(backend='torch')"   # in an existing environment with a GPU
@@ -93,9 +94,20 @@ def gpu(session, backend):
 @nox.parametrize("backend", BACKENDS)
 def bench(session, backend):
     """Speed of kerasrnn vs keras.layers (and torch.nn on torch), printed as ratios."""
+    _run_benchmark(session, backend, "benchmarks/rnn_bench.py")
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def bench_decode(session, backend):
+    """Speed of `Seq2Seq.translate`, compiled steps vs op by op, printed as ratios."""
+    _run_benchmark(session, backend, "benchmarks/decode_bench.py")
+
+
+def _run_benchmark(session, backend, script):
     session.install(*CPU_BACKEND_PACKAGES)
     session.install("-e", ".")
-    session.run("python", "benchmarks/rnn_bench.py", *session.posargs, env=_env(backend))
+    session.run("python", script, *session.posargs, env=_env(backend))
 
 
 @nox.session(default=False)

@@ -178,3 +178,15 @@ def test_jax_training_loop_compiles_like_the_hand_written_scan(cell):
     theirs = compiled_loops(hand_layer, hand)
     assert len(ours) == 2, ours  # the forward and the backward loop
     assert ours == theirs
+
+
+def test_decode_bench_prints_both_modes_and_their_ratio(capsys):
+    import decode_bench
+
+    decode_bench.main(["--tiny", "--batches", "2", "--rounds", "2", "--steps", "3", "--beam", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("beam")] == ["beam 1:", "beam 2:"]
+    rows = [line.split()[0:3] for line in lines if "later rounds min" in line]
+    assert rows == [["compiled", "first", "round"], ["op", "by", "op"]] * 2
+    ratios = [line for line in lines if "op by op / compiled" in line]
+    assert len(ratios) == 2 and all(float(line.split()[-1].rstrip("x")) > 0 for line in ratios)

@@ -86,3 +86,19 @@ def test_calls_inside_a_transformation_are_left_to_it(rng):
     np.testing.assert_allclose(to_numpy(compiled(x)), eager, rtol=1e-6, atol=1e-7)
     gradient = jax.grad(lambda x: layer(x).sum())(x)
     assert gradient.shape == x.shape and np.isfinite(gradient).all()
+
+
+def test_deep_rnn_runs_each_layer_compiled(rng):
+    """A `DeepRNN` called eagerly: each of its layers (a bidirectional one too) traces
+    its step once, then reuses its program."""
+    stack = kerasrnn.DeepRNN([kerasrnn.LSTM(4), kerasrnn.GRU(4)], bidirectional=[False, True],
+                             residual=False, return_sequences=True)
+    x = rng.random((3, 5, 2)).astype("float32")
+    first = to_numpy(stack(x))
+    calls = [counting_steps(layer) for layer in stack.rnn_layers if isinstance(layer, kerasrnn.layers.RNN)]
+    calls += [counting_steps(getattr(layer, side)) for layer in stack.rnn_layers
+              for side in ("forward_layer", "backward_layer") if hasattr(layer, side)]
+    assert len(calls) == 3
+    for _ in range(2):
+        np.testing.assert_array_equal(to_numpy(stack(x)), first)
+    assert all(c == [] for c in calls)

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from kerasrnn.layers import _checks
+from kerasrnn.ops.compiled import compiled
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, deserialize_cell, serialize_cell
 from kerasrnn.seq2seq.search import beam_search, greedy_search, strip_after_eos
@@ -12,6 +13,9 @@ from kerasrnn.seq2seq.search import beam_search, greedy_search, strip_after_eos
 __all__ = ["MaskedSequenceLoss", "Seq2Seq", "masked_accuracy"]
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
+
+# `translate` pads the source to a multiple of this, for few compiled shapes.
+SOURCE_MULTIPLE = 8
 
 
 @_register
@@ -116,7 +120,15 @@ class Seq2Seq(keras.Model):
         return self.decoder(target_in, memory, summary, memory_mask=mask, training=training)
 
     def translate(self, source, beam_size=1, max_length=None, alpha=0.6):
-        """Decodes int `source (batch, source_len)` (eagerly, one cell step per token).
+        """Decodes int `source (batch, source_len)`, one decoder step per token.
+
+        The search runs in Python; each step (embedding, cell, attention, output
+        layer) runs as one compiled program on JAX and TensorFlow, compiled once per
+        batch shape and reused across calls; set `model.run_eagerly = True` to run it
+        op by op (debugging). The source is padded to a multiple of 8 tokens (as
+        `kerasrnn.datasets.TranslationBatches` pads training batches), so that batches
+        of varying length share a few compiled shapes; padding is masked out, and the
+        attention weights returned are cut back to `source_len`.
 
         Args:
             source: padded source ids (NumPy or tensor).
@@ -130,17 +142,20 @@ class Seq2Seq(keras.Model):
             included), or `None` entries without attention.
         """
         source = np.asarray(ops.convert_to_numpy(source))
+        if source.ndim != 2 or not np.issubdtype(source.dtype, np.integer):
+            raise ValueError(
+                f"{self.name}.translate: `source` must be integer token ids of shape "
+                f"(batch, source_len); received dtype {source.dtype}, shape {source.shape}. "
+                "Tokenize and pad the sentences first (`kerasrnn.datasets.translation.pad_batch`)."
+            )
         batch, source_len = source.shape
         max_length = 2 * source_len + 10 if max_length is None else int(max_length)
-        memory, mask, summary = self.encode(source)
+        padded = np.full((batch, -(-source_len // SOURCE_MULTIPLE) * SOURCE_MULTIPLE), self.pad_id, source.dtype)
+        padded[:, :source_len] = source
+        memory, mask, summary = compiled(self, "encode")(padded)
         states = self.decoder.initial_state(summary)
         prepared = self.decoder.prepare(memory, mask)
-        cell_constants = self.decoder.cell_constants(memory[:, 0], training=False)
-
-        def step_fn(tokens, states, prepared):
-            logits, states, weights = self.decoder.step(tokens, states, prepared, cell_constants)
-            return ops.log_softmax(ops.cast(logits, "float32"), axis=-1), states, weights
-
+        step_fn = compiled(self, "_decode_step")
         common = {"batch_size": batch, "bos_id": self.bos_id, "eos_id": self.eos_id, "max_length": max_length, "pad_id": self.pad_id}
         if beam_size == 1:
             tokens, weights = greedy_search(step_fn, states, prepared, **common)
@@ -149,7 +164,14 @@ class Seq2Seq(keras.Model):
         ids = strip_after_eos(tokens, self.eos_id, self.pad_id)
         if weights is None:
             return ids, [None] * batch
-        return ids, [weights[i, : len(ids[i]) + 1] for i in range(batch)]
+        return ids, [weights[i, : len(ids[i]) + 1, :source_len] for i in range(batch)]
+
+    def _decode_step(self, tokens, states, prepared):
+        """One decoding step, `(log_probs (batch, vocab) float32, states, weights)`;
+        `translate` runs it compiled (`kerasrnn.ops.compiled`)."""
+        cell_constants = self.decoder.cell_constants(states[0], training=False)
+        logits, states, weights = self.decoder.step(tokens, states, prepared, cell_constants)
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1), states, weights
 
     @classmethod
     def from_config(cls, config):
