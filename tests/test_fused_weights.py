@@ -17,6 +17,7 @@ import pytest
 
 import kerasrnn
 from kerasrnn.ops import fused
+from kerasrnn.seq2seq import MaskedSequenceLoss, Seq2Seq
 from tests.conftest import BACKEND, TORCH_CUDNN, fused_tolerance, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch's fused kernels")
@@ -397,26 +398,87 @@ def test_first_call_under_inference_mode_then_training(name, rng):
     np.testing.assert_allclose(to_numpy(after), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "deep_bidirectional"])
-def test_layer_built_under_inference_mode_runs_outside_it(name, rng):
-    """A layer built by its first call under `torch.inference_mode()` has inference
-    tensors for variables (Keras makes them there), which cannot be moved into a buffer
-    outside that mode: its kernel then packs them at each call, and still computes the
-    loop's outputs."""
+@pytest.mark.parametrize("name", MAKERS)
+def test_layer_built_under_inference_mode_trains(name, rng):
+    """A layer built by its first call under `torch.inference_mode()` (an evaluation
+    before training, as PyTorch code often does) gets normal tensors for variables,
+    not inference tensors (Keras makes those there: a `keras.layers.LSTM` built so
+    fails its first training step, and before the fix a kerasrnn layer's kernel packed
+    them at each call and training raised "does not require grad"). It then runs
+    fused and trains exactly as a twin built outside that mode."""
     import torch
 
     xt = torch.tensor(_x(rng))
     layer, reference = MAKERS[name](), LOOP_TWINS[name]()
     with torch.inference_mode():
         inside = layer(xt)
-    assert all(v.value.is_inference() for v in layer.weights)
+    assert layer.weights and not any(v.value.is_inference() for v in layer.weights)
     reference(xt)
     reference.set_weights(layer.get_weights())
-    with torch.no_grad():
-        outside = layer(xt)
-    assert layer.last_path.startswith("fused:"), layer.last_path_reason
-    for out in (inside, outside):
-        np.testing.assert_allclose(to_numpy(out), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
+    np.testing.assert_allclose(to_numpy(inside), to_numpy(reference(xt)), **fused_tolerance("outputs", atol=1e-6))
+    for _ in range(2):
+        (out, grads), (want, expected) = _train_step(layer, xt, None), _train_step(reference, xt, None)
+        assert layer.last_path.startswith("fused:"), layer.last_path_reason
+        np.testing.assert_allclose(out, want, **fused_tolerance("outputs", atol=1e-6))
+        assert len(grads) == len(expected) == len(layer.trainable_variables) > 0
+        for got, exp in zip(grads, expected):
+            np.testing.assert_allclose(got, exp, **fused_tolerance("gradients", rtol=1e-5, atol=1e-6))
+
+
+class _UserCell(kerasrnn.RecurrentCell):
+    """A cell written against the cell contract, with a `build` of its own."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.scale = self.add_weight(shape=(self.units,), name="scale", initializer="ones")
+
+    def step(self, projected, states, constants):
+        h = keras.ops.tanh(projected + keras.ops.matmul(constants.recurrent(states[0]), self.recurrent_kernel))
+        h = h * self.scale
+        return h, [h]
+
+
+BUILT_UNDER_INFERENCE_MODE = {
+    "keras_rnn_of_lstm_cell": lambda: keras.layers.RNN(kerasrnn.LSTMCell(U)),
+    "keras_bidirectional_gru": lambda: keras.layers.Bidirectional(kerasrnn.GRU(U)),
+    "stateful_lstm": lambda: kerasrnn.LSTM(U, stateful=True),
+    "user_cell": lambda: kerasrnn.RNN(_UserCell(U)),
+}
+
+
+@pytest.mark.parametrize("name", BUILT_UNDER_INFERENCE_MODE)
+def test_every_kind_of_layer_built_under_inference_mode_gets_normal_variables(name, rng):
+    """The same for a kerasrnn cell inside a Keras wrapper, a stateful layer's states and
+    a user's own cell (its `build` overrides the base class's); every trainable weight
+    then gets a gradient. (A Keras layer built there beside ours, a `Dense` in a
+    `Sequential`, still gets inference tensors: Keras builds it.)"""
+    import torch
+
+    model = BUILT_UNDER_INFERENCE_MODE[name]()
+    x = torch.tensor(_x(rng))
+    with torch.inference_mode():
+        model(x)
+    assert model.weights and not any(v.value.is_inference() for v in model.weights)
+    out = model(x, training=True)
+    (out**2).sum().backward()
+    assert model.trainable_variables
+    for v in model.trainable_variables:
+        assert v.value.grad is not None and bool(v.value.grad.abs().sum() > 0), v.path
+
+
+def test_seq2seq_built_under_inference_mode_gets_normal_variables():
+    """`Seq2Seq` builds its embeddings, encoder, decoder and attention in `build`."""
+    import torch
+
+    model = Seq2Seq(9, 9, embedding_dim=4, encoder_units=U, decoder_units=U)
+    ids = torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]], dtype=torch.int32)
+    with torch.inference_mode():
+        model((ids, ids))
+    assert not any(v.value.is_inference() for v in model.weights)
+    model.compile(optimizer="adam", loss=MaskedSequenceLoss())  # Adam: a tiny gradient moves too
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    model.train_on_batch((ids, ids), ids.long())
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
 
 
 def test_stateless_call_packs_the_substituted_weights(rng):

@@ -13,6 +13,7 @@ from keras import activations, constraints, initializers, ops, regularizers
 
 from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.ops.math import layer_normalization, matmul, reshape, rms_scale
 from kerasrnn.ops.run import zoneout_masks
 
@@ -104,7 +105,7 @@ class LoopConstants(dict):
         return LoopConstants(self, **entries) if entries else self
 
 
-class RecurrentCell(keras.layers.Layer, _KerasSequenceMasks):
+class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequenceMasks):
     """Base class of kerasrnn cells.
 
     **What a cell writes** (see "Write your own cell" in the docs):

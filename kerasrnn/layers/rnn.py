@@ -9,13 +9,14 @@ from kerasrnn.layers import _checks, _inputs
 from kerasrnn.layers._inputs import check_mask as _check_mask
 from kerasrnn.layers._inputs import check_rank as _check_rank
 from kerasrnn.layers.cell import RecurrentCell
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.ops.plan import plan_call
 from kerasrnn.ops.run import run_cell
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
 @_register
-class RNN(keras.layers.Layer):
+class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
     """Runs a kerasrnn cell over the time axis of a sequence.
 
     Each call is planned once (`kerasrnn.ops.plan.plan_call`): a backend kernel where

@@ -8,6 +8,7 @@ from kerasrnn import regularizers as rnn_regularizers
 from kerasrnn.layers import _checks, _inputs
 from kerasrnn.layers.cell import RecurrentCell
 from kerasrnn.layers.rnn import RNN
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.ops.fused import run_fused
 from kerasrnn.ops.plan import plan_stack
 
@@ -17,7 +18,7 @@ MERGE_MODES = ("concat", "sum", "ave", "mul")
 
 
 @_register
-class DeepRNN(keras.layers.Layer):
+class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
     r"""A stack of recurrent layers: each layer's output sequence is the next one's input.
 
     With layers `l = 1 … N`, input `x^(1) = x` and `D`, `D_out` dropout (training only):

@@ -1,4 +1,8 @@
-"""Where a tensor lives, as far as the time loop's choices care: CPU or accelerator."""
+"""Where a tensor lives, as far as the time loop's choices care: CPU or accelerator; and
+where the tensors that outlive a call are made (outside `torch.inference_mode()`)."""
+
+import contextlib
+import functools
 
 import keras
 
@@ -39,3 +43,43 @@ def jax_platforms(x):
         return platforms
     default = jax.config.jax_default_device or jax.devices()[0]
     return {default if isinstance(default, str) else default.platform}
+
+
+def outside_inference_mode():
+    """A context in which torch makes normal tensors, even inside `torch.inference_mode()`
+    (a no-op on the other backends, and outside that mode).
+
+    For the tensors that outlive the call that makes them: a layer's variables, the
+    fused kernel's flat buffer. Made as inference tensors, they could never take part in
+    a training step afterwards ("Inference tensors cannot be saved for backward"), as
+    with a model first run by `with torch.inference_mode(): model(x)` (an evaluation
+    before training, common in PyTorch code) and then trained.
+    """
+    if keras.backend.backend() != "torch":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+
+
+class BuildsOutsideInferenceMode:
+    """Mixin: every `build` of the class and of its subclasses (a user's cell too) runs
+    `outside_inference_mode()`, so that a layer built by its first call under
+    `torch.inference_mode()` gets variables that can train. (Keras makes them inference
+    tensors there: `keras.layers.LSTM` then fails its first training step.)"""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        build = cls.__dict__.get("build")
+        if build is not None and not getattr(build, "_kerasrnn_outside_inference_mode", False):
+            cls.build = _built_outside_inference_mode(build)
+
+
+def _built_outside_inference_mode(build):
+    @functools.wraps(build)
+    def wrapper(self, *args, **kwargs):
+        with outside_inference_mode():
+            return build(self, *args, **kwargs)
+
+    wrapper._kerasrnn_outside_inference_mode = True
+    return wrapper

@@ -31,7 +31,7 @@ import functools
 
 import keras
 
-from kerasrnn.ops.device import jax_platforms
+from kerasrnn.ops.device import jax_platforms, outside_inference_mode
 
 __all__ = ["FusedSpec", "Lengths", "Slot", "permute_gates", "run_fused", "stack_fused_specs"]
 
@@ -375,17 +375,6 @@ def _homed(buffer, layout, spec, owned):
     return True
 
 
-def _outside_inference_mode():
-    """Where the tensors that outlive a call are made (a flat buffer, a mirror's gather
-    index): as normal tensors even inside `torch.inference_mode()`. Made there as
-    inference tensors, they could never take part in a training step afterwards
-    ("Inference tensors cannot be saved for backward"), as the weights of a model
-    first run by `with torch.inference_mode(): model(x)` and then trained would."""
-    import torch
-
-    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
-
-
 def _home(weights, key, layout, spec, owned):
     """Moves the variables' tensors into the flat buffer of `key` (once; again only if
     something moved them out, e.g. the same cell run alone after a stack of it)."""
@@ -395,7 +384,7 @@ def _home(weights, key, layout, spec, owned):
     if _homed(buffer, layout, spec, owned):
         return buffer
     first = next(o for o in owned if o is not None)
-    with _outside_inference_mode(), torch.no_grad():
+    with outside_inference_mode(), torch.no_grad():
         buffer = torch.zeros(layout.size, dtype=first.dtype, device=first.device)
         storage = buffer.untyped_storage()
         for offset, slot, own in zip(layout.offsets, spec.slots, owned):
@@ -543,7 +532,7 @@ def _mirror_regions(weights, key, layout, spec, owned, sources):
     versions = tuple((s.data_ptr(), s._version) for s in sources)
     buffer = weights.buffers.get(key)
     if buffer is None or weights.mirror_versions.get(key) != versions:
-        with _outside_inference_mode(), torch.no_grad():
+        with outside_inference_mode(), torch.no_grad():
             index, zero, _ = _mirror_gather(weights, key, layout, spec, owned, sources)
             if buffer is None:
                 buffer = torch.empty(layout.size, dtype=sources[0].dtype, device=sources[0].device)

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from kerasrnn.layers import _checks
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 
 __all__ = ["BahdanauAttention", "LuongAttention", "masked_softmax"]
 
@@ -55,7 +56,7 @@ def _context(weights, memory):
 
 
 @_register
-class BahdanauAttention(keras.layers.Layer):
+class BahdanauAttention(BuildsOutsideInferenceMode, keras.layers.Layer):
     r"""Additive attention (Bahdanau, Cho & Bengio 2015).
 
     For decoder state `s_{t-1}` (the query) and encoder outputs `h_j` (the memory):
@@ -118,7 +119,7 @@ class BahdanauAttention(keras.layers.Layer):
 
 
 @_register
-class LuongAttention(keras.layers.Layer):
+class LuongAttention(BuildsOutsideInferenceMode, keras.layers.Layer):
     r"""Multiplicative ("global") attention (Luong, Pham & Manning 2015).
 
     For decoder output `s_t` (the query) and encoder outputs `h_j`:

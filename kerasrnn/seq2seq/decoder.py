@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasrnn.layers import _checks
 from kerasrnn.layers.rnn import RNN
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.ops.plan import plan_call
 from kerasrnn.ops.run import run_cell
 from kerasrnn.seq2seq.attention import BahdanauAttention, LuongAttention
@@ -18,7 +19,7 @@ ATTENTIONS = ("bahdanau", "luong", "none")
 
 
 @_register
-class Decoder(keras.layers.Layer):
+class Decoder(BuildsOutsideInferenceMode, keras.layers.Layer):
     r"""Target-side RNN with Bahdanau or Luong attention, for teacher forcing and decoding.
 
     The initial state comes from the encoder summary, `s_0 = tanh(W_b summary + b_b)`

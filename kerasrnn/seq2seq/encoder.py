@@ -9,6 +9,7 @@ from kerasrnn.layers.gru import GRUCell
 from kerasrnn.layers.lstm import LSTMCell
 from kerasrnn.layers.rnn import RNN
 from kerasrnn.layers.simple_rnn import SimpleRNNCell
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 
 __all__ = ["Encoder", "make_cell", "reverse_padded"]
 
@@ -79,7 +80,7 @@ def reverse_padded(x, lengths):
 
 
 @_register
-class Encoder(keras.layers.Layer):
+class Encoder(BuildsOutsideInferenceMode, keras.layers.Layer):
     r"""Reads a source sequence into a memory `h_1..h_S` and a summary vector.
 
     A stack of `num_layers` kerasrnn layers; with `bidirectional=True` each layer runs a

@@ -6,6 +6,7 @@ from keras import ops
 
 from kerasrnn.layers import _checks
 from kerasrnn.ops.compiled import compiled
+from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, deserialize_cell, serialize_cell
 from kerasrnn.seq2seq.search import beam_search, greedy_search, strip_after_eos
@@ -19,7 +20,7 @@ SOURCE_MULTIPLE = 8
 
 
 @_register
-class Seq2Seq(keras.Model):
+class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
     r"""Encoder–decoder translation model (Sutskever et al. 2014; Cho et al. 2014).
 
     `Seq2Seq((source, target_in))` returns the teacher-forced logits
