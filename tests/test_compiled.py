@@ -70,6 +70,102 @@ def test_run_eagerly_runs_the_method_as_it_is(rng):
     assert compiled(model, "call").__func__ is type(model).call
 
 
+class Counter(keras.layers.Layer):
+    """A method that assigns a variable, records what it did on the layer, and branches
+    on a Python flag."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+        self.kind = None
+
+    def build(self, input_shape):
+        self.total = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def add(self, x, mask=None, double=False):
+        self.runs += 1
+        x = 2.0 * x if double else x  # a Python branch: `double` must not be traced
+        if mask is not None:
+            x = keras.ops.where(mask, x, 0.0)
+        self.kind = ("masked" if mask is not None else "plain", double, tuple(x.shape))
+        self.total.assign(self.total + keras.ops.sum(x))
+        return keras.ops.convert_to_tensor(self.total)
+
+
+def _counter():
+    layer = Counter()
+    layer.build(None)
+    return layer
+
+
+def test_assignments_are_written_back(rng):
+    """What the method assigns reaches the variable at every call, though the method
+    runs in Python once (JAX: the values come back from the compiled program)."""
+    layer = _counter()
+    x = rng.normal(size=(3, 2)).astype("float32")
+    step = compiled(layer, "add", python_state=("kind",) if BACKEND == "jax" else ())
+    for i in range(1, 4):
+        out = step(x)
+        np.testing.assert_allclose(to_numpy(layer.total), i * x.sum(), rtol=1e-5)
+        np.testing.assert_allclose(to_numpy(out), i * x.sum(), rtol=1e-5)
+    assert layer.runs == (1 if COMPILES else 3)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="`python_state` and static flags: JAX's path")
+def test_python_values_are_part_of_the_signature_and_state_follows_each_call(rng):
+    """`True`/`False`/`None` are static (a Python branch on them works), arrays of a
+    new shape trace anew, and the attribute each trace set is set again after every
+    call of its signature."""
+    layer = _counter()
+    step = compiled(layer, "add", python_state=("kind",))
+    x, y = rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(4, 2)).astype("float32")
+    mask = x > 0
+    calls = [
+        ((x,), {}, ("plain", False, (3, 2)), x.sum()),
+        ((x,), {"double": True}, ("plain", True, (3, 2)), 2 * x.sum()),
+        ((x, mask), {}, ("masked", False, (3, 2)), x[mask].sum()),
+        ((y,), {}, ("plain", False, (4, 2)), y.sum()),
+    ]
+    total = 0.0
+    for _ in range(2):
+        for args, kwargs, kind, added in calls:
+            layer.kind = None
+            step(*args, **kwargs)
+            total += added
+            assert layer.kind == kind
+            np.testing.assert_allclose(to_numpy(layer.total), total, rtol=1e-5)
+    assert layer.runs == len(calls)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's path")
+def test_calls_under_a_transformation_or_with_other_values_run_as_they_are(rng):
+    """Inside `jax.jit` (a tracer among the arguments) the method runs in that trace,
+    and an argument that is neither an array, a number nor a flag (here a list of
+    objects) runs it as it is: nothing is compiled or cached for either."""
+    import jax
+
+    layer, x = _layer(rng)
+    step = compiled(layer, "affine")
+    expected = x @ to_numpy(layer.w) + to_numpy(layer.b)
+    np.testing.assert_allclose(to_numpy(jax.jit(lambda v: step(v))(x)), expected, rtol=1e-5, atol=1e-6)
+    assert layer.runs == 1
+
+    counter = _counter()
+    add = compiled(counter, "add")
+    add(x, mask=None, double=False)
+    with pytest.raises(TypeError):
+        add(x, mask=[object()])  # run as is: the method itself fails on the object
+    assert counter.runs == 2
+
+
+def test_python_state_outside_jax_needs_jax_only(rng):
+    layer = _counter()
+    if BACKEND == "tensorflow":
+        with pytest.raises(ValueError, match="python_state"):
+            compiled(layer, "add", python_state=("kind",))
+    assert compiled(layer, "add", backends=("jax",), python_state=("kind",)) is not None
+
+
 def _toy_model(attention="luong"):
     keras.utils.set_random_seed(0)
     model = seq2seq.Seq2Seq(14, 14, embedding_dim=8, encoder_units=8, decoder_units=16, attention=attention)

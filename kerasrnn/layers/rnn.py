@@ -9,6 +9,7 @@ from kerasrnn.layers import _checks, _inputs
 from kerasrnn.layers._inputs import check_mask as _check_mask
 from kerasrnn.layers._inputs import check_rank as _check_rank
 from kerasrnn.layers.cell import RecurrentCell
+from kerasrnn.ops.compiled import compiled
 from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.ops.plan import plan_call
 from kerasrnn.ops.run import run_cell
@@ -192,9 +193,14 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         return super().__call__(*args, **kwargs)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        compiled = _compiled_eager_call(self, sequences, initial_state, mask, training)
-        if compiled is not None:
-            return compiled
+        # Eagerly on JAX, one compiled program per signature: an eager `lax.scan`
+        # traces and compiles its body anew at every call, and JAX's caches keep each
+        # of those programs (about 250 ms and 2 MB more per call of a small LSTM, for
+        # `keras.layers.LSTM` as much as for this loop).
+        run = compiled(self, "_call", backends=("jax",), python_state=("last_path", "last_path_reason"))
+        return run(sequences, initial_state, mask, training)
+
+    def _call(self, sequences, initial_state, mask, training):
         sequences, states, mask = prepare_call(self, sequences, initial_state, mask)
         constants = self.cell.loop_constants(sequences, training)
         plan = plan_call(
@@ -352,58 +358,3 @@ def prepare_call(layer, sequences, initial_state, mask):
     states = layer._initial_states(initial_state, sequences, ops.shape(sequences)[0])
     mask = _check_mask(layer, mask, sequences)
     return _inputs.zero_masked_steps(sequences, mask), states, mask
-
-
-def _compiled_eager_call(layer, sequences, initial_state, mask, training):
-    """On JAX, an eager call (no tracer among the inputs and weights) run as one
-    compiled program, cached per layer and input signature; `None` where the call
-    runs as it is (another backend, inside a JAX transformation, unusual arguments).
-
-    Called eagerly, `jax.lax.scan` traces its body anew at every call (the step is a
-    new closure each time) and compiles it again, and JAX's caches keep every one of
-    those programs: about 250 ms and 2 MB more memory per call of a small LSTM, for
-    `keras.layers.LSTM` as much as for the loop here."""
-    if keras.backend.backend() != "jax" or not isinstance(training, (bool, type(None))):
-        return None
-    import jax
-    import numpy as np
-
-    arrays = (jax.Array, np.ndarray)
-    states = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
-    if not isinstance(sequences, arrays) or not all(s is None or isinstance(s, arrays) for s in states):
-        return None
-    if mask is not None and not isinstance(mask, arrays):
-        return None
-    values = [v.value for v in layer.variables]
-    leaves = [sequences, mask, *states, *values]
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return None
-    cache = layer.__dict__.get("_kerasrnn_eager")
-    if cache is None:
-        paths = {}
-
-        def run(trainable, non_trainable, sequences, initial_state, mask, training):
-            outputs, non_trainable = layer.stateless_call(
-                trainable, non_trainable, sequences, initial_state=initial_state, mask=mask,
-                training=training)
-            paths[_signature(sequences, initial_state, mask, training)] = (
-                layer.last_path, layer.last_path_reason)
-            return outputs, non_trainable
-
-        cache = (jax.jit(run, static_argnames=("training",)), paths)
-        object.__setattr__(layer, "_kerasrnn_eager", cache)
-    compiled, paths = cache
-    trainable = [v.value for v in layer.trainable_variables]
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-    outputs, non_trainable = compiled(trainable, non_trainable, sequences, initial_state, mask, training)
-    for variable, value in zip(layer.non_trainable_variables, non_trainable):
-        variable.assign(value)
-    layer.last_path, layer.last_path_reason = paths[_signature(sequences, initial_state, mask, training)]
-    return outputs
-
-
-def _signature(*args):
-    import jax
-
-    leaves, tree = jax.tree_util.tree_flatten(args[:-1])
-    return (tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves), args[-1])
