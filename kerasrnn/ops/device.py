@@ -45,6 +45,16 @@ def jax_platforms(x):
     return {default if isinstance(default, str) else default.platform}
 
 
+def torch_exporting():
+    """Whether `torch.export` is tracing the call (False on the other backends). Tensor
+    values are then unknown, and what the call makes lives only in the program."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.compiler.is_exporting()
+
+
 def outside_inference_mode():
     """A context in which torch makes normal tensors, even inside `torch.inference_mode()`
     (a no-op on the other backends, and outside that mode).

@@ -31,7 +31,7 @@ import functools
 
 import keras
 
-from kerasrnn.ops.device import jax_platforms, outside_inference_mode
+from kerasrnn.ops.device import jax_platforms, outside_inference_mode, torch_exporting
 
 __all__ = ["FusedSpec", "Lengths", "Slot", "permute_gates", "run_fused", "stack_fused_specs"]
 
@@ -337,6 +337,7 @@ def kernel_params(spec):
     first = owned[variable_slots[0]] if variable_slots else None
     if (
         spec.owner is None
+        or torch_exporting()  # a buffer made or filled while tracing is not in the program
         or any(owned[i] is None or owned[i].is_inference() for i in variable_slots)
         or first.device.type == "meta"
         or len({o.dtype for o in owned if o is not None}) != 1

@@ -10,7 +10,7 @@ decoders run what it returns, and `last_path` reports it.
 
 import keras
 
-from kerasrnn.ops.device import on_accelerator
+from kerasrnn.ops.device import on_accelerator, torch_exporting
 from kerasrnn.ops.fused import (
     jax_unfused_reason,
     right_padded_lengths,
@@ -125,6 +125,8 @@ def plan_call(cell, sequences, mask, training, constants, *, fused="auto", hoist
             reason = reason or jax_unfused_reason(sequences, mask, spec)
     elif backend != "torch":
         reason = f"no fused kernel is used on the {backend} backend"
+    elif mask is not None and torch_exporting():
+        reason = "a mask under torch.export (whether it is right-padded is not known while tracing)"
     elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
         reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
     elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
