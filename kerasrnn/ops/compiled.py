@@ -24,9 +24,9 @@ def compiled(owner, method, backends=BACKENDS, python_state=()):
       generator's state) are assigned the new values after the call. Arrays among the
       arguments (and Python numbers) are traced; `True`, `False`, `None` and strings
       are part of the signature; a call with any other value among its arguments runs
-      the method as it is. A call with a JAX tracer among
-      its arguments or the weights (inside `jax.jit`, `grad`, `vmap`, a compiled
-      training step) runs the method as it is, inside that transformation.
+      the method as it is. So does a call with a JAX tracer among its arguments or the
+      weights (inside `jax.jit`, `grad`, `vmap`, a compiled training step), inside
+      that transformation.
     - TensorFlow: `tf.function(reduce_retracing=True)`, which reads and assigns the
       variables itself.
     - Any other backend, a backend not in `backends`, or `owner.run_eagerly` set (a

@@ -23,7 +23,9 @@ the buffer. Where torch's layout is not a view of Keras's (the GRU orders its ga
 when a variable changed (torch's version counter); and where the values are not the
 variables' own tensors (mixed precision casts them, `stateless_call` substitutes
 them) they are packed into the buffer's layout with one differentiable concatenation
-per call, which is what torch does under autocast.
+per call, which is what torch does under autocast. So they are under `torch.export`,
+whose program records that concatenation (a buffer made while tracing would not be in
+it).
 """
 
 import contextlib
@@ -329,8 +331,10 @@ def kernel_params(spec):
 
     See the module's docstring for the three ways they are formed: the variables
     themselves moved into the buffer, a mirror refreshed when a variable changes, or
-    one concatenation per call (also for variables that are inference tensors, made
-    under `torch.inference_mode()`: they cannot be moved, and cannot train anyway).
+    one concatenation per call. The last also under `torch.export` (the program records
+    it), and for variables that are inference tensors (which cannot be moved; kerasrnn
+    builds its layers outside `torch.inference_mode()`, so only a variable made
+    elsewhere can be one).
     """
     owned = [_own_tensor(slot) for slot in spec.slots]
     variable_slots = [i for i, slot in enumerate(spec.slots) if slot.variable is not None]
