@@ -89,16 +89,20 @@ def _jax_compile(owner, variables, fn, python_state):
         if split is None or any(isinstance(x, jax.core.Tracer) for x in (*split[0], *values)):
             return fn(*args, **kwargs)
         dynamic, static = split
-        signature = (static, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in dynamic))
-        tracing.append(signature)
-        try:
+        if not python_state:
             outputs, assigned = jitted(values, dynamic, static)
-        finally:
-            tracing.pop()
+        else:
+            # The signature as jax.jit sees it (or coarser): shapes and dtypes.
+            signature = (static, tuple((getattr(x, "shape", None), getattr(x, "dtype", type(x))) for x in dynamic))
+            tracing.append(signature)
+            try:
+                outputs, assigned = jitted(values, dynamic, static)
+            finally:
+                tracing.pop()
+            for name, value in records.get(signature, {}).items():
+                setattr(owner, name, value)
         for i, value in assigned.items():
             variables[i].assign(value)
-        for name, value in records.get(signature, {}).items():
-            setattr(owner, name, value)
         return outputs
 
     return call
@@ -113,10 +117,12 @@ def _split(tree, np):
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     dynamic, static = [], []
     for leaf in leaves:
-        if isinstance(leaf, (bool, str)):
+        if isinstance(leaf, (np.ndarray, jax.Array)):
+            dynamic.append(leaf)
+        elif isinstance(leaf, (bool, str)):
             static.append(leaf)
             dynamic.append(_STATIC)
-        elif isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex)):
+        elif isinstance(leaf, (np.generic, int, float, complex)):
             dynamic.append(leaf)
         else:  # a symbolic tensor, a tensor of another framework, an object
             return None
