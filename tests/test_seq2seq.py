@@ -170,6 +170,114 @@ def test_length_penalty_prefers_longer_hypotheses():
     np.testing.assert_allclose(score, np.log(0.45) / ((5 + 2) / 6), rtol=1e-5)
 
 
+def _path_decoder(log_table, weight_table):
+    """A decoder whose state is an integer code of its whole path: `code' = (code · vocab
+    + token) mod P`, `log_probs = log_table[code']`, `weights = weight_table[code']`.
+    Exact integer state and lookups, so every backend and the NumPy reference below see
+    the same float32 numbers, and a hypothesis given another's state scores differently."""
+    periods, vocab = log_table.shape
+    tables = [keras.ops.convert_to_tensor(t) for t in (log_table, weight_table)]
+
+    def step_fn(tokens, states, constants):
+        code = (states[0] * vocab + keras.ops.cast(tokens, "int32")) % periods
+        return keras.ops.take(tables[0], code, axis=0), [code], keras.ops.take(tables[1], code, axis=0)
+
+    return step_fn
+
+
+def _reference_beam_search(log_table, weight_table, codes, *, k, alpha, bos_id, eos_id, pad_id, max_length):
+    """Beam search written out hypothesis by hypothesis, in NumPy float32: each candidate
+    `(hypothesis i, token v)` scored, all sorted by (score descending, i · vocab + v)."""
+    periods, vocab = log_table.shape
+    neg_inf = np.float32(seq2seq.search.NEG_INF)
+
+    def penalty(length):
+        return np.power(np.float32((5 + length) / 6), np.float32(alpha))
+
+    beams = [
+        [{"code": int(c), "token": bos_id, "log_p": np.float32(0.0 if i == 0 else neg_inf), "finished": False,
+          "length": 0, "tokens": [], "weights": []} for i in range(k)]
+        for c in codes
+    ]
+    for t in range(max_length):
+        for b, hyps in enumerate(beams):
+            candidates = []
+            for i, h in enumerate(hyps):
+                code = (h["code"] * vocab + h["token"]) % periods
+                for v in range(vocab):
+                    if h["finished"]:
+                        step, length = (np.float32(0.0) if v == pad_id else neg_inf), h["length"]
+                    else:
+                        step, length = log_table[code, v], t + 1
+                    total = np.float32(h["log_p"] + step)
+                    candidates.append((-np.float32(total / penalty(length)), i * vocab + v, i, v, code, total, length))
+            candidates.sort(key=lambda c: (c[0], c[1]))
+            beams[b] = [
+                {"code": code, "token": v, "log_p": total, "length": length,
+                 "finished": hyps[i]["finished"] or v == eos_id, "tokens": hyps[i]["tokens"] + [v],
+                 "weights": hyps[i]["weights"] + [weight_table[code]]}
+                for _, _, i, v, code, total, length in candidates[:k]
+            ]
+        if all(h["finished"] for hyps in beams for h in hyps):
+            break
+    best = [max(hyps, key=lambda h: h["log_p"] / penalty(h["length"])) for hyps in beams]
+    return (np.array([h["tokens"] for h in best]), np.array([h["weights"] for h in best]),
+            np.array([h["log_p"] / penalty(h["length"]) for h in best]))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Continuous log-probabilities; EOS likely enough that beams end at different steps.
+        {"vocab": 7, "k": 4, "alpha": 0.6, "ties": False, "seed": 0},
+        {"vocab": 5, "k": 3, "alpha": 1.0, "ties": False, "seed": 1},
+        # Probabilities from three values only: many equal scores, which must be broken
+        # by the lower (hypothesis, token) index on every backend (PyTorch's top-k does not).
+        {"vocab": 5, "k": 4, "alpha": 0.0, "ties": True, "seed": 2},
+        {"vocab": 3, "k": 5, "alpha": 0.0, "ties": True, "seed": 3},  # fewer tokens than beams
+    ],
+    ids=lambda c: f"v{c['vocab']}-k{c['k']}-a{c['alpha']}-{'ties' if c['ties'] else 'cont'}",
+)
+def test_beam_search_matches_numpy_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    periods, vocab, k = 23, case["vocab"], case["k"]
+    if case["ties"]:
+        probs = rng.choice([1.0, 2.0, 4.0], size=(periods, vocab))
+    else:
+        probs = rng.random((periods, vocab)) + 0.05
+        probs[:, 1] *= 1.5  # eos_id = 1
+    log_table = np.log(probs / probs.sum(1, keepdims=True)).astype("float32")
+    weight_table = rng.random((periods, 4)).astype("float32")
+    codes = np.array([0, 5, 11], "int32")
+    common = {"bos_id": 2, "eos_id": 1, "pad_id": 0, "max_length": 9}
+    tokens, weights, scores = seq2seq.beam_search(
+        _path_decoder(log_table, weight_table), [codes], {}, batch_size=3, beam_size=k, alpha=case["alpha"], **common
+    )
+    ref_tokens, ref_weights, ref_scores = _reference_beam_search(
+        log_table, weight_table, codes, k=k, alpha=case["alpha"], **common
+    )
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_array_equal(weights, ref_weights)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [6, 40, 4000])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_top_k_orders_ties_by_index_on_every_backend(n, k, rng):
+    """The beam's top-k is `argsort(-score, stable)[:k]`: ties inside the k kept and at
+    the k-th place both go to the lower index (PyTorch's own top-k orders them freely)."""
+    cases = [
+        rng.choice([0.0, 1.0, 2.0], size=(4, n)),  # ties everywhere
+        rng.choice([-np.inf, -1e9, -2.5, -1e-30, 0.0, 3.0], size=(4, n)),  # signs, infinities
+        np.concatenate([np.full((4, 3), 5.0), rng.random((4, n - 3))], axis=1)[:, rng.permutation(n)],  # ties inside only
+        rng.random((4, n)),  # no ties
+    ]
+    for score in cases:
+        score = score.astype("float32")
+        expected = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(seq2seq.search._top_k(keras.ops.convert_to_tensor(score), k), expected)
+
+
 def _reverse_task(rng, n, length=6, symbols=10):
     source = rng.integers(4, 4 + symbols, size=(n, length)).astype("int32")
     target = np.concatenate([source[:, ::-1], np.full((n, 1), 3, "int32")], axis=1)

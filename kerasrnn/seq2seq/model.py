@@ -123,7 +123,7 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
     def translate(self, source, beam_size=1, max_length=None, alpha=0.6):
         """Decodes int `source (batch, source_len)`, one decoder step per token.
 
-        The search runs in Python; each step (embedding, cell, attention, output
+        The search runs in Python, its top-k on the device; each step (embedding, cell, attention, output
         layer) runs as one compiled program on JAX and TensorFlow, compiled once per
         batch shape and reused across calls; set `model.run_eagerly = True` to run it
         op by op (debugging). The source is padded to a multiple of 8 tokens (as

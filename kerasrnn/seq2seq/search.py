@@ -4,7 +4,8 @@ Both run a decoder one step at a time — `step_fn(tokens, states, constants)` i
 once per output position with the tokens chosen at the previous position — so the
 cost of a step does not grow with the prefix (no re-run of the whole prefix per token).
 They run eagerly (a Python loop that stops as soon as every hypothesis has ended), on
-any backend.
+any backend. What is as wide as the vocabulary (the arg-max, the beam's scores and their
+top k) stays on the device; only `(batch, beam)` numbers come to the host per step.
 
 Why not `keras_hub.samplers.BeamSampler`? It can carry the decoder state in its cache,
 but (1) it has no length penalty: hypotheses are ranked by their summed log-probability,
@@ -18,6 +19,7 @@ drive a kerasrnn decoder, for top-k, top-p or contrastive sampling: `generate` i
 `kerasrnn.seq2seq.hub`.
 """
 
+import keras
 import numpy as np
 from keras import ops, tree
 
@@ -175,6 +177,10 @@ def beam_search(
     states = [tile(s) for s in states]
     constants = tree.map_structure(tile, constants)
     tokens = ops.full((rows,), bos_id, dtype="int32")
+    # The bookkeeping of the beams — `(batch, k)` arrays and the token histories — is
+    # NumPy on the host. What is `vocab` wide (the scores of every continuation and
+    # their top k) stays on the device: per step, `(batch, k)` numbers and the attention
+    # weights cross, not the `(batch · k, vocab)` log-probabilities.
     # Only the first copy of each sentence is alive at the start, so the first step
     # picks `k` different tokens instead of `k` copies of the best one.
     log_p = np.tile(np.array([0.0] + [NEG_INF] * (k - 1), "float32"), (batch_size, 1))
@@ -182,22 +188,23 @@ def beam_search(
     lengths = np.zeros((batch_size, k), "int32")
     sequences = np.zeros((batch_size, k, 0), "int32")
     history = None
+    frozen = None
     offsets = (np.arange(batch_size) * k)[:, None]
     for t in range(int(max_length)):
         step_log_p, states, weights = step_fn(tokens, states, constants)
-        step_log_p = ops.convert_to_numpy(ops.cast(step_log_p, "float32"))
-        vocab = step_log_p.shape[-1]
-        step_log_p = step_log_p.reshape(batch_size, k, vocab)
-        frozen = np.full((vocab,), NEG_INF, "float32")
-        frozen[pad_id] = 0.0
-        step_log_p = np.where(finished[..., None], frozen, step_log_p)
-        total = log_p[..., None] + step_log_p  # (batch, k, vocab)
+        vocab = int(step_log_p.shape[-1])
+        if frozen is None:
+            # A finished hypothesis continues only with `pad_id`, at no cost.
+            frozen = ops.convert_to_tensor(np.where(np.arange(vocab) == pad_id, 0.0, NEG_INF).astype("float32"))
+        step_log_p = ops.reshape(ops.cast(step_log_p, "float32"), (batch_size, k, vocab))
+        step_log_p = ops.where(ops.convert_to_tensor(finished)[..., None], frozen, step_log_p)
+        total = ops.convert_to_tensor(log_p)[..., None] + step_log_p  # (batch, k, vocab)
         new_lengths = np.where(finished, lengths, t + 1)
-        penalty = ops.convert_to_numpy(length_penalty(new_lengths, alpha))
-        score = (total / penalty[..., None]).reshape(batch_size, k * vocab)
-        best = _top_k(score, k)  # (batch, k), best first
+        score = total / length_penalty(new_lengths, alpha)[..., None]
+        total = ops.reshape(total, (batch_size, k * vocab))
+        best = _top_k(ops.reshape(score, (batch_size, k * vocab)), k)  # (batch, k), best first
+        log_p = ops.convert_to_numpy(ops.take_along_axis(total, ops.convert_to_tensor(best), axis=1))
         parent, token = best // vocab, best % vocab
-        log_p = np.take_along_axis(total.reshape(batch_size, k * vocab), best, axis=1)
         lengths = np.take_along_axis(new_lengths, parent, axis=1)
         finished = np.take_along_axis(finished, parent, axis=1) | (token == eos_id)
         sequences = np.concatenate(
@@ -223,12 +230,35 @@ def beam_search(
 
 
 def _top_k(score, k):
-    """Indices of the `k` largest scores per row, largest first (first index on ties)."""
+    """NumPy indices `(batch, k)` of the `k` largest of the tensor `score (batch, n)`, best
+    first, the lower index first among equal scores — as `np.argsort(-score, kind="stable")`
+    would give them — found on `score`'s device."""
     if k == 1:
-        return np.argmax(score, axis=1)[:, None]
-    part = np.argpartition(-score, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(score, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+        return ops.convert_to_numpy(ops.argmax(score, axis=1))[:, None].astype("int64")
+    if keras.backend.backend() != "torch":
+        # JAX's and TensorFlow's top-k put the lower index first among equal scores.
+        return ops.convert_to_numpy(ops.top_k(score, k)[1]).astype("int64")
+    # PyTorch's does not: among equal scores it returns any, in any order, and near-uniform
+    # distributions (an untrained model) tie at the k-th place often. Take twice as many:
+    # where the last of them scores below the k-th, every score tied with the k-th is
+    # among them, and a sort by (score descending, index ascending) on the host decides.
+    wide = min(2 * k, int(score.shape[1]))
+    values, index = (ops.convert_to_numpy(x) for x in ops.top_k(score, wide))
+    if wide < score.shape[1] and not (values[:, wide - 1] < values[:, k - 1]).all():
+        # A tie wider than that (the -1e9 of dead hypotheses): exact int64 keys.
+        return ops.convert_to_numpy(ops.top_k(_score_then_index(score), k)[1]).astype("int64")
+    order = np.lexsort((index, -values), axis=-1)[:, :k]
+    return np.take_along_axis(index, order, axis=1).astype("int64")
+
+
+def _score_then_index(score):
+    """int64 keys of a float32 `score (batch, n)` that sort as (score descending, index
+    ascending): the score's bits made monotonic (negative floats flipped), shifted left
+    by 32, and `2**32 - 1 - index` below them."""
+    bits = ops.view(score + 0.0, "int32")  # `+ 0.0`: -0.0 becomes 0.0, which it equals
+    ordered = ops.cast(ops.where(bits < 0, ops.bitwise_xor(bits, 0x7FFFFFFF), bits), "int64")
+    tie_break = (2**32 - 1) - ops.arange(ops.shape(score)[1], dtype="int64")
+    return ordered * 2**32 + tie_break[None, :]
 
 
 def strip_after_eos(tokens, eos_id, pad_id=0):
