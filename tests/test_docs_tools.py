@@ -1,10 +1,12 @@
-"""The docs build's own tools (docs/tools/): results tables, optional pages, fences, checks.
+"""The docs build's own tools (docs/tools/): results tables, optional pages, fences, checks;
+and that every table of the docs is one table.
 
 Pure Python: no mkdocs and no browser needed (the `docs` nox session runs those).
 """
 
 import json
 import pathlib
+import re
 import sys
 
 import pytest
@@ -173,3 +175,36 @@ def test_doctests_are_fenced_for_the_reference():
     assert griffe_doctests.fence_doctests(text) == (
         "Summary.\n\nExample:\n\n```pycon\n>>> 1 + 1\n2\n```\n\nReference:\n    A paper.\n\n```\n>>> kept\n```"
     )
+
+
+_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def _broken_tables(markdown):
+    """Line numbers (1-based) of table rows that start a table but are not its header:
+    a row after a blank line whose next line is not a `| --- |` separator. A stray blank
+    line inside a table makes Markdown end it there and print the rest as text."""
+    lines = markdown.split("\n")
+    fenced = {n for f in iter_fences(markdown) for n in range(f.start, f.end + 1)}
+    broken = []
+    for n, line in enumerate(lines):
+        starts = line.lstrip().startswith("|") and (n == 0 or not lines[n - 1].lstrip().startswith("|"))
+        if starts and n not in fenced and not (n + 1 < len(lines) and _SEPARATOR.match(lines[n + 1])):
+            broken.append(n + 1)
+    return broken
+
+
+def test_broken_table_check_finds_a_split_table():
+    table = "| a | b |\n| --- | --- |\n| 1 | 2 |\n"
+    assert _broken_tables(table) == []
+    assert _broken_tables(table + "\n| 3 | 4 |\n") == [5]
+    assert _broken_tables("```\n| not | a table |\n```\n") == []
+
+
+@pytest.mark.parametrize(
+    "page",
+    [TOOLS.parents[1] / "README.md", *sorted(TOOLS.parent.rglob("*.md"))],
+    ids=lambda p: str(p.relative_to(TOOLS.parents[1])),
+)
+def test_every_docs_table_starts_with_its_header(page):
+    assert _broken_tables(page.read_text(encoding="utf-8")) == [], f"{page}: a table row outside a table"
