@@ -235,6 +235,7 @@ def _reference_beam_search(log_table, weight_table, codes, *, k, alpha, bos_id, 
         # by the lower (hypothesis, token) index on every backend (PyTorch's top-k does not).
         {"vocab": 5, "k": 4, "alpha": 0.0, "ties": True, "seed": 2},
         {"vocab": 3, "k": 5, "alpha": 0.0, "ties": True, "seed": 3},  # fewer tokens than beams
+        {"vocab": 1, "k": 3, "alpha": 0.6, "ties": True, "seed": 4},  # one token: k candidates in all
     ],
     ids=lambda c: f"v{c['vocab']}-k{c['k']}-a{c['alpha']}-{'ties' if c['ties'] else 'cont'}",
 )
@@ -261,21 +262,28 @@ def test_beam_search_matches_numpy_reference(case):
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-6)
 
 
-@pytest.mark.parametrize("n", [6, 40, 4000])
+@pytest.mark.parametrize("vocab", [3, 8, 800])
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_top_k_orders_ties_by_index_on_every_backend(n, k, rng):
-    """The beam's top-k is `argsort(-score, stable)[:k]`: ties inside the k kept and at
-    the k-th place both go to the lower index (PyTorch's own top-k orders them freely)."""
+def test_top_k_orders_ties_by_index_on_every_backend(vocab, k, rng):
+    """The beam's top-k over the `k · vocab` continuations is `argsort(-score, stable)[:k]`:
+    ties inside the k kept and at the k-th place both go to the lower index (PyTorch's
+    own top-k orders them freely). With `alpha=0` and `log_p=0` the scores are the step's."""
+    n = k * vocab
     cases = [
         rng.choice([0.0, 1.0, 2.0], size=(4, n)),  # ties everywhere
         rng.choice([-np.inf, -1e9, -2.5, -1e-30, 0.0, 3.0], size=(4, n)),  # signs, infinities
         np.concatenate([np.full((4, 3), 5.0), rng.random((4, n - 3))], axis=1)[:, rng.permutation(n)],  # ties inside only
         rng.random((4, n)),  # no ties
     ]
+    candidates = seq2seq.search._candidates_fn(k, 0.0, keras.backend.backend())
+    zeros = np.zeros((4, k), "float32")
     for score in cases:
         score = score.astype("float32")
+        found = candidates(score.reshape(4 * k, vocab), zeros > 0, zeros, zeros + 1, np.zeros(vocab, "float32"))
+        index, log_p = seq2seq.search._best(found, k)
         expected = np.argsort(-score, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(seq2seq.search._top_k(keras.ops.convert_to_tensor(score), k), expected)
+        np.testing.assert_array_equal(index, expected)
+        np.testing.assert_array_equal(log_p, np.take_along_axis(score, expected, axis=1))
 
 
 def _reverse_task(rng, n, length=6, symbols=10):
