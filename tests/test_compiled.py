@@ -13,7 +13,7 @@ import pytest
 from conftest import BACKEND, to_numpy
 
 from kerasrnn import seq2seq
-from kerasrnn.ops.compiled import compiled
+from kerasrnn.ops.compiled import compiled, compiled_function
 
 COMPILES = BACKEND in ("jax", "tensorflow")
 
@@ -156,6 +156,25 @@ def test_calls_under_a_transformation_or_with_other_values_run_as_they_are(rng):
     with pytest.raises(TypeError):
         add(x, mask=[object()])  # run as is: the method itself fails on the object
     assert counter.runs == 2
+
+
+def test_compiled_function_traces_once_per_shape(rng):
+    """A plain function (the beam search's scoring) is compiled once per input shape on
+    JAX and TensorFlow, and is the function itself on PyTorch; its values are the same."""
+    traced = []
+
+    def scale(x, y):
+        traced.append(tuple(x.shape))
+        return keras.ops.sum(x * y, axis=-1)
+
+    function = compiled_function(scale)
+    assert (function is scale) == (BACKEND == "torch")
+    assert compiled_function(scale, backends=()) is scale
+    for shape in [(2, 3), (2, 3), (4, 3), (2, 3)]:
+        x, y = rng.normal(size=shape).astype("float32"), rng.normal(size=shape).astype("float32")
+        np.testing.assert_allclose(to_numpy(function(x, y)), (x * y).sum(-1), rtol=1e-6)
+    calls = 4 if BACKEND == "torch" else 2
+    assert len(traced) == calls, traced
 
 
 def test_python_state_outside_jax_needs_jax_only(rng):

@@ -52,12 +52,29 @@ def compiled(owner, method, backends=BACKENDS, python_state=()):
     return entry[1]
 
 
+def compiled_function(fn, backends=BACKENDS):
+    """A function of tensors alone (no variables, no Python side effects), compiled once
+    per input shape: `jax.jit` on JAX, `tf.function(reduce_retracing=True)` on
+    TensorFlow; `fn` itself on any other backend or one not in `backends`. For a layer's
+    method, whose weights must be read at every call, use `compiled`."""
+    backend = keras.backend.backend()
+    if backend not in backends:
+        return fn
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    return fn
+
+
 def _tf_compile(owner, variables, fn, python_state):
     if python_state:
         raise ValueError("`python_state` is kept on JAX only; pass `backends=('jax',)`.")
-    import tensorflow as tf
-
-    return tf.function(fn, reduce_retracing=True)
+    return compiled_function(fn, backends=("tensorflow",))
 
 
 def _jax_compile(owner, variables, fn, python_state):

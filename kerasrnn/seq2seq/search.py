@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import ops, tree
 
+from kerasrnn.ops.compiled import compiled_function
+
 __all__ = ["beam_search", "greedy_search", "length_penalty", "strip_after_eos"]
 
 #: Stands for log(0) in the beam scores: finite, so that sums and divisions never make
@@ -255,15 +257,7 @@ def _candidates_fn(k, alpha, backend):
     10 ms compiled without them."""
     host_ties = backend == "torch"
     wide = 2 * k if host_ties else k
-    function = functools.partial(_candidates, k=k, alpha=alpha, wide=wide, host_ties=host_ties)
-    if backend == "jax":
-        import jax
-
-        function = jax.jit(function)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        function = tf.function(function, reduce_retracing=True)
+    function = compiled_function(functools.partial(_candidates, k=k, alpha=alpha, wide=wide, host_ties=host_ties))
 
     def call(step_log_p, finished, log_p, lengths, frozen):
         if k * int(frozen.shape[0]) < wide:  # a vocabulary of one token
