@@ -12,8 +12,10 @@
 
 import os
 import sys
+import time
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = False
@@ -27,6 +29,30 @@ TEST_PACKAGES = [
     "pytest>=8", "pytest-xdist", "numpy", "matplotlib", "sentencepiece", "sacrebleu", "statsmodels",
     "scikit-learn", "tensorboard",
 ]
+
+
+# pip's own patience with the registry: more retries per request, and more resumes of a
+# download that breaks off (CI once failed on a wheel cut at 5.8 of 7.4 MB six times in a
+# row). Older pips ignore the variables they do not know.
+PIP_PATIENCE = {"PIP_RETRIES": "10", "PIP_RESUME_RETRIES": "20", "PIP_TIMEOUT": "60"}
+
+
+def _install(session, *args, attempts=3, pause_s=30):
+    """`session.install(*args)`, tried again after a pause when pip fails.
+
+    A registry that drops connections fails a whole CI run in its first minute; a second
+    try, half a minute later, may find it back. A failure that repeats (a package
+    that does not exist, a full disk) still fails the session, with pip's own message.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            session.install(*args, env=PIP_PATIENCE)
+            return
+        except CommandFailed:
+            if attempt == attempts:
+                raise
+            session.warn(f"pip install failed (try {attempt} of {attempts}); trying again in {pause_s} s")
+            time.sleep(pause_s)
 
 
 def _workers():
@@ -49,8 +75,8 @@ def _env(backend):
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
     """The test suite on the CPU with KERAS_BACKEND=backend (all backends installed)."""
-    session.install(*CPU_BACKEND_PACKAGES, *TEST_PACKAGES)
-    session.install("-e", ".")
+    _install(session, *CPU_BACKEND_PACKAGES, *TEST_PACKAGES)
+    _install(session, "-e", ".")
     env = _env(backend)
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU session: never pick up a GPU
     # Whole files per worker (`loadfile`): a module's fixture (the virtual-device
@@ -105,8 +131,8 @@ def bench_decode(session, backend):
 
 
 def _run_benchmark(session, backend, script):
-    session.install(*CPU_BACKEND_PACKAGES)
-    session.install("-e", ".")
+    _install(session, *CPU_BACKEND_PACKAGES)
+    _install(session, "-e", ".")
     session.run("python", script, *session.posargs, env=_env(backend))
 
 
@@ -118,8 +144,8 @@ def hub(session):
     every backend), which is why it is an optional extra and this session is not part of
     `nox -s tests`. One environment; the test file runs once per backend.
     """
-    session.install("jax", "torch==2.13.0", "pytest>=8", "numpy")
-    session.install("-e", ".[hub]")
+    _install(session, "jax", "torch==2.13.0", "pytest>=8", "numpy")
+    _install(session, "-e", ".[hub]")
     for backend in BACKENDS:
         session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/test_keras_hub.py",
                     "kerasrnn/seq2seq/hub.py", *session.posargs, env=_env(backend))
@@ -134,7 +160,7 @@ def docs(session):
     reference, a docstring that does not parse, a missing results file. The browser
     check (docs/tools/check_render.py) skips where no Chromium is installed.
     """
-    session.install("-e", ".[docs]", "jax")
+    _install(session, "-e", ".[docs]", "jax")
     env = _env("jax")
     env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
     session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
@@ -144,5 +170,5 @@ def docs(session):
 @nox.session(default=False)
 def lint(session):
     """ruff over the package, tests, recipes, benchmarks and the docs' scripts."""
-    session.install("ruff")
+    _install(session, "ruff")
     session.run("ruff", "check", "kerasrnn", "tests", "recipes", "benchmarks", "docs", "noxfile.py")
