@@ -81,7 +81,7 @@ def test_smoke_run_writes_results_plots_and_diagnostics(tmp_path, capsys):
 def test_resume_keeps_one_diagnostics_row_per_epoch(tmp_path, capsys, monkeypatch):
     """Killed while epoch 2 was saved (after its diagnostics row was written): the resumed
     run trains epoch 2 again and the CSV still has one row per epoch."""
-    from tests.test_recipes_resume import killed_while_saving
+    from test_recipes_resume import killed_while_saving
 
     args = ["--smoke", "--models", "irnn", "--output", str(tmp_path), "--verbose", "0"]
     with killed_while_saving(monkeypatch):

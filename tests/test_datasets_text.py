@@ -6,6 +6,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, requires_shared_data
 
 from kerasrnn.datasets import (
     WordVectorizer,
@@ -16,7 +17,6 @@ from kerasrnn.datasets import (
     make_vectorizer,
     save_vectorizer,
 )
-from tests.conftest import SHARED_DATA, requires_shared_data
 
 # Generated reviews: (split, label, file name, text). Ids sort numerically (2 before 10).
 REVIEWS = [

@@ -18,12 +18,12 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND
+from test_recipes_resume import numbers
 
 from kerasrnn.datasets.translation import TranslationBatches
 from recipes import adding_problem, captioning, common, distribute, translation
 from recipes.distribute import EvenBatches, Parallel
-from tests.conftest import BACKEND
-from tests.test_recipes_resume import numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTRIBUTES = BACKEND in ("jax", "tensorflow")  # Keras 3 distributes on these two

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, fused_tolerance, to_numpy
 
 import kerasrnn
-from tests.conftest import BACKEND, fused_tolerance, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="fused kernels are torch's")
 

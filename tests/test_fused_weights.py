@@ -14,11 +14,11 @@ import functools
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, TORCH_CUDNN, fused_tolerance, to_numpy
 
 import kerasrnn
 from kerasrnn.ops import fused
 from kerasrnn.seq2seq import MaskedSequenceLoss, Seq2Seq
-from tests.conftest import BACKEND, TORCH_CUDNN, fused_tolerance, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch's fused kernels")
 

@@ -15,12 +15,12 @@ import keras
 import numpy as np
 import pytest
 from _util import loss_and_grads, nonzero_uniform, random_weights
+from conftest import BACKEND, CUDNN_FLOAT32, to_numpy
 
 import kerasrnn
 from kerasrnn.ops import fused
 from kerasrnn.ops.device import on_accelerator
 from kerasrnn.ops.plan import LOOP_DEFAULTS, device_kind, plan_call
-from tests.conftest import BACKEND, CUDNN_FLOAT32, to_numpy
 
 pytestmark = pytest.mark.gpu
 

@@ -7,10 +7,10 @@ kernel needs a CUDA GPU; on a CPU its reference implementation stands in for it.
 import numpy as np
 import pytest
 from _util import jax_cudnn_stand_in, loss_and_grads, nonzero_uniform, random_weights
+from conftest import BACKEND, JAX_CUDNN, to_numpy
 
 import kerasrnn
 from kerasrnn.ops import fused
-from tests.conftest import BACKEND, JAX_CUDNN, to_numpy
 
 pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM")
 

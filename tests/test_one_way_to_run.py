@@ -13,11 +13,11 @@ either `h_{t-1}` or `x_t`.
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, to_numpy
 
 import kerasrnn
 from kerasrnn.diagnostics import traced
 from kerasrnn.seq2seq import Decoder
-from tests.conftest import BACKEND, to_numpy
 
 B, T, U = 256, 6, 4
 

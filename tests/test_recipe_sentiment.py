@@ -12,9 +12,9 @@ import tarfile
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, other_backend
 
 from recipes import common, sentiment
-from tests.conftest import BACKEND, other_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Dropout off, a larger step: the smoke data is tiny and the model must learn it. (The

@@ -15,6 +15,7 @@ import zipfile
 
 import keras
 import pytest
+from conftest import BACKEND
 
 from recipes import (
     adding_problem,
@@ -25,7 +26,6 @@ from recipes import (
     sentiment,
     translation,
 )
-from tests.conftest import BACKEND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"adding_problem": adding_problem, "sentiment": sentiment, "translation": translation,

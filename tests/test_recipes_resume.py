@@ -11,9 +11,9 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND
 
 from recipes import adding_problem, captioning, forecasting, sentiment, translation
-from tests.conftest import BACKEND
 
 # Smoke runs of two epochs at least (the kill comes while epoch 2 is saved), with every
 # source of randomness each recipe has: dropout masks, shuffled batches, early stopping.

@@ -3,6 +3,8 @@ suite into whole files, `KERASRNN_TEST_DEADLINE` skips what had no time to start
 `KERASRNN_REQUIRE_GPU=1` fails (rather than skips) where the backend sees no GPU, and
 pytest-xdist's workers share one JAX compilation cache."""
 
+import ast
+import glob
 import os
 import re
 import subprocess
@@ -40,6 +42,27 @@ def collected(*args, files=FILES, **env):
 
 def files_in_order(tests):
     return list(dict.fromkeys(t.split("::")[0] for t in tests))
+
+
+def test_the_suite_imports_its_own_modules_by_one_name():
+    """pytest imports conftest.py, _util.py and the test files by their bare names
+    (tests/ has no __init__.py). `from tests.conftest import …` imported conftest a
+    second time, as another module that ran its setup again (seen in sys.modules beside
+    `conftest`). Only tests/distributed.py, which runs as a child process from the
+    repository's root, imports through `tests.`."""
+    ours = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "tests", "*.py"))}
+    wrong = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "tests", "*.py"))):
+        if os.path.basename(path) == "distributed.py":
+            continue
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            wrong += [f"{os.path.basename(path)}:{node.lineno} {name}" for name in names
+                      if name.startswith("tests.") and name.split(".")[1] in ours]
+    assert not wrong, "import these by their bare names (`from conftest import …`): " + ", ".join(wrong)
 
 
 def test_parts_split_the_suite_into_whole_files():
