@@ -1,5 +1,9 @@
 """kerasrnn: recurrent networks for Keras 3, correct to the equation and fast on every backend."""
 
+from kerasrnn import _keras
+
+_keras.import_keras()  # before the modules below import Keras: a missing backend gets a clear error
+
 from kerasrnn import initializers, interop, layers, ops, regularizers
 from kerasrnn.layers import (
     GRU,

@@ -1,6 +1,10 @@
 """Bad input raises a clear ValueError/TypeError that names the argument."""
 
+import importlib.util
+import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -136,3 +140,37 @@ def test_implementation_only_where_keras_takes_it(make):
 def test_unroll_is_accepted_and_ignored():
     layer = kerasrnn.LSTM(4, unroll=True)
     assert "unroll" not in layer.get_config()
+
+
+# A child process imports kerasrnn with one backend made uninstallable.
+IMPORT_WITHOUT = """
+import sys
+sys.modules[{blocked!r}] = None  # as if it were not installed
+try:
+    import kerasrnn
+except ImportError as error:
+    print(type(error).__name__, error)
+else:
+    print("imported")
+"""
+
+
+@pytest.mark.parametrize("chosen", ["tensorflow", "jax", "torch", None], ids=str)
+def test_import_without_the_backend_keras_chose_says_what_to_do(chosen, tmp_path):
+    """Keras's own error was `No module named 'tensorflow'` from inside Keras, for a user
+    who installed kerasrnn[jax] and set no backend."""
+    blocked = chosen or "tensorflow"  # no KERAS_BACKEND and no keras.json: TensorFlow
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)
+    if chosen:
+        env["KERAS_BACKEND"] = chosen
+    run = subprocess.run([sys.executable, "-c", IMPORT_WITHOUT.format(blocked=blocked)], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    message = run.stdout
+    assert message.startswith("ImportError kerasrnn could not import Keras"), run.stdout + run.stderr
+    assert f"its backend, {blocked!r}" in message
+    assert ("(from KERAS_BACKEND)" if chosen else "KERAS_BACKEND is not set") in message
+    assert f"pip install 'kerasrnn[{blocked}]'" in message
+    installed = [b for b in ("jax", "torch", "tensorflow") if b != blocked and importlib.util.find_spec(b)]
+    if installed:
+        assert f"os.environ['KERAS_BACKEND'] = {installed[0]!r}" in message
