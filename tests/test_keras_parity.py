@@ -11,7 +11,8 @@ Keras quirk (JAX backend only): where `keras.layers.RNN` masks a step it outputs
 `states[0]`, so before the first valid step of a row the output is the initial state
 `h0`, not zeros as on TensorFlow and torch (and in kerasrnn, on every backend). With a
 nonzero `initial_state` and leading masked steps, only the steps after the first valid
-one (and the final states) are defined the same way; the tests compare just those.
+one (and the final states) are defined the same way; the tests compare just those
+(docs/migrating.md has a reproduction).
 """
 
 import keras
