@@ -167,3 +167,47 @@ def test_xdist_workers_share_one_jax_compilation_cache(tmp_path):
     (directory,) = set(reports.values())
     assert directory != os.environ["KERASRNN_JAX_CACHE"]  # that run's own, not this one's
     assert not os.path.exists(directory)
+
+
+def test_this_process_writes_temporary_files_in_the_runs_folder():
+    """With `KERASRNN_PROBE_DIR`, also says where a temporary folder went, for the test
+    below."""
+    import tempfile
+
+    folder = os.environ["KERASRNN_TMP"]
+    assert tempfile.gettempdir() == folder == os.environ["TMPDIR"]
+    made = tempfile.mkdtemp()
+    child = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.mkdtemp())"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert os.path.dirname(made) == os.path.dirname(child) == folder
+    out = os.environ.get("KERASRNN_PROBE_DIR")
+    if out:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(os.path.join(out, f"tmp-{worker}.txt"), "w") as f:
+            f.write(made)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_leaves_no_temporary_files_behind(tmp_path, workers):
+    """The doctests write into `tempfile.mkdtemp()` folders as a user would; every run
+    used to leave them (and Keras's own) in the system's temporary directory."""
+    if workers:
+        pytest.importorskip("xdist")
+    system_tmp, probe = tmp_path / "tmp", tmp_path / "probe"
+    system_tmp.mkdir(), probe.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in (*OPTIONS, "KERASRNN_TMP", "KERASRNN_JAX_CACHE")}
+    # The doctests that write files, and a test that reports where its own went.
+    targets = ["kerasrnn/datasets/timeseries.py", "kerasrnn/diagnostics/callback.py",
+               "tests/test_suite_options.py::test_this_process_writes_temporary_files_in_the_runs_folder"]
+    xdist = ["-n", str(workers)] if workers else ["-p", "no:xdist"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *xdist,
+         "--basetemp", str(tmp_path / "base"), *targets],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**env, "TMPDIR": str(system_tmp), "KERASRNN_PROBE_DIR": str(probe)},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"[4-9] passed", run.stdout), run.stdout
+    (report,) = probe.glob("tmp-*.txt")
+    assert os.path.dirname(os.path.dirname(report.read_text())) == str(system_tmp)
+    assert sorted(os.listdir(system_tmp)) == []
