@@ -72,12 +72,18 @@ def select_backend(argv, prefer=BACKENDS):
     The backend is `--backend NAME` if given, else `$KERAS_BACKEND`, else the first
     installed of `prefer`. Does nothing to the backend once Keras is imported.
     """
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument("--backend", default="")
-    parser.add_argument("--threads", type=int, default=0)
-    known, _ = parser.parse_known_args(argv)
+    parser.add_argument("--threads", default="0")
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except argparse.ArgumentError:  # `--backend` without a name: the recipe's parser says so
+        known = argparse.Namespace(backend="", threads="0")
+    # Called at the command line, before the recipe's `main` and its `user_errors`: one
+    # line and no traceback here too.
     if known.backend and known.backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {BACKENDS}; received {known.backend!r}.")
+        raise SystemExit(f"error: --backend must be one of {BACKENDS}; received {known.backend!r}.")
+    known.threads = int(known.threads) if known.threads.lstrip("-").isdigit() else 0  # else: the parser's error
     if "keras" not in sys.modules:
         installed = [name for name in prefer if importlib.util.find_spec(name) is not None]
         chosen = known.backend or os.environ.get("KERAS_BACKEND") or (installed or ["tensorflow"])[0]

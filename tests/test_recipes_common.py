@@ -112,6 +112,28 @@ def test_a_recipe_chooses_its_backend_before_keras(tmp_path):
     assert chosen()[0] == first  # the first of the recipe's preferences that is installed
 
 
+@pytest.mark.parametrize("name", ["adding_problem", "translation"])
+def test_a_bad_backend_or_thread_count_at_the_command_line_is_one_line(name, tmp_path):
+    """The backend is chosen before Keras is imported, outside the recipe's `main`: a
+    wrong `--backend` there used to end in a traceback, and a wrong `--threads` in the
+    usage of a two-flag parser instead of the recipe's."""
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", f"recipes.{name}", *args], check=False, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+
+    done = run("--backend", "numpy")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --backend must be one of ('jax', 'tensorflow', 'torch'); received 'numpy'."]
+    for args, message in ((["--threads", "two"], "argument --threads: invalid int value: 'two'"),
+                          (["--backend"], "argument --backend: expected one argument")):
+        done = run(*args, "--output", str(tmp_path))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"python -m recipes.{name}: error: {message}" in done.stderr
+        assert "--epochs" in done.stderr  # the recipe's usage, not the backend chooser's
+
+
 def test_atomic_writes_never_leave_half_a_file(tmp_path):
     path = tmp_path / "results.json"
     common.write_json(path, {"a": 1})
