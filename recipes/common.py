@@ -45,6 +45,11 @@ PER_INVOCATION = ("backend", "output", "resume", "verbose", "tensorboard", "thre
 DISTRIBUTE = ("none", "data")
 
 
+#: The largest `--seed`: 31 bits, so that the seeds a recipe derives from it (an
+#: ensemble member's `seed + 100 · k`, a layer's `seed + 3`) still fit NumPy's 32.
+MAX_SEED = 2**31 - 1
+
+
 class UsageError(ValueError):
     """A problem with the command line, the data or the output folder, said in one line."""
 
@@ -229,6 +234,12 @@ def check_run_config(config):
         raise UsageError(f"--verbose must be auto, 0, 1 or 2; received {config.verbose!r}.")
     if config.threads < 0:
         raise UsageError(f"--threads must be >= 0 (0: the backend's default); received {config.threads}.")
+    if not 0 <= config.seed <= MAX_SEED:
+        # NumPy's legacy seeding (Keras's `set_random_seed`, the data's shuffling) takes
+        # 32 bits, and recipes derive further seeds from this one by small additions.
+        raise UsageError(f"--seed must be between 0 and 2**31 - 1; received {config.seed}.")
+    if config.output and os.path.exists(config.output) and not os.path.isdir(config.output):
+        raise UsageError(f"--output {config.output} is a file; give a folder (made if missing).")
     modes = getattr(config, "DISTRIBUTE_MODES", DISTRIBUTE)
     if config.distribute not in modes:
         raise UsageError(f"--distribute must be one of {modes}; received {config.distribute!r}.")
@@ -324,7 +335,10 @@ def start(recipe, config, layouts=None):
     config.backend = backend
     _limit_threads(backend, config.threads)
     parallel = distribute.configure(config, layouts)
-    os.makedirs(config.output, exist_ok=True)
+    try:
+        os.makedirs(config.output, exist_ok=True)
+    except OSError as err:  # a file in the path, no permission, a read-only disk
+        raise UsageError(f"--output {config.output}: cannot make the folder ({err.strerror or err}).") from None
     resolved = dataclasses.asdict(config)
     print("Config:\n" + "\n".join(f"  {k} = {v!r}" for k, v in resolved.items()), flush=True)
     if parallel.distributed:

@@ -112,6 +112,24 @@ def test_a_recipe_chooses_its_backend_before_keras(tmp_path):
     assert chosen()[0] == first  # the first of the recipe's preferences that is installed
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_bad_seed_or_output_folder_is_one_line(name, tmp_path):
+    """They used to end in NumPy's "expected non-negative integer" and os.makedirs's
+    FileExistsError, with tracebacks, in every recipe."""
+    module = RECIPES[name]
+    for seed in (-1, 2**32):
+        with pytest.raises(common.UsageError, match=r"^--seed must be between 0 and 2\*\*31 - 1; received"):
+            module.parse_config(["--seed", str(seed), "--output", str(tmp_path)])
+    assert module.parse_config(["--seed", str(common.MAX_SEED)]).seed == common.MAX_SEED
+    afile = tmp_path / "results"
+    afile.write_text("")
+    with pytest.raises(SystemExit, match=f"^error: --output {afile} is a file; give a folder"):
+        module.main(["--smoke", "--output", str(afile)])
+    with pytest.raises(SystemExit, match=f"^error: --output {afile / 'run'}: cannot make the folder"):
+        module.main(["--smoke", "--output", str(afile / "run")])
+    assert os.listdir(tmp_path) == ["results"]
+
+
 @pytest.mark.parametrize("name", ["adding_problem", "translation"])
 def test_a_bad_backend_or_thread_count_at_the_command_line_is_one_line(name, tmp_path):
     """The backend is chosen before Keras is imported, outside the recipe's `main`: a
