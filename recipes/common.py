@@ -32,6 +32,7 @@ import dataclasses
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -222,6 +223,26 @@ def parse_config(config_class, argv=None, *, prog=None, description=None, preset
     return config
 
 
+def _check_numbers(config):
+    """The rules every recipe's float flags share, by name: a number (not `nan` or
+    `inf`, which slipped past each recipe's `< 0` checks and trained on NaN); a dropout
+    rate in [0, 1); a learning rate > 0 (>= 0 where 0 stands for the recipe's own)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.type not in (float, "float") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        name = flag(field.name)
+        if not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number; received {value}.")
+        if "dropout" in field.name and not 0 <= value < 1:
+            raise UsageError(f"{name} must be in [0, 1) (the fraction dropped); received {value}.")
+        if field.name == "learning_rate" or field.name.endswith("_lr"):
+            if field.default == 0 and value < 0:
+                raise UsageError(f"{name} must be >= 0 (0: the recipe's own); received {value}.")
+            if field.default != 0 and value <= 0:
+                raise UsageError(f"{name} must be > 0; received {value}.")
+
+
 def _default(config_class, name):
     return next(f.default for f in dataclasses.fields(config_class) if f.name == name)
 
@@ -238,6 +259,7 @@ def check_run_config(config):
         # NumPy's legacy seeding (Keras's `set_random_seed`, the data's shuffling) takes
         # 32 bits, and recipes derive further seeds from this one by small additions.
         raise UsageError(f"--seed must be between 0 and 2**31 - 1; received {config.seed}.")
+    _check_numbers(config)
     if config.output and os.path.exists(config.output) and not os.path.isdir(config.output):
         raise UsageError(f"--output {config.output} is a file; give a folder (made if missing).")
     modes = getattr(config, "DISTRIBUTE_MODES", DISTRIBUTE)
@@ -305,6 +327,14 @@ def data_errors(path):
         if isinstance(err, UsageError):
             raise
         raise UsageError(f"--data {path or '(download)'}: {err}") from None
+
+
+def note_smoke_ignores_data(config):
+    """A recipe whose `--smoke` trains on generated data says so when `--data` is given
+    too, rather than ignoring the path in silence."""
+    if config.data:
+        print(f"note: --smoke trains on generated data; --data {config.data} is not read (drop --smoke to "
+              "train on it).", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

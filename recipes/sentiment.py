@@ -144,6 +144,7 @@ def load_reviews(config):
     unseen movies too. Otherwise every review is its own group.
     """
     if config.smoke:
+        common.note_smoke_ignores_data(config)
         (train_texts, train_labels), test = (
             generated_reviews(512, seed=config.seed), generated_reviews(256, seed=config.seed + 1)
         )

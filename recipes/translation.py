@@ -89,9 +89,13 @@ class Config(common.RunConfig):
         for name in ("dropout", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise common.UsageError(f"{common.flag(name)} must be in [0, 1); received {getattr(self, name)}.")
-        if self.clipnorm < 0 or self.learning_rate <= 0 or self.lr_decay <= 0:
-            raise common.UsageError("--clipnorm must be >= 0 (0: off), --learning-rate and --lr-decay > 0; "
-                                    f"received {self.clipnorm}, {self.learning_rate}, {self.lr_decay}.")
+        if self.clipnorm < 0:
+            raise common.UsageError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
+        for name in ("learning_rate", "lr_decay"):
+            if not getattr(self, name) > 0:  # (`not`: a NaN fails too)
+                raise common.UsageError(f"{common.flag(name)} must be > 0; received {getattr(self, name)}.")
+        if self.alpha < 0:  # checked here, not by beam search after the whole training
+            raise common.UsageError(f"--alpha (the length penalty's exponent) must be >= 0; received {self.alpha}.")
         if self.model_shards < 0:
             raise common.UsageError(f"--model-shards must be >= 0 (0: all devices); received {self.model_shards}.")
         if len(self.tsv_columns.split(",")) != 2 or not all(c.strip().isdigit() for c in self.tsv_columns.split(",")):
@@ -115,6 +119,7 @@ def parse_config(argv=None):
 def load_pairs(config):
     """`{"train", "val", "test"}` → (source sentences, target sentences)."""
     if config.smoke:
+        common.note_smoke_ignores_data(config)
         source, target = data.synthetic_pairs(1200, vocab=10, max_len=7, seed=config.seed)
         return data.split_pairs(source, target, (0.8, 0.1, 0.1), seed=config.seed)
     common.check_data_path(config.data, "a folder of Multi30k {split}.{lang}.gz files or a TSV file")

@@ -113,6 +113,38 @@ def test_a_recipe_chooses_its_backend_before_keras(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
+def test_float_flags_refuse_nan_and_what_their_name_rules_out(name):
+    """`nan` passed every `x < 0` check and trained on NaN (a learning rate, a clip
+    norm, a dropout rate); a negative learning rate or dropout rate trained too, and
+    translation's `--alpha -1` failed in beam search, after the training."""
+    module = RECIPES[name]
+    floats = [f for f in dataclasses.fields(module.Config) if f.type in (float, "float")]
+    assert floats
+    for field in floats:
+        option = common.flag(field.name)
+        for value in ("nan", "inf", "-inf"):
+            with pytest.raises(common.UsageError, match=f"{option}.* must be"):
+                module.parse_config([f"{option}={value}"])
+        bad = ["-1"] + (["1"] if "dropout" in field.name else []) + (["0"] if field.name.endswith("_lr") else [])
+        if field.name in ("learning_rate", "alpha") or field.name.endswith(("_lr", "dropout")):
+            for value in bad:
+                with pytest.raises(common.UsageError, match=f"{option}.* must be"):
+                    module.parse_config([f"{option}={value}"])
+        module.parse_config([option, str(field.default)])  # the default passes
+
+
+@pytest.mark.parametrize("name, load", [("sentiment", "load_reviews"), ("translation", "load_pairs")])
+def test_smoke_says_it_does_not_read_the_data_given(name, load, capsys):
+    """Their `--smoke` trains on generated data; a `--data` beside it was ignored in silence."""
+    module = RECIPES[name]
+    getattr(module, load)(module.parse_config(["--smoke"]))
+    assert "note:" not in capsys.readouterr().err
+    getattr(module, load)(module.parse_config(["--smoke", "--data", "/no/such/reviews"]))
+    assert ("note: --smoke trains on generated data; --data /no/such/reviews is not read (drop --smoke to "
+            "train on it).") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_bad_seed_or_output_folder_is_one_line(name, tmp_path):
     """They used to end in NumPy's "expected non-negative integer" and os.makedirs's
     FileExistsError, with tracebacks, in every recipe."""
