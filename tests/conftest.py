@@ -9,12 +9,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras
-import numpy as np
-import pytest
-
-BACKEND = keras.backend.backend()
-
 # Temporary files of a run go to one folder, removed when the run ends: the doctests'
 # `tempfile.mkdtemp()` (the examples stay as a user would write them), Keras's and
 # torch's own temporary files, and those of child processes (`TMPDIR`). Without it
@@ -22,6 +16,8 @@ BACKEND = keras.backend.backend()
 # a few weeks here). pytest's `tmp_path` folders stay where pytest keeps them (its last
 # three runs, for looking at a failure). The first process makes the folder; pytest-xdist's
 # workers and nested runs, started after it, find it in `KERASRNN_TMP` and use it too.
+# Before Keras is imported: importing torch fixes its compile cache's folder
+# (`TORCHINDUCTOR_CACHE_DIR`) from the temporary directory of that moment.
 _tmp = os.environ.get("KERASRNN_TMP")
 if not _tmp or not os.path.isdir(_tmp):
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
@@ -29,6 +25,12 @@ if not _tmp or not os.path.isdir(_tmp):
     os.environ["KERASRNN_TMP"] = _tmp
     atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 tempfile.tempdir = os.environ["TMPDIR"] = _tmp
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
 
 if BACKEND == "jax" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     # Eager `lax.scan` compiles its body on every layer call (~0.4 s here), and most
