@@ -260,8 +260,6 @@ def check_run_config(config):
         # 32 bits, and recipes derive further seeds from this one by small additions.
         raise UsageError(f"--seed must be between 0 and 2**31 - 1; received {config.seed}.")
     _check_numbers(config)
-    if config.output and os.path.exists(config.output) and not os.path.isdir(config.output):
-        raise UsageError(f"--output {config.output} is a file; give a folder (made if missing).")
     modes = getattr(config, "DISTRIBUTE_MODES", DISTRIBUTE)
     if config.distribute not in modes:
         raise UsageError(f"--distribute must be one of {modes}; received {config.distribute!r}.")
@@ -365,6 +363,8 @@ def start(recipe, config, layouts=None):
     config.backend = backend
     _limit_threads(backend, config.threads)
     parallel = distribute.configure(config, layouts)
+    if os.path.exists(config.output) and not os.path.isdir(config.output):
+        raise UsageError(f"--output {config.output} is a file; give a folder (made if missing).")
     try:
         os.makedirs(config.output, exist_ok=True)
     except OSError as err:  # a file in the path, no permission, a read-only disk
