@@ -98,8 +98,6 @@ class Config(common.RunConfig):
             raise common.UsageError(f"--seq-len must be at least 2 (two markers); received {self.seq_len}.")
         if self.irnn_input_stddev <= 0:
             raise common.UsageError(f"--irnn-input-stddev must be > 0; received {self.irnn_input_stddev}.")
-        if self.clipnorm < 0:
-            raise common.UsageError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
         for model in MODELS:
             common.check_choice(self, f"{model}_schedule", ("cosine", "constant"))
         self.model_list()

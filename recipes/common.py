@@ -226,7 +226,9 @@ def parse_config(config_class, argv=None, *, prog=None, description=None, preset
 def _check_numbers(config):
     """The rules every recipe's float flags share, by name: a number (not `nan` or
     `inf`, which slipped past each recipe's `< 0` checks and trained on NaN); a dropout
-    rate in [0, 1); a learning rate > 0 (>= 0 where 0 stands for the recipe's own)."""
+    rate in [0, 1); a learning rate > 0 (>= 0 where 0 stands for the recipe's own); a
+    clip norm >= 0 (0 turns clipping off). A recipe's `__post_init__` checks only what
+    is its own (translation's `--label-smoothing`, say)."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if field.type not in (float, "float") or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -241,6 +243,8 @@ def _check_numbers(config):
                 raise UsageError(f"{name} must be >= 0 (0: the recipe's own); received {value}.")
             if field.default != 0 and value <= 0:
                 raise UsageError(f"{name} must be > 0; received {value}.")
+        if field.name == "clipnorm" and value < 0:
+            raise UsageError(f"{name} must be >= 0 (0 turns clipping off); received {value}.")
 
 
 def _default(config_class, name):

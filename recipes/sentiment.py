@@ -95,11 +95,6 @@ class Config(common.RunConfig):
                               "epochs", "patience", "length_buckets", "ensemble")
         if not 0.0 < self.validation_fraction < 1.0:
             raise common.UsageError(f"--validation-fraction must be in (0, 1); received {self.validation_fraction}.")
-        for name in ("word_dropout", "embedding_dropout", "dropout", "head_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise common.UsageError(f"{common.flag(name)} must be in [0, 1); received {getattr(self, name)}.")
-        if self.clipnorm < 0:
-            raise common.UsageError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
 
 
 # MR: 9,600 short sentences (~20 words). A GRU, a smaller vocabulary and embedding and

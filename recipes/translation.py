@@ -86,14 +86,10 @@ class Config(common.RunConfig):
         common.check_choice(self, "score", ("general", "dot"))
         common.check_positive(self, "embedding_dim", "encoder_units", "decoder_units", "layers", "src_vocab",
                               "tgt_vocab", "max_len", "batch_size", "epochs", "beam")
-        for name in ("dropout", "label_smoothing"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise common.UsageError(f"{common.flag(name)} must be in [0, 1); received {getattr(self, name)}.")
-        if self.clipnorm < 0:
-            raise common.UsageError(f"--clipnorm must be >= 0 (0 turns clipping off); received {self.clipnorm}.")
-        for name in ("learning_rate", "lr_decay"):
-            if not getattr(self, name) > 0:  # (`not`: a NaN fails too)
-                raise common.UsageError(f"{common.flag(name)} must be > 0; received {getattr(self, name)}.")
+        if not 0.0 <= self.label_smoothing < 1.0:  # (dropout, clipnorm, learning rate: common._check_numbers)
+            raise common.UsageError(f"--label-smoothing must be in [0, 1); received {self.label_smoothing}.")
+        if not self.lr_decay > 0:  # (`not`: a NaN fails too)
+            raise common.UsageError(f"--lr-decay must be > 0; received {self.lr_decay}.")
         if self.alpha < 0:  # checked here, not by beam search after the whole training
             raise common.UsageError(f"--alpha (the length penalty's exponent) must be >= 0; received {self.alpha}.")
         if self.model_shards < 0:

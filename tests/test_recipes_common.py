@@ -116,7 +116,8 @@ def test_a_recipe_chooses_its_backend_before_keras(tmp_path):
 def test_float_flags_refuse_nan_and_what_their_name_rules_out(name):
     """`nan` passed every `x < 0` check and trained on NaN (a learning rate, a clip
     norm, a dropout rate); a negative learning rate or dropout rate trained too, and
-    translation's `--alpha -1` failed in beam search, after the training."""
+    translation's `--alpha -1` failed in beam search, after the training. The rules are
+    `common._check_numbers`'s, by name; a recipe keeps only its own."""
     module = RECIPES[name]
     floats = [f for f in dataclasses.fields(module.Config) if f.type in (float, "float")]
     assert floats
@@ -126,7 +127,7 @@ def test_float_flags_refuse_nan_and_what_their_name_rules_out(name):
             with pytest.raises(common.UsageError, match=f"{option}.* must be"):
                 module.parse_config([f"{option}={value}"])
         bad = ["-1"] + (["1"] if "dropout" in field.name else []) + (["0"] if field.name.endswith("_lr") else [])
-        if field.name in ("learning_rate", "alpha") or field.name.endswith(("_lr", "dropout")):
+        if field.name in ("learning_rate", "alpha", "clipnorm", "label_smoothing") or field.name.endswith(("_lr", "dropout")):
             for value in bad:
                 with pytest.raises(common.UsageError, match=f"{option}.* must be"):
                     module.parse_config([f"{option}={value}"])
