@@ -331,12 +331,20 @@ def data_errors(path):
         raise UsageError(f"--data {path or '(download)'}: {err}") from None
 
 
-def note_smoke_ignores_data(config):
-    """A recipe whose `--smoke` trains on generated data says so when `--data` is given
-    too, rather than ignoring the path in silence."""
-    if config.data:
-        print(f"note: --smoke trains on generated data; --data {config.data} is not read (drop --smoke to "
-              "train on it).", file=sys.stderr, flush=True)
+def smoke_slice(columns, size, seed):
+    """`size` rows (all, if fewer) picked at random with `seed` from `columns`, parallel
+    sequences (texts, labels, ...), in their original order: what `--smoke` trains on
+    when `--data` is given, so that a run of seconds reads the data as a real run does."""
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(seed).permutation(len(columns[0]))[:size])
+    return tuple(c[keep] if isinstance(c, np.ndarray) else [c[i] for i in keep] for c in columns)
+
+
+def note_smoke_slice(config, what):
+    """Says that `--smoke` trains on a slice of `--data` (`what`: how much of it)."""
+    print(f"note: --smoke trains its small model on a random slice of --data {config.data}: {what} (drop "
+          "--smoke to train on all of it).", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

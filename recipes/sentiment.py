@@ -16,6 +16,7 @@ recurrent connection; the optimizer clips the gradient norm.
     python -m recipes.sentiment --ensemble 3             # average 3 models (IMDB's default: 5)
     python -m recipes.sentiment --resume                 # continue an interrupted run
     python -m recipes.sentiment --smoke                  # seconds, generated reviews
+    python -m recipes.sentiment --smoke --dataset mr --data rt-polaritydata/  # seconds, a slice of MR
     python -m recipes.sentiment predict --output runs/sentiment "A wonderful film."
 
 Every setting is a `Config` field and a `--flag` (`--max-length 300`, `--no-bidirectional`).
@@ -138,19 +139,28 @@ def load_reviews(config):
     blocks of 250 consecutive ids (about ten films) make a validation set of mostly
     unseen movies too. Otherwise every review is its own group.
     """
-    if config.smoke:
-        common.note_smoke_ignores_data(config)
+    if config.smoke and not config.data:
         (train_texts, train_labels), test = (
-            generated_reviews(512, seed=config.seed), generated_reviews(256, seed=config.seed + 1)
+            generated_reviews(SMOKE_REVIEWS[0], seed=config.seed), generated_reviews(SMOKE_REVIEWS[1], seed=config.seed + 1)
         )
         return (train_texts, train_labels, np.arange(len(train_texts))), test
     common.check_data_path(config.data, "a folder or a .tar.gz archive of the data set")
     with common.data_errors(config.data):
         if config.dataset == "imdb":
             (texts, labels, ids), (test_texts, test_labels, _) = load_imdb(config.data or None, return_ids=True)
-            return (texts, labels, labels * 10**6 + ids // 250), (test_texts, test_labels)
-        (texts, labels), test = load_mr(config.data or None)
-    return (texts, labels, np.arange(len(texts))), test
+            train, test = (texts, labels, labels * 10**6 + ids // 250), (test_texts, test_labels)
+        else:
+            (texts, labels), test = load_mr(config.data or None)
+            train = (texts, labels, np.arange(len(texts)))
+    if config.smoke:  # the data read as in a real run, a seeded slice of it trained on
+        train, test = common.smoke_slice(train, SMOKE_REVIEWS[0], config.seed), common.smoke_slice(
+            test, SMOKE_REVIEWS[1], config.seed + 1)
+        common.note_smoke_slice(config, f"{len(train[0])} training and {len(test[0])} test reviews")
+    return train, test
+
+
+#: `--smoke`'s training and test reviews: generated, or a slice of `--data`.
+SMOKE_REVIEWS = (512, 256)
 
 
 def generated_reviews(n, seed=0):

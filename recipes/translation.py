@@ -20,6 +20,7 @@ Run (from the repository root, or `kerasrnn-recipe translation ...` once install
     python -m recipes.translation --data /path/to/multi30k --backend torch --output runs/mt
     python -m recipes.translation translate --output runs/mt "Ein Hund läuft."
     python -m recipes.translation --smoke --output /tmp/mt_smoke     # seconds, generated data
+    python -m recipes.translation --smoke --data multi30k/ --output /tmp/mt_smoke  # seconds, a slice of it
 """
 
 import argparse
@@ -114,18 +115,27 @@ def parse_config(argv=None):
 # ------------------------------------------------------------------------------
 def load_pairs(config):
     """`{"train", "val", "test"}` → (source sentences, target sentences)."""
-    if config.smoke:
-        common.note_smoke_ignores_data(config)
-        source, target = data.synthetic_pairs(1200, vocab=10, max_len=7, seed=config.seed)
+    if config.smoke and not config.data:
+        source, target = data.synthetic_pairs(sum(SMOKE_PAIRS.values()), vocab=10, max_len=7, seed=config.seed)
         return data.split_pairs(source, target, (0.8, 0.1, 0.1), seed=config.seed)
     common.check_data_path(config.data, "a folder of Multi30k {split}.{lang}.gz files or a TSV file")
     with common.data_errors(config.data):
         if config.data and os.path.isfile(config.data):
             columns = tuple(int(c) for c in config.tsv_columns.split(","))
             source, target = data.load_parallel_tsv(config.data, columns=columns)
-            return data.split_pairs(source, target, seed=config.seed)
-        splits = data.load_multi30k(config.src, config.tgt, path=config.data or None)
-    return {"train": splits["train"], "val": splits["val"], "test": splits["test_2016_flickr"]}
+            pairs = data.split_pairs(source, target, seed=config.seed)
+        else:
+            splits = data.load_multi30k(config.src, config.tgt, path=config.data or None)
+            pairs = {"train": splits["train"], "val": splits["val"], "test": splits["test_2016_flickr"]}
+    if config.smoke:  # the data read as in a real run, a seeded slice of each split trained on
+        pairs = {name: common.smoke_slice(pair, SMOKE_PAIRS[name], config.seed + i)
+                 for i, (name, pair) in enumerate(pairs.items())}
+        common.note_smoke_slice(config, ", ".join(f"{len(p[0])} {name}" for name, p in pairs.items()) + " pairs")
+    return pairs
+
+
+#: `--smoke`'s pairs per split: generated (split 80/10/10), or a slice of `--data`.
+SMOKE_PAIRS = {"train": 960, "val": 120, "test": 120}
 
 
 def tokenizers(run, train):

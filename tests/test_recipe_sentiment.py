@@ -12,7 +12,7 @@ import tarfile
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, other_backend
+from conftest import BACKEND, SHARED_DATA, other_backend, requires_shared_data
 
 from recipes import common, sentiment
 
@@ -246,3 +246,15 @@ def test_stacked_model_ignores_padding(cell):
     padded = keras.ops.convert_to_numpy(model(ids, training=False))
     short = keras.ops.convert_to_numpy(model(ids[:, :4], training=False))
     np.testing.assert_allclose(padded, short, rtol=1e-5, atol=1e-6)
+
+
+@requires_shared_data("rt-polarity")
+def test_smoke_run_on_a_slice_of_the_real_mr(tmp_path):
+    """`--smoke --data`: the real snippets, read as a full run reads them, a slice of
+    them trained and tested on in seconds (tests/test_recipes_common.py checks the slice)."""
+    out = tmp_path / "mr"
+    sentiment.main([*SMOKE, "--ensemble", "1", "--epochs", "1", "--dataset", "mr",
+                    "--data", os.path.join(SHARED_DATA, "rt-polarity"), "--output", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert sum(results["metrics"]["confusion"].values()) == sentiment.SMOKE_REVIEWS[1]
+    assert 0 <= results["metrics"]["test_accuracy"] <= 1

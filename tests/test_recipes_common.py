@@ -134,15 +134,63 @@ def test_float_flags_refuse_nan_and_what_their_name_rules_out(name):
         module.parse_config([option, str(field.default)])  # the default passes
 
 
-@pytest.mark.parametrize("name, load", [("sentiment", "load_reviews"), ("translation", "load_pairs")])
-def test_smoke_says_it_does_not_read_the_data_given(name, load, capsys):
-    """Their `--smoke` trains on generated data; a `--data` beside it was ignored in silence."""
+def _write_mr(folder, n):
+    """An MR-layout folder (`rt-polarity.pos`/`.neg`, one snippet a line) of `n` generated
+    snippets per class, each one distinct."""
+    os.makedirs(folder)
+    for label in ("pos", "neg"):
+        texts, _ = sentiment.generated_reviews(n, seed=len(label))
+        with open(os.path.join(folder, f"rt-polarity.{label}"), "w", encoding="latin-1") as f:
+            f.writelines(f"{label} {i} {text}\n" for i, text in enumerate(texts))
+    return folder
+
+
+def _write_pairs(path, n):
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"source {i} a b\ttarget {i} c\n" for i in range(n))
+    return path
+
+
+@pytest.mark.parametrize("name", ["sentiment", "translation"])
+def test_smoke_with_data_trains_on_a_seeded_slice_of_it(name, tmp_path, capsys):
+    """Their `--smoke` trains on generated data, and a `--data` beside it was ignored
+    (then only noted): now it reads the data as a real run does (the same loader, its
+    errors) and takes a seeded random slice the size of the generated data, as
+    captioning's and forecasting's `--smoke` take theirs from the real data."""
     module = RECIPES[name]
-    getattr(module, load)(module.parse_config(["--smoke"]))
+    if name == "sentiment":
+        data, flags, load = _write_mr(tmp_path / "mr", 1500), ["--dataset", "mr"], module.load_reviews
+        sizes = {"train": module.SMOKE_REVIEWS[0], "test": module.SMOKE_REVIEWS[1]}
+        lines = {line for label in ("pos", "neg")
+                 for line in (data / f"rt-polarity.{label}").read_text(encoding="latin-1").splitlines()}
+    else:
+        data, flags, load = _write_pairs(tmp_path / "pairs.tsv", 3000), [], module.load_pairs
+        sizes = module.SMOKE_PAIRS
+        lines = {line.split("\t")[0] for line in data.read_text(encoding="utf-8").splitlines()}
+
+    def loaded(*more):
+        splits = load(module.parse_config(["--smoke", *flags, "--data", str(data), *more]))
+        if name == "sentiment":
+            (texts, labels, groups), (test_texts, test_labels) = splits
+            assert len(texts) == len(labels) == len(groups) and len(test_texts) == len(test_labels)
+            assert {t.split()[0] for t in texts} == {"pos", "neg"}
+            assert all(int(y) == (t.split()[0] == "pos") for t, y in zip(texts, labels))  # still each one's label
+            return {"train": texts, "test": test_texts}
+        assert all(s.split()[1] == t.split()[1] for split in splits.values() for s, t in zip(*split))  # pairs kept
+        return {split: source for split, (source, _) in splits.items()}
+
+    first = loaded()
+    assert {split: len(texts) for split, texts in first.items()} == sizes
+    assert set().union(*first.values()) <= lines  # read from --data, none generated
+    assert not set(first["train"]) & set(first["test"])
+    err = capsys.readouterr().err
+    assert f"note: --smoke trains its small model on a random slice of --data {data}: " in err
+    assert loaded() == first and loaded("--seed", "5") != first  # seeded
+    capsys.readouterr()
+    load(module.parse_config(["--smoke", *flags]))  # without --data: generated, no note
     assert "note:" not in capsys.readouterr().err
-    getattr(module, load)(module.parse_config(["--smoke", "--data", "/no/such/reviews"]))
-    assert ("note: --smoke trains on generated data; --data /no/such/reviews is not read (drop --smoke to "
-            "train on it).") in capsys.readouterr().err
+    with pytest.raises(common.UsageError, match="--data .*no such file"):
+        load(module.parse_config(["--smoke", *flags, "--data", str(tmp_path / "missing")]))
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
