@@ -37,8 +37,9 @@ TEST_PACKAGES = [
 PIP_PATIENCE = {"PIP_RETRIES": "10", "PIP_RESUME_RETRIES": "20", "PIP_TIMEOUT": "60"}
 
 
-def _install(session, *args, attempts=3, pause_s=30):
-    """`session.install(*args)`, tried again after a pause when pip fails.
+def _install(session, *args, attempts=3, pause_s=30, python=None):
+    """`session.install(*args)` (or `python -m pip install *args`), tried again after a
+    pause when pip fails.
 
     A registry that drops connections fails a whole CI run in its first minute; a second
     try, half a minute later, may find it back. A failure that repeats (a package
@@ -46,7 +47,10 @@ def _install(session, *args, attempts=3, pause_s=30):
     """
     for attempt in range(1, attempts + 1):
         try:
-            session.install(*args, env=PIP_PATIENCE)
+            if python is None:
+                session.install(*args, env=PIP_PATIENCE)
+            else:
+                session.run(python, "-m", "pip", "install", *args, env=PIP_PATIENCE, external=True, silent=True)
             return
         except CommandFailed:
             if attempt == attempts:
@@ -71,18 +75,51 @@ def _env(backend):
     }
 
 
-@nox.session
+#: The one venv of the `tests` sessions, made afresh by the first of them that a nox
+#: invocation runs (`nox -s tests` runs three) and shared by the others.
+TEST_VENV = os.path.join(".nox", "tests-cpu")
+_test_venv_made = []
+
+
+def _test_venv(session):
+    """The Python of the `tests` sessions' shared venv, made and installed on the first
+    call of this nox invocation.
+
+    Every test session installs the same packages (all three backends: the parity tests
+    compare with torch.nn, the save/load tests cross backends); only KERAS_BACKEND
+    differs. One venv instead of three saves two installs of about 3.3 GB each (about
+    two minutes apiece here, with pip's cache warm). Like nox's own venvs here
+    (`reuse_existing_virtualenvs = False`), it starts from nothing in each invocation.
+    """
+    bin_dir = os.path.join(os.path.abspath(TEST_VENV), "Scripts" if sys.platform == "win32" else "bin")
+    python = os.path.join(bin_dir, "python")
+    if not _test_venv_made:
+        session.log(f"Creating the tests' shared venv in {TEST_VENV} (all three backends)")
+        session.run(sys.executable, "-m", "venv", "--clear", TEST_VENV, external=True)
+        _install(session, "--upgrade", "pip", python=python)
+        _install(session, *CPU_BACKEND_PACKAGES, *TEST_PACKAGES, python=python)
+        _install(session, "-e", ".", python=python)
+        _test_venv_made.append(TEST_VENV)
+    else:
+        session.log(f"Reusing the tests' shared venv {TEST_VENV}, made by an earlier session of this run")
+    return python, bin_dir
+
+
+@nox.session(python=False)
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
-    """The test suite on the CPU with KERAS_BACKEND=backend (all backends installed)."""
-    _install(session, *CPU_BACKEND_PACKAGES, *TEST_PACKAGES)
-    _install(session, "-e", ".")
+    """The test suite on the CPU with KERAS_BACKEND=backend (all backends installed, in
+    one venv that the three sessions of a run share: `_test_venv`)."""
+    python, bin_dir = _test_venv(session)
     env = _env(backend)
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU session: never pick up a GPU
+    # As in an activated venv: a test that starts `python` or a console script finds this one's.
+    env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
+    env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     # Whole files per worker (`loadfile`): a module's fixture (the virtual-device
     # children of test_distribute.py, a recipe's smoke run) then runs once, not once per
     # worker that gets one of its tests.
-    session.run("pytest", "-q", *_workers(), *session.posargs, env=env)
+    session.run(python, "-m", "pytest", "-q", *_workers(), *session.posargs, env=env, external=True)
 
 
 @nox.session(python=False, default=False)
