@@ -318,3 +318,23 @@ def test_plots_explain_a_missing_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
     with pytest.raises(ImportError, match=r"kerasrnn\[recipes\]"):
         diagnostics.plot_gradient_norms({"a": [1.0, 2.0]}, "unused.png")
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_the_profile_is_in_processing_order_for_a_backward_layer(go_backwards):
+    """A linear RNN with recurrent matrix 0.5·I: the loss (on the last output processed)
+    sees the k-th step processed through 0.5^(T-k) of the recurrence. A backward layer's
+    probes were indexed in input time, so its profile came out reversed and its
+    log10 ratio with the wrong sign (+1.5: "exploding" for a vanishing signal)."""
+    from kerasrnn.diagnostics import gradient_norms, log10_ratio
+
+    model = keras.Sequential([
+        keras.Input((6, 1)),
+        kerasrnn.SimpleRNN(2, activation="linear", use_bias=False, go_backwards=go_backwards, name="rnn",
+                           recurrent_initializer=keras.initializers.Identity(0.5)),
+        keras.layers.Dense(1),
+    ])
+    norms = np.asarray(gradient_norms(model, np.ones((3, 6, 1)), np.zeros((3, 1)), loss="mse")["rnn"])
+    np.testing.assert_allclose(norms / norms.max(axis=1, keepdims=True), np.tile(0.5 ** np.arange(5, -1, -1), (3, 1)),
+                               rtol=1e-5)
+    assert log10_ratio(norms) == pytest.approx(-5 * np.log10(2), abs=1e-4)

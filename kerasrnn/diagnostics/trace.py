@@ -144,7 +144,13 @@ def _traced_call(layer, probe, records):
 
             return step
 
-        scanned = () if probe is None else (ops.cast(probe, sequences.dtype),)
+        scanned = ()
+        if probe is not None:
+            # The loop reverses what it scans with the sequence for `go_backwards`; the
+            # probe's time is processing order already (as the records' is), so it is
+            # flipped first: p[:, 0] is then added to the first step processed.
+            cast = ops.cast(probe, sequences.dtype)
+            scanned = (ops.flip(cast, axis=1) if layer.go_backwards else cast,)
         last, outputs, final = run_cell(
             cell, sequences, states, constants, plan, mask=mask, training=training,
             go_backwards=layer.go_backwards, return_sequences=True,
