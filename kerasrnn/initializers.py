@@ -46,9 +46,13 @@ class ForgetGateBias(keras.initializers.Initializer):
                 f"ForgetGateBias: bias size {total} is not a multiple of gates={self.gates}."
             )
         units = total // self.gates
-        blocks = [self.base((units,), dtype=dtype) for _ in range(self.gates)]
-        blocks[self.forget_index] = ops.full((units,), self.forget_bias, dtype=dtype)
-        return ops.concatenate(blocks, axis=0)
+        # One draw for the whole vector: a seeded (or Keras's unseeded, per-instance
+        # seeded) random base returns the same values at every call, so a draw per
+        # block gave the input, cell and output gates the very same biases.
+        values = self.base((total,), dtype=dtype)
+        start = self.forget_index * units
+        forget = ops.full((units,), self.forget_bias, dtype=values.dtype)
+        return ops.concatenate([values[:start], forget, values[start + units :]], axis=0)
 
     def get_config(self):
         return {

@@ -338,6 +338,18 @@ def test_lstm_forget_bias(unit_forget_bias):
     np.testing.assert_array_equal(bias, theirs.get_weights()[2])
 
 
+@pytest.mark.parametrize("seed", [1, None])
+def test_forget_gate_bias_draws_each_gate_its_own_random_bias(seed):
+    """With a random base (`bias_initializer=RandomNormal(...)`), the input, cell and
+    output gates got identical biases: the base was called once per gate, and a seeded
+    (or Keras's per-instance seeded) initializer returns the same values at every call."""
+    layer = built(kerasrnn.LSTM(UNITS, bias_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed)))
+    i, f, c, o = np.split(layer.get_weights()[2], 4)
+    np.testing.assert_array_equal(f, np.ones(UNITS))
+    assert not np.allclose(i, c) and not np.allclose(i, o) and not np.allclose(c, o)
+    assert 0.3 < np.concatenate([i, c, o]).std() < 3  # the base's draws, not a constant
+
+
 def test_default_initializers_follow_the_seed():
     """Glorot-uniform input kernel, orthogonal recurrent kernel (orthonormal rows), zero biases."""
     layer = built(kerasrnn.GRU(UNITS), input_dim=40)
