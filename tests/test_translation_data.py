@@ -94,6 +94,10 @@ def test_parallel_tsv(tmp_path):
     path.write_text("Go.\tGeh.\tCC-BY 2.0\n\nRun!\tLauf!\tCC-BY 2.0\nWow!\tPotzdonner!\tCC\n", encoding="utf-8")
     assert data.load_parallel_tsv(path) == (["Go.", "Run!", "Wow!"], ["Geh.", "Lauf!", "Potzdonner!"])
     assert data.load_parallel_tsv(path, columns=(1, 0), limit=2) == (["Geh.", "Lauf!"], ["Go.", "Run!"])
+    assert data.load_parallel_tsv(path, limit=0) == ([], [])  # read none (it returned one pair)
+    for limit in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="`limit` must be None"):
+            data.load_parallel_tsv(path, limit=limit)
     bad = tmp_path / "bad.tsv"
     bad.write_text("Go.\tGeh.\nno tab here\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.tsv:2: expected at least 2"):

@@ -197,9 +197,13 @@ def load_parallel_tsv(path, columns=(0, 1), limit=None):
     >>> load_parallel_tsv(p, columns=(1, 0))
     (['Geh.', 'Hallo!'], ['Go.', 'Hi.'])
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"`limit` must be None (every pair) or an integer >= 0; received {limit!r}.")
     source, target = [], []
     need = max(columns) + 1
     for number, line in enumerate(_read_lines(path), start=1):
+        if limit is not None and len(source) >= limit:  # checked first: `limit=0` reads none
+            break
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -210,8 +214,6 @@ def load_parallel_tsv(path, columns=(0, 1), limit=None):
             )
         source.append(fields[columns[0]].strip())
         target.append(fields[columns[1]].strip())
-        if limit is not None and len(source) >= limit:
-            break
     return source, target
 
 
