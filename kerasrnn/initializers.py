@@ -5,9 +5,38 @@ from keras import initializers, ops
 
 __all__ = ["ForgetGateBias", "Identity"]
 
-#: The IRNN recurrent initializer (Le, Jaitly & Hinton 2015): `gain · I`.
-#: Keras's own `keras.initializers.Identity`, re-exported so recipes need one import.
-Identity = keras.initializers.Identity
+@keras.saving.register_keras_serializable(package="kerasrnn")
+class Identity(keras.initializers.Identity):
+    """The IRNN recurrent initializer (Le, Jaitly & Hinton 2015): `gain · I`.
+
+    `keras.initializers.Identity` with its `gain` kept in `get_config()`: Keras's own
+    serializes as `{}`, so every copy of a layer made from its config (`from_config`, the
+    backward half of `Bidirectional`, `DeepRNN.repeat`, `keras.models.clone_model`)
+    started from `1 · I`. kerasrnn's layers turn a Keras `Identity` they are given into
+    this one, with the same gain.
+
+    Args:
+        gain: scale of the identity matrix (default 1.0).
+
+    Example:
+
+    >>> import keras
+    >>> from kerasrnn.initializers import Identity
+    >>> keras.ops.convert_to_numpy(Identity(gain=0.5)((2, 2))).tolist()
+    [[0.5, 0.0], [0.0, 0.5]]
+    >>> Identity(gain=0.5).get_config()
+    {'gain': 0.5}
+
+    Reference:
+        Le, Jaitly & Hinton, "A Simple Way to Initialize Recurrent Networks of
+        Rectified Linear Units", arXiv:1504.00941, 2015.
+    """
+
+    def __init__(self, gain=1.0):
+        super().__init__(gain=float(gain))
+
+    def get_config(self):
+        return {"gain": self.gain}
 
 
 @keras.saving.register_keras_serializable(package="kerasrnn")

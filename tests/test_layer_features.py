@@ -327,6 +327,37 @@ def test_irnn_initialization():
     np.testing.assert_allclose(to_numpy(out), h0 * 0.5**TIME, rtol=1e-5)
 
 
+def _recurrent_diagonal(layer):
+    layer.build((None, TIME, FEATURES))
+    return np.diag(to_numpy(layer.cell.recurrent_kernel)).tolist()
+
+
+def test_irnn_gain_survives_its_config():
+    # Keras's Identity serializes as `{}`, so every copy made from a config (from_config,
+    # the backward half of Bidirectional, DeepRNN.repeat, clone_model) was gain 1.
+    layer = kerasrnn.IRNN(2, gain=0.5)
+    assert _recurrent_diagonal(kerasrnn.IRNN.from_config(layer.get_config())) == [0.5, 0.5]
+    backward = keras.layers.Bidirectional(kerasrnn.IRNN(2, gain=0.5)).backward_layer
+    assert _recurrent_diagonal(backward) == [0.5, 0.5]
+    deep = kerasrnn.layers.DeepRNN.repeat(kerasrnn.IRNN(2, gain=0.25), 2)
+    deep.build((None, TIME, FEATURES))
+    assert [np.diag(to_numpy(l.cell.recurrent_kernel)).tolist() for l in deep.rnn_layers] == [[0.25] * 2] * 2
+    initializer = kerasrnn.initializers.Identity(gain=0.5)
+    assert initializer.get_config() == {"gain": 0.5}
+    again = keras.initializers.deserialize(keras.initializers.serialize(initializer))
+    assert type(again) is kerasrnn.initializers.Identity and again.gain == 0.5
+    # A config written before the fix (Keras's Identity, no gain) takes the layer's gain.
+    old = layer.get_config()
+    old["recurrent_initializer"] = keras.initializers.serialize(keras.initializers.Identity(0.5))
+    assert _recurrent_diagonal(kerasrnn.IRNN.from_config(old)) == [0.5, 0.5]
+    # A Keras Identity given to any layer keeps its gain too.
+    simple = kerasrnn.SimpleRNN(2, recurrent_initializer=keras.initializers.Identity(0.5))
+    assert _recurrent_diagonal(kerasrnn.SimpleRNN.from_config(simple.get_config())) == [0.5, 0.5]
+    # An initializer the user chose still wins over the recipe's.
+    chosen = kerasrnn.IRNN(2, gain=0.5, recurrent_initializer=kerasrnn.initializers.Identity(2.0))
+    assert _recurrent_diagonal(kerasrnn.IRNN.from_config(chosen.get_config())) == [2.0, 2.0]
+
+
 @pytest.mark.parametrize("unit_forget_bias", [True, False])
 def test_lstm_forget_bias(unit_forget_bias):
     layer = built(kerasrnn.LSTM(UNITS, unit_forget_bias=unit_forget_bias))

@@ -4,6 +4,8 @@ import numbers
 
 from keras import activations, constraints, initializers, regularizers
 
+from kerasrnn.initializers import Identity
+
 ZONEOUT_MEANING = "the probability that a unit keeps its previous value"
 
 
@@ -88,9 +90,13 @@ def keras_object(name, value):
     kind = name.rsplit("_", 1)[-1]
     get, examples = _KERAS_OBJECTS[kind]
     try:
-        return get(value)
+        value = get(value)
     except (ValueError, TypeError) as err:
         raise ValueError(f"Unknown {kind} for `{name}`: {value!r}. Use {examples}.") from err
+    if type(value) is initializers.Identity:
+        # Keras's Identity forgets its gain in get_config(); ours keeps it.
+        value = Identity(gain=value.gain)
+    return value
 
 
 #: `implementation` of keras.layers.LSTM/GRU: 1 runs one small matrix product per gate,

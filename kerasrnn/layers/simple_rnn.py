@@ -5,6 +5,7 @@ from typing import ClassVar
 import keras
 from keras import activations
 
+from kerasrnn.initializers import Identity
 from kerasrnn.layers import _checks
 from kerasrnn.layers.cell import (
     RecurrentCell,
@@ -214,7 +215,7 @@ class IRNN(SimpleRNN):
             "input_stddev", input_stddev, "the spread of the input weights"
         )
         kwargs.setdefault("activation", "relu")
-        kwargs.setdefault("recurrent_initializer", keras.initializers.Identity(gain=self.gain))
+        kwargs.setdefault("recurrent_initializer", Identity(gain=self.gain))
         kwargs.setdefault(
             "kernel_initializer", keras.initializers.RandomNormal(stddev=self.input_stddev)
         )
@@ -222,3 +223,18 @@ class IRNN(SimpleRNN):
 
     def get_config(self):
         return {**super().get_config(), "gain": self.gain, "input_stddev": self.input_stddev}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        written = config.get("recurrent_initializer")
+        if (
+            isinstance(written, dict)
+            and written.get("class_name") == "Identity"
+            and written.get("module") == "keras.initializers"
+            and "gain" not in (written.get("config") or {})
+        ):
+            # Written before kerasrnn's Identity: Keras's `{}` dropped the gain, which
+            # was the layer's own (IRNN's default recurrent initializer).
+            config["recurrent_initializer"] = Identity(gain=config.get("gain", 1.0))
+        return super().from_config(config, custom_objects=custom_objects)
