@@ -178,3 +178,30 @@ def test_stateless_call_with_numpy_inputs(form):
     np.testing.assert_allclose(to_numpy(_stateless(layer, x)), expected, rtol=1e-6, atol=1e-6)
     fused = FUSED_LSTM if form == "lstm" else (BACKEND == "torch" and form != "gru_before")
     assert layer.last_path.startswith("fused:") == fused
+
+
+@pytest.mark.parametrize("training", [1, 0, np.True_, np.False_], ids=["1", "0", "np_true", "np_false"])
+def test_training_given_as_a_number_is_a_flag(training):
+    # keras.layers accept `training=1`; on JAX it reached `if training:` as a tracer.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    layer = kerasrnn.LSTM(UNITS, dropout=0.5, seed=1)
+    layer(x)
+    out = to_numpy(layer(x, training=training))
+    inference = to_numpy(layer(x, training=False))
+    if bool(training):
+        assert not np.allclose(out, inference)  # dropout ran
+    else:
+        np.testing.assert_allclose(out, inference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ints", "floats", "bools"])
+def test_a_mask_given_as_nested_python_values(kind):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    mask = random_mask(rng, BATCH, TIME, "arbitrary")
+    values = {"ints": int, "floats": float, "bools": bool}[kind]
+    nested = [[values(v) for v in row] for row in mask.tolist()]
+    layer = kerasrnn.GRU(UNITS, return_sequences=True)
+    expected = to_numpy(layer(x, mask=mask))
+    np.testing.assert_allclose(to_numpy(layer(x, mask=nested)), expected, rtol=1e-6)

@@ -138,6 +138,29 @@ def check_mask(layer, mask, sequences):
     return mask if dtype_name(mask) == "bool" else ops.cast(mask, "bool")
 
 
+def static_call_arguments(mask, training):
+    """`(mask, training)` with Python values made concrete before a compiled call.
+
+    On JAX an eager call runs as one compiled program (`kerasrnn.ops.compiled`), which
+    traces numbers: `training=1` (accepted by keras.layers), a NumPy bool or a concrete
+    scalar array would reach `if training:` as a tracer, and a mask given as nested
+    Python numbers would be a list of tracers. So a concrete `training` becomes a
+    Python bool (a traced one, inside `jax.jit` or `tf.function`, stays as it is) and a
+    nested-list mask a NumPy array.
+    """
+    if isinstance(mask, (list, tuple)) and _is_nested_values(mask):
+        mask = np.asarray(mask)
+    if training is not None and not isinstance(training, bool):
+        if isinstance(training, (int, float, np.generic)):
+            training = bool(training)
+        elif tuple(getattr(training, "shape", (None,))) == ():
+            try:
+                training = bool(training)
+            except (TypeError, ValueError):  # a symbolic or traced flag: decided when it runs
+                return mask, training
+    return mask, training
+
+
 def _is_nested_values(mask):
     """Whether a list `mask` is the mask itself as nested Python values
     (`[[True, False], ...]`) rather than a list of masks, one per input."""

@@ -197,6 +197,7 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         # traces and compiles its body anew at every call, and JAX's caches keep each
         # of those programs (about 250 ms and 2 MB more per call of a small LSTM, for
         # `keras.layers.LSTM` as much as for this loop).
+        mask, training = _inputs.static_call_arguments(mask, training)
         run = compiled(self, "_call", backends=("jax",), python_state=("last_path", "last_path_reason"))
         return run(sequences, initial_state, mask, training)
 
