@@ -155,6 +155,42 @@ def test_beam_search_finds_what_greedy_misses_and_freezes_finished():
     assert tokens.tolist()[0][1:] == [1] + [0] * (tokens.shape[1] - 2)
 
 
+def test_beam_search_takes_none_among_the_constants_as_greedy_does():
+    # A decoder without attention has no memory mask: `prepare` gives `mask: None`.
+    table = np.full((5, 5), 0.1) + np.eye(5)[[3, 1, 4, 1, 1]]
+    memory = np.zeros((2, 3, 4), "float32")
+    seen = []
+
+    def step_fn(tokens, states, constants):
+        seen.append((constants["mask"], tuple(constants["memory"].shape)))
+        return _table_step(table)(tokens, states, constants)
+
+    common = {"batch_size": 2, "bos_id": 2, "eos_id": 1, "max_length": 4}
+    greedy, _ = seq2seq.greedy_search(step_fn, [], {"memory": memory, "mask": None}, **common)
+    tokens, _, _ = seq2seq.beam_search(step_fn, [], {"memory": memory, "mask": None}, beam_size=3, **common)
+    assert seq2seq.strip_after_eos(tokens, eos_id=1) == seq2seq.strip_after_eos(greedy, eos_id=1) == [[4], [4]]
+    assert seen[-1] == (None, (6, 3, 4))  # the arrays repeated per hypothesis, None kept
+
+
+def test_translate_builds_a_model_never_called():
+    keras.utils.set_random_seed(0)
+    model = seq2seq.Seq2Seq(14, 14, embedding_dim=8, encoder_units=8, decoder_units=8)
+    source = np.array([[5, 6, 7, 3], [8, 9, 3, 0]])
+    greedy, weights = model.translate(source, max_length=5)
+    assert model.built and len(greedy) == 2 and weights[0].shape[1] == 4
+    assert model.translate(source, beam_size=1, max_length=5)[0] == greedy
+
+
+@pytest.mark.parametrize("argument, value, error", [
+    ("beam_size", None, TypeError), ("beam_size", 0, ValueError), ("beam_size", 2.5, TypeError),
+    ("max_length", 0, ValueError), ("max_length", "9", TypeError),
+])
+def test_translate_names_a_bad_search_argument(argument, value, error):
+    model = _toy_model()
+    with pytest.raises(error, match=f"`{argument}`"):
+        model.translate(np.array([[5, 6, 3]]), **{argument: value})
+
+
 def test_length_penalty_prefers_longer_hypotheses():
     # From bos: EOS now (p 0.5), or "a" (0.5) then EOS with p 0.9 — log 0.45 < log 0.5.
     table = np.full((4, 4), 1e-9)

@@ -150,7 +150,10 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
                 "Tokenize and pad the sentences first (`kerasrnn.datasets.translation.pad_batch`)."
             )
         batch, source_len = source.shape
-        max_length = 2 * source_len + 10 if max_length is None else int(max_length)
+        beam_size = _checks.positive_int("beam_size", beam_size)
+        max_length = 2 * source_len + 10 if max_length is None else _checks.positive_int("max_length", max_length)
+        if not self.built:  # every weight's shape follows from the configuration
+            self.build()
         padded = np.full((batch, -(-source_len // SOURCE_MULTIPLE) * SOURCE_MULTIPLE), self.pad_id, source.dtype)
         padded[:, :source_len] = source
         memory, mask, summary = compiled(self, "encode")(padded)

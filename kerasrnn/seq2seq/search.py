@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
+from kerasrnn.layers import _checks
 from kerasrnn.ops.compiled import compiled_function
 
 __all__ = ["beam_search", "greedy_search", "length_penalty", "strip_after_eos"]
@@ -62,8 +63,7 @@ def length_penalty(length, alpha):
 
 def _check_search_args(batch_size, max_length, beam_size=1):
     for name, value in (("batch_size", batch_size), ("max_length", max_length), ("beam_size", beam_size)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+        _checks.positive_int(name, value)
 
 
 def greedy_search(step_fn, states, constants, *, batch_size, bos_id, eos_id, max_length, pad_id=0):
@@ -175,8 +175,8 @@ def beam_search(
     k = int(beam_size)
     rows = batch_size * k
 
-    def tile(x):
-        return ops.repeat(x, k, axis=0)
+    def tile(x):  # `None` (a decoder without a memory mask) stays `None`
+        return None if x is None else ops.repeat(x, k, axis=0)
 
     states = [tile(s) for s in states]
     constants = tree.map_structure(tile, constants)
