@@ -364,6 +364,65 @@ def test_compiled_training_step_matches_eager_loss(attention, rng):
     np.testing.assert_allclose(history.history["loss"][0], eager, rtol=1e-5)
 
 
+@pytest.mark.parametrize("time", [3, 4], ids=["time_ne_batch", "time_eq_batch"])
+def test_a_per_sequence_sample_weight_scales_whole_sequences(time, rng):
+    # Keras broadcasts a (batch,) weight against (batch, time) losses along time (or
+    # fails); the loss documents one weight per sequence.
+    target = rng.integers(1, 5, size=(4, time))
+    target[1, -1] = 0
+    logits = rng.normal(size=(4, time, 5)).astype("float32")
+    weights = np.array([1.0, 0.5, 0.0, 2.0], "float32")
+    loss = seq2seq.MaskedSequenceLoss()
+    per_token = float(loss(target, logits, sample_weight=np.repeat(weights[:, None], time, axis=1)))
+    assert per_token != pytest.approx(float(loss(target, logits)))
+    np.testing.assert_allclose(float(loss(target, logits, sample_weight=weights)), per_token, rtol=1e-6)
+    np.testing.assert_allclose(float(loss(target, logits, sample_weight=weights[:, None])), per_token, rtol=1e-6)
+
+
+def test_evaluate_with_a_per_sequence_sample_weight(rng):
+    model = _toy_model("luong")
+    model.compile(keras.optimizers.SGD(0.0), loss=seq2seq.MaskedSequenceLoss())
+    source, target_in, target = _reverse_task(rng, 8, length=4)
+    weights = np.linspace(0.0, 2.0, 8).astype("float32")
+    logits = model((source, target_in))
+    expected = float(seq2seq.MaskedSequenceLoss()(target, logits, sample_weight=np.repeat(weights[:, None], 5, 1)))
+    got = model.evaluate((source, target_in), target, sample_weight=weights, batch_size=8, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="jit_compile=True is torch.compile on torch")
+def test_bahdanau_trains_under_xla(rng):
+    # On TensorFlow the score's rank-3 @ rank-2 product was a Tensordot whose gradient
+    # inside the decoder's while loop needs a static transpose, which XLA refused.
+    # It shows where the batch size is unknown: 8 examples in batches of 3.
+    model = _toy_model("bahdanau")
+    model.compile(keras.optimizers.SGD(0.0), loss=seq2seq.MaskedSequenceLoss(), jit_compile=True)
+    source, target_in, target = _reverse_task(rng, 8, length=4)
+    history = model.fit((source, target_in), target, batch_size=3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    model.compile(keras.optimizers.SGD(0.0), loss=seq2seq.MaskedSequenceLoss(), jit_compile=True)
+    eager = float(seq2seq.MaskedSequenceLoss()(target, model((source, target_in))))
+    np.testing.assert_allclose(model.evaluate((source, target_in), target, batch_size=8, verbose=0), eager, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_translate_under_mixed_precision(attention, rng):
+    # The attention read its float32 weights outside Layer.__call__'s autocast: the
+    # decoder step mixed float32 and float16 (TensorFlow refuses to add them).
+    source, target_in, _ = _reverse_task(rng, 4, length=4)
+    full = _toy_model(attention)
+    keras.config.set_dtype_policy("mixed_float16")  # the conftest fixture restores float32
+    half = _toy_model(attention)
+    half.set_weights(full.get_weights())
+    logits = half((source, target_in))
+    np.testing.assert_allclose(to_numpy(logits), to_numpy(full((source, target_in))), atol=2e-2)
+    for beam_size in (1, 2):
+        tokens, weights = half.translate(source, beam_size=beam_size, max_length=6)
+        assert len(tokens) == 4 and all(0 <= t < 14 for row in tokens for t in row)
+        if attention != "none":
+            assert np.allclose(np.concatenate([w.sum(-1) for w in weights]), 1.0, atol=1e-2)
+
+
 def test_seq2seq_save_and_load(tmp_path, rng):
     model = _toy_model("bahdanau")
     source = rng.integers(4, 14, size=(2, 5))

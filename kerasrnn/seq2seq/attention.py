@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from kerasrnn.layers import _checks
+from kerasrnn.layers.cell import read
 from kerasrnn.ops.device import BuildsOutsideInferenceMode
 
 __all__ = ["BahdanauAttention", "LuongAttention", "masked_softmax"]
@@ -99,18 +100,25 @@ class BahdanauAttention(BuildsOutsideInferenceMode, keras.layers.Layer):
         self.built = True
 
     def prepare(self, memory, mask=None, query_dim=None):
-        """Per-sentence tensors: `keys = U h + b`, the memory and its mask."""
+        """Per-sentence tensors: `keys = U h + b`, the memory and its mask.
+
+        `prepare` and `attend` are called from inside the decoder's loop, not through
+        `Layer.__call__`: they read the weights in the layer's compute dtype themselves
+        (float16 under `mixed_float16`)."""
         memory = ops.convert_to_tensor(memory)
         if not self.built:
             self.build(query_dim, memory.shape[-1])
-        keys = ops.matmul(memory, ops.convert_to_tensor(self.memory_kernel)) + ops.convert_to_tensor(self.bias)
+        keys = ops.matmul(memory, read(self.memory_kernel, self.compute_dtype)) + read(self.bias, self.compute_dtype)
         return {"memory": memory, "mask": None if mask is None else ops.convert_to_tensor(mask), "keys": keys}
 
     def attend(self, query, prepared):
         """`(context (batch, memory_dim), weights (batch, source))` for `query (batch, query_dim)`."""
-        projected = ops.expand_dims(ops.matmul(query, ops.convert_to_tensor(self.query_kernel)), 1)
-        keys = prepared["keys"]
-        scores = ops.squeeze(ops.matmul(ops.tanh(keys + projected), ops.convert_to_tensor(self.score_vector)), -1)
+        projected = ops.expand_dims(ops.matmul(query, read(self.query_kernel, self.compute_dtype)), 1)
+        hidden = ops.tanh(prepared["keys"] + projected)
+        # An einsum, not `matmul(rank 3, rank 2)`: on TensorFlow that is a Tensordot whose
+        # gradient inside the decoder's while loop XLA cannot compile (a dynamic transpose).
+        v = ops.squeeze(read(self.score_vector, self.compute_dtype), -1)
+        scores = ops.einsum("bsu,u->bs", hidden, v)
         weights = masked_softmax(scores, prepared["mask"])
         return _context(weights, prepared["memory"]), weights
 
@@ -171,7 +179,7 @@ class LuongAttention(BuildsOutsideInferenceMode, keras.layers.Layer):
         memory = ops.convert_to_tensor(memory)
         if not self.built:
             self.build(query_dim if query_dim is not None else memory.shape[-1], memory.shape[-1])
-        keys = memory if self.score == "dot" else ops.matmul(memory, ops.convert_to_tensor(self.kernel))
+        keys = memory if self.score == "dot" else ops.matmul(memory, read(self.kernel, self.compute_dtype))
         return {"memory": memory, "mask": None if mask is None else ops.convert_to_tensor(mask), "keys": keys}
 
     def attend(self, query, prepared):

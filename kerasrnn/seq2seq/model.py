@@ -242,6 +242,15 @@ class MaskedSequenceLoss(keras.losses.Loss):
         self.label_smoothing = _checks.rate("label_smoothing", label_smoothing)
         self.pad_id = int(pad_id)
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            sample_weight = ops.convert_to_tensor(sample_weight)
+            if len(sample_weight.shape) == 1:
+                # One weight per sequence: Keras would broadcast a (batch,) weight
+                # against the (batch, time) token losses along time, or fail.
+                sample_weight = ops.expand_dims(sample_weight, -1)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
         log_p = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
