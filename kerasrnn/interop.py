@@ -364,10 +364,24 @@ def _accepted(target, config):
     return {k: v for k, v in config.items() if k in names}
 
 
+def _state_batch(layer):
+    """The batch size of a stateful layer's states (`None` if it has none yet)."""
+    states = getattr(layer, "states", None) if getattr(layer, "stateful", False) else None
+    return keras.tree.flatten(states)[0].shape[0] if states else None
+
+
+def _copy_states(source, target):
+    """A stateful layer's current states, into its converted twin."""
+    if _state_batch(source) is not None and target.states:
+        for theirs, ours in zip(keras.tree.flatten(source.states), keras.tree.flatten(target.states)):
+            ours.assign(keras.ops.cast(theirs, ours.dtype))
+
+
 def _copy_cell_weights(source, target):
     input_dim = source.cell.kernel.shape[0]
-    target.build((None, None, input_dim))
+    target.build((_state_batch(source), None, input_dim))  # a stateful layer needs the batch
     target.cell.set_weights(source.cell.get_weights())
+    _copy_states(source, target)
     return target
 
 
@@ -377,8 +391,9 @@ def _convert_bidirectional(layer, convert, overrides):
     backward = convert(layer.backward_layer, **overrides)
     wrapped = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode=layer.merge_mode)
     input_dim = layer.forward_layer.cell.kernel.shape[0]
-    wrapped.build((None, None, input_dim))
-    wrapped.forward_layer.cell.set_weights(forward.cell.get_weights())
-    wrapped.backward_layer.cell.set_weights(backward.cell.get_weights())
+    wrapped.build((_state_batch(layer.forward_layer), None, input_dim))
+    for built, converted in ((wrapped.forward_layer, forward), (wrapped.backward_layer, backward)):
+        built.cell.set_weights(converted.cell.get_weights())
+        _copy_states(converted, built)
     return wrapped
 

@@ -174,6 +174,26 @@ def test_keras_round_trip(name, rng):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("wrap", [False, True], ids=["plain", "bidirectional"])
+def test_keras_round_trip_of_a_stateful_layer(wrap, rng):
+    # It was built for batch None, which a stateful layer refuses; the states carry over.
+    def make():
+        layer = keras.layers.GRU(H, stateful=True, return_sequences=True)
+        return keras.layers.Bidirectional(layer) if wrap else layer
+
+    theirs = make()
+    x = rng.normal(size=(B, T, I)).astype("float32")
+    theirs(x)  # the states are now nonzero
+    ours = interop.from_keras(theirs)
+    inner = ours.forward_layer if wrap else ours
+    assert inner.stateful and np.abs(to_numpy(inner.states[0])).max() > 1e-3
+    np.testing.assert_array_equal(to_numpy(inner.states[0]), to_numpy((theirs.forward_layer if wrap else theirs).states[0]))
+    back = interop.to_keras(ours)
+    expected = to_numpy(theirs(x))
+    np.testing.assert_allclose(to_numpy(ours(x)), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(back(x)), expected, atol=1e-5)
+
+
 def test_to_keras_refuses_extensions():
     layer = kerasrnn.LSTM(H, proj_size=2)
     layer.build((None, None, I))

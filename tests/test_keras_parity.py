@@ -193,9 +193,10 @@ def test_stateful_two_batches_and_reset(name, rng):
     ours, theirs = make_pair(
         name, rng, batch=BATCH, stateful=True, return_sequences=True
     )
-    # Both take Keras's weight list; ours also holds its states as (non-trainable)
-    # weights, so `jit`-compiled training on JAX carries them.
-    assert len(ours.get_weights()) == len(theirs.get_weights()) + n_states(ours)
+    # The states are not weights, in either (ours are among `variables`, which
+    # `jit`-compiled steps on JAX carry).
+    assert len(ours.get_weights()) == len(theirs.get_weights())
+    assert len(ours.states) == n_states(ours)
     first, second = inputs(rng), inputs(rng)
     assert_same(ours(first), theirs(first))
     # The second batch starts from the first's final state, in both.

@@ -236,6 +236,76 @@ def test_stateful_model_carries_state_in_compiled_predict(rng):
     np.testing.assert_allclose(model.predict(x, batch_size=BATCH, verbose=0), first, rtol=1e-6)
 
 
+def _stateful_pair(layer_class, wrap=None):
+    """A stateless model and its `stateful=True` twin (same architecture)."""
+    def make(stateful):
+        rnn = layer_class(UNITS, stateful=stateful, return_sequences=True)
+        rnn = wrap(rnn) if wrap else rnn
+        return keras.Sequential([keras.Input(batch_shape=(BATCH, TIME, FEATURES)), rnn, keras.layers.Dense(2)])
+    return make(False), make(True)
+
+
+@pytest.mark.parametrize("wrap", [None, keras.layers.Bidirectional], ids=["plain", "bidirectional"])
+@pytest.mark.parametrize("layer_class", [kerasrnn.LSTM, kerasrnn.GRU], ids=["lstm", "gru"])
+def test_weights_move_between_a_stateless_model_and_its_stateful_twin(layer_class, wrap, rng, tmp_path):
+    # As with keras.layers: the states are no weights, so get_weights/set_weights and
+    # weight files match a stateless twin's (they held 2 more weights per layer here).
+    stateless, stateful = _stateful_pair(layer_class, wrap)
+    for model in (stateless, stateful):
+        model.set_weights([rng.normal(scale=0.3, size=w.shape).astype("float32") for w in model.get_weights()])
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
+    assert len(stateful.get_weights()) == len(stateless.get_weights())
+    stateful.set_weights(stateless.get_weights())
+    np.testing.assert_allclose(to_numpy(stateful(x)), to_numpy(stateless(x)), rtol=1e-5, atol=1e-6)
+    stateless.set_weights(stateful.get_weights())
+    wrapped = stateful.layers[0]
+    if wrap:
+        wrapped.set_weights(stateless.layers[0].get_weights())  # the wrapper's own set_weights
+    for source, target in ((stateless, stateful), (stateful, stateless)):
+        path = str(tmp_path / f"{target.layers[0].name}.weights.h5")
+        source.save_weights(path)
+        target.set_weights([np.zeros_like(w) for w in target.get_weights()])
+        target.load_weights(path)
+        for a, b in zip(target.get_weights(), source.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    keras_twin = keras.Sequential([
+        keras.Input(batch_shape=(BATCH, TIME, FEATURES)),
+        (wrap or (lambda r: r))(getattr(keras.layers, layer_class.__name__)(UNITS, stateful=True, return_sequences=True)),
+        keras.layers.Dense(2),
+    ])
+    assert len(keras_twin.get_weights()) == len(stateful.get_weights())
+    keras_twin.set_weights(stateful.get_weights())
+
+
+def test_a_stateful_layer_keeps_its_states_out_of_its_weights_and_in_its_variables(rng):
+    # JAX's compiled steps carry `variables` (non_trainable_variables), so the states
+    # stay there; `weights` is what keras.layers lists.
+    layer = kerasrnn.LSTM(UNITS, stateful=True)
+    layer.build((BATCH, TIME, FEATURES))
+    assert len(layer.weights) == 3 and len(layer.states) == 2
+    ids = {id(v) for v in layer.non_trainable_variables}
+    assert all(id(s) in ids for s in layer.states)
+    assert not any(id(s) in {id(w) for w in layer.weights} for s in layer.states)
+
+
+def test_stateful_states_update_under_mixed_precision(rng):
+    # On torch the states were autocast: the assignment went to a float16 copy and the
+    # next batch started from zeros again.
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
+    full = kerasrnn.GRU(UNITS, stateful=True)
+    full.build((BATCH, TIME, FEATURES))
+    weights = random_weights(full, rng, scale=0.5)
+    expected = [to_numpy(full(x)) for _ in range(2)]
+    keras.config.set_dtype_policy("mixed_float16")  # the conftest fixture restores float32
+    half = kerasrnn.GRU(UNITS, stateful=True)
+    half.build((BATCH, TIME, FEATURES))
+    half.set_weights([w.astype("float32") for w in weights])
+    got = [to_numpy(half(x)).astype("float32") for _ in range(2)]
+    assert np.abs(got[1] - got[0]).max() > 1e-2
+    np.testing.assert_allclose(got, expected, atol=5e-3)
+    np.testing.assert_allclose(to_numpy(half.states[0]), expected[1], atol=5e-3)
+
+
 # -------------------------------------------------------------------------- config
 NON_DEFAULT = {
     "units": 7, "activation": "softsign", "use_bias": False,

@@ -86,8 +86,8 @@ def test_bidirectional_roundtrip_with_mask(merge_mode, rng, tmp_path):
 
 
 def test_stateful_roundtrip_keeps_the_states(rng, tmp_path):
-    """A stateful layer's states are (non-trainable) weights: the reloaded model goes on
-    from where the saved one stopped."""
+    """A stateful layer's states are saved with it (though not weights, as in
+    keras.layers): the reloaded model goes on from where the saved one stopped."""
     rnn = kerasrnn.LSTM(UNITS, stateful=True, return_sequences=True)
     model = model_with(rnn, batch=BATCH)
     x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")

@@ -118,7 +118,6 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         self.remat = _checks.choice("remat", remat, ("auto", True, False))
         self.xla = _checks.choice("xla", xla, ("auto", True, False))
         self.supports_masking = True
-        self.states = None
         self.last_path = None
         self.last_path_reason = None
 
@@ -140,13 +139,15 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
                     f"{self.name}: `stateful=True` needs a fixed batch size; pass "
                     "`batch_size=` to `keras.Input` (or `batch_shape=`)."
                 )
-            self.states = [
-                self.add_weight(
-                    shape=(batch, size), initializer="zeros", trainable=False,
-                    name=f"state_{i}",
+            states = [
+                keras.Variable(
+                    initializer="zeros", shape=(batch, size), dtype=self.variable_dtype,
+                    trainable=False, autocast=False, name=f"state_{i}",
                 )
                 for i, size in enumerate(self.state_size)
             ]
+            # Untracked (Keras's own RNN does the same), so that they are not weights.
+            object.__setattr__(self, "_kerasrnn_states", states)
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         batch, time = sequences_shape[0], sequences_shape[1]
@@ -164,6 +165,56 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             return [output_mask] + [None] * len(self.state_size)
         return output_mask
 
+    # ------------------------------------------------------------------- states
+    @property
+    def states(self):
+        """The state variables of a stateful layer (`None` before `build` or if not
+        stateful).
+
+        As in `keras.layers.RNN` they are not weights: `get_weights`, `set_weights` and
+        weight files line up with a stateless twin's and with keras.layers'. They are
+        among `variables` (and `non_trainable_variables`), which JAX's compiled steps
+        and `stateless_call` carry, and `.keras`/`.weights.h5` files keep them, so a
+        reloaded model goes on from where the saved one stopped. They are never
+        autocast: under mixed precision the float32 variable itself is assigned.
+        """
+        return self.__dict__.get("_kerasrnn_states")
+
+    @property
+    def variables(self):
+        variables = super().variables
+        seen = {id(v) for v in variables}
+        return variables + [s for s in (self.states or []) if id(s) not in seen]
+
+    def _own_weights(self):
+        cell = {id(w) for w in self.cell.weights}
+        return [w for w in self.weights if id(w) not in cell]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        offset = len(self._own_weights())
+        for i, state in enumerate(self.states or []):
+            store[f"{offset + i}"] = state
+
+    def load_own_variables(self, store):
+        offset = len(self._own_weights())
+        extra = len(store.keys()) - offset
+        states = self.states or []
+        if extra == len(states) and states:
+            for i, state in enumerate(states):
+                value = store[f"{offset + i}"]
+                if tuple(value.shape) == tuple(state.shape):  # same batch size: go on
+                    state.assign(value)
+        elif extra not in (0, len(self.state_size)):
+            raise ValueError(
+                f"{self.name}: the file holds {len(store.keys())} variables for this layer; "
+                f"expected {offset} weights, plus {len(self.state_size)} states if it was "
+                "saved from a stateful layer."
+            )
+        # A file with no states (a stateless twin's, keras.layers', ...) leaves the
+        # states as they are; one with states loads into a stateless layer without them.
+        super().load_own_variables({f"{i}": store[f"{i}"] for i in range(offset)})
+
     def reset_states(self):
         """Zero the states of a stateful layer."""
         if self.states is not None:
@@ -171,19 +222,6 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
                 state.assign(ops.zeros(state.shape, dtype=state.dtype))
 
     reset_state = reset_states
-
-    def set_weights(self, weights):
-        """Sets the weights; a stateful layer also takes just its cell's weights.
-
-        The states of a stateful layer are non-trainable weights here (so JAX's
-        compiled training carries them), whereas `keras.layers.RNN` keeps them out
-        of `get_weights()`: a list from a Keras layer, or from a stateless twin,
-        sets the cell's weights and leaves the states as they are.
-        """
-        if self.states is not None and len(weights) == len(self.cell.weights):
-            self.cell.set_weights(weights)
-        else:
-            super().set_weights(weights)
 
     # --------------------------------------------------------------------- call
     def __call__(self, *args, **kwargs):
