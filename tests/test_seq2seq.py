@@ -191,6 +191,30 @@ def test_translate_names_a_bad_search_argument(argument, value, error):
         model.translate(np.array([[5, 6, 3]]), **{argument: value})
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+@pytest.mark.parametrize("forced, rows", [(5, 6), (3, 1), (0, 0)], ids=["no_eos", "eos_first", "padding"])
+def test_translate_gives_one_attention_row_per_token_and_eos(forced, rows, beam_size):
+    # A decoder forced to emit one token: 5 (no EOS before max_length: one row per
+    # token, none for an EOS never emitted), EOS (3) at once (its row alone), or the
+    # padding id, which the tokens leave out (its rows went with the next tokens).
+    model = _toy_model("luong")
+    kernel, bias = model.decoder.output_layer.get_weights()
+    bias = np.full_like(bias, -20.0)
+    bias[forced] = 20.0
+    model.decoder.output_layer.set_weights([np.zeros_like(kernel), bias])
+    tokens, weights = model.translate(np.array([[5, 6, 7, 3], [8, 9, 3, 0]]), beam_size=beam_size, max_length=6)
+    assert tokens == ([[5] * 6] * 2 if forced == 5 else [[], []])
+    assert [w.shape for w in weights] == [(rows, 4)] * 2
+    np.testing.assert_allclose(np.concatenate(weights).sum(-1), 1.0, rtol=1e-5)
+    assert not weights[1][:, 3].any()  # the source's padding gets no attention
+
+
+def test_kept_steps_skip_padding_inside_a_sentence():
+    tokens = [[5, 0, 6, 3, 7], [0, 0, 0, 0, 0], [4, 4, 4, 4, 4]]
+    assert seq2seq.kept_steps(tokens, eos_id=3) == [[0, 2, 3], [], [0, 1, 2, 3, 4]]
+    assert seq2seq.strip_after_eos(tokens, eos_id=3) == [[5, 6], [], [4, 4, 4, 4, 4]]
+
+
 def test_length_penalty_prefers_longer_hypotheses():
     # From bos: EOS now (p 0.5), or "a" (0.5) then EOS with p 0.9 — log 0.45 < log 0.5.
     table = np.full((4, 4), 1e-9)

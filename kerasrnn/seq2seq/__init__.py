@@ -18,6 +18,7 @@ from kerasrnn.seq2seq.model import MaskedSequenceLoss, Seq2Seq, masked_accuracy
 from kerasrnn.seq2seq.search import (
     beam_search,
     greedy_search,
+    kept_steps,
     length_penalty,
     strip_after_eos,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "beam_search",
     "generate",
     "greedy_search",
+    "kept_steps",
     "length_penalty",
     "make_cell",
     "masked_accuracy",

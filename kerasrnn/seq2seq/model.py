@@ -9,7 +9,12 @@ from kerasrnn.ops.compiled import compiled
 from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, deserialize_cell, serialize_cell
-from kerasrnn.seq2seq.search import beam_search, greedy_search, strip_after_eos
+from kerasrnn.seq2seq.search import (
+    beam_search,
+    greedy_search,
+    kept_steps,
+    strip_after_eos,
+)
 
 __all__ = ["MaskedSequenceLoss", "Seq2Seq", "masked_accuracy"]
 
@@ -139,8 +144,10 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
 
         Returns:
             `(tokens, weights)`: a list of token-id lists (without BOS/EOS/padding) and a
-            list of attention arrays `(len(tokens[i]) + 1, source_len)` (the row of EOS
-            included), or `None` entries without attention.
+            list of attention arrays, one row per token and one for EOS:
+            `(len(tokens[i]) + 1, source_len)`, or `(len(tokens[i]), source_len)` for a
+            sentence that reached `max_length` without EOS; `None` entries without
+            attention.
         """
         source = np.asarray(ops.convert_to_numpy(source))
         if source.ndim != 2 or not np.issubdtype(source.dtype, np.integer):
@@ -168,7 +175,8 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
         ids = strip_after_eos(tokens, self.eos_id, self.pad_id)
         if weights is None:
             return ids, [None] * batch
-        return ids, [weights[i, : len(ids[i]) + 1, :source_len] for i in range(batch)]
+        rows = kept_steps(tokens, self.eos_id, self.pad_id)
+        return ids, [weights[i, rows[i], :source_len] for i in range(batch)]
 
     def _decode_step(self, tokens, states, prepared):
         """One decoding step, `(log_probs (batch, vocab) float32, states, weights)`;

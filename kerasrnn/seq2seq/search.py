@@ -28,7 +28,7 @@ from keras import ops, tree
 from kerasrnn.layers import _checks
 from kerasrnn.ops.compiled import compiled_function
 
-__all__ = ["beam_search", "greedy_search", "length_penalty", "strip_after_eos"]
+__all__ = ["beam_search", "greedy_search", "kept_steps", "length_penalty", "strip_after_eos"]
 
 #: Stands for log(0) in the beam scores: finite, so that sums and divisions never make
 #: a NaN (as `-inf - -inf` would), and far below any real log-probability.
@@ -298,6 +298,28 @@ def _score_then_index(score):
     ordered = ops.cast(ops.where(bits < 0, ops.bitwise_xor(bits, 0x7FFFFFFF), bits), "int64")
     tie_break = (2**32 - 1) - ops.arange(ops.shape(score)[1], dtype="int64")
     return ordered * 2**32 + tie_break[None, :]
+
+
+def kept_steps(tokens, eos_id, pad_id=0):
+    """Per row, the steps whose tokens `strip_after_eos` keeps, then the EOS step if
+    the row has one: the rows of the attention weights that go with the tokens.
+
+    Example:
+
+    >>> kept_steps([[5, 0, 6, 3, 0], [7, 8, 9, 9, 9]], eos_id=3)
+    [[0, 2, 3], [0, 1, 2, 3, 4]]
+    """
+    result = []
+    for row in np.asarray(tokens).tolist():
+        steps = []
+        for t, token in enumerate(row):
+            if token == eos_id:
+                steps.append(t)
+                break
+            if token != pad_id:
+                steps.append(t)
+        result.append(steps)
+    return result
 
 
 def strip_after_eos(tokens, eos_id, pad_id=0):
