@@ -288,6 +288,20 @@ def test_a_stateful_layer_keeps_its_states_out_of_its_weights_and_in_its_variabl
     assert not any(id(s) in {id(w) for w in layer.weights} for s in layer.states)
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_get_initial_state_as_keras_layers(policy):
+    keras.config.set_dtype_policy(policy)  # the conftest fixture restores float32
+    for name in ("SimpleRNN", "LSTM", "GRU"):
+        ours, theirs = getattr(kerasrnn, name)(UNITS), getattr(keras.layers, name)(UNITS)
+        got, want = ours.get_initial_state(BATCH), theirs.get_initial_state(BATCH)
+        assert [(tuple(s.shape), keras.backend.standardize_dtype(s.dtype)) for s in got] == [
+            (tuple(s.shape), keras.backend.standardize_dtype(s.dtype)) for s in want
+        ]
+        assert not any(to_numpy(s).any() for s in got)
+    h, c = kerasrnn.LSTM(UNITS, proj_size=2).get_initial_state(BATCH)
+    assert tuple(h.shape) == (BATCH, 2) and tuple(c.shape) == (BATCH, UNITS)
+
+
 def test_stateful_states_update_under_mixed_precision(rng):
     # On torch the states were autocast: the assignment went to a float16 copy and the
     # next batch started from zeros again.

@@ -166,6 +166,19 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         return output_mask
 
     # ------------------------------------------------------------------- states
+    def get_initial_state(self, batch_size):
+        """The zero states a call starts from without `initial_state`: `[h]`, or
+        `[h, c]` for LSTM, each `(batch_size, size)` in the compute dtype (as
+        `keras.layers.RNN.get_initial_state`).
+
+        Example:
+
+        >>> import kerasrnn
+        >>> [tuple(s.shape) for s in kerasrnn.LSTM(8, proj_size=3).get_initial_state(2)]
+        [(2, 3), (2, 8)]
+        """
+        return [ops.cast(s, self.compute_dtype) for s in self.cell.get_initial_state(batch_size)]
+
     @property
     def states(self):
         """The state variables of a stateful layer (`None` before `build` or if not
@@ -269,7 +282,7 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
                 # A copy: the variables are overwritten after the loop, and torch's
                 # autograd must not see its saved inputs change in place.
                 return [ops.copy(ops.cast(v, self.compute_dtype)) for v in self.states]
-            return [ops.cast(s, self.compute_dtype) for s in self.cell.get_initial_state(batch)]
+            return self.get_initial_state(batch)
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
         if len(initial_state) != len(sizes):
