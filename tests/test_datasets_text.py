@@ -161,6 +161,32 @@ def test_vectorizer_encodes_truncates_and_round_trips(tmp_path):
         encode_texts(vectorizer, texts, 3, truncate="middle")
 
 
+def _shout(text):
+    return text.upper()
+
+
+@pytest.mark.parametrize("standardize", [None, "lower", "review"])
+def test_a_saved_vectorizer_keeps_its_standardization(standardize, tmp_path):
+    # Every setting but a name came back as "review" (None read "Good!" as "good").
+    texts = ["Good film!", "good, GOOD film"]
+    vectorizer = make_vectorizer(texts, max_tokens=10, standardize=standardize)
+    save_vectorizer(vectorizer, tmp_path / "v.json")
+    restored = load_vectorizer(tmp_path / "v.json")
+    assert restored.get_config() == vectorizer.get_config()
+    np.testing.assert_array_equal(restored(texts), vectorizer(texts))
+
+
+def test_a_vectorizer_with_a_function_needs_it_back_to_load(tmp_path):
+    texts = ["good film", "Good GOOD"]
+    vectorizer = make_vectorizer(texts, max_tokens=10, standardize=_shout)
+    save_vectorizer(vectorizer, tmp_path / "v.json")
+    with pytest.raises(ValueError, match="standardize=.*_shout"):
+        load_vectorizer(tmp_path / "v.json")
+    restored = load_vectorizer(tmp_path / "v.json", standardize=_shout)
+    np.testing.assert_array_equal(restored(texts), vectorizer(texts))
+    assert restored.get_vocabulary() == ["", "[UNK]", "GOOD", "FILM"]
+
+
 @requires_shared_data("rt-polarity")
 def test_mr_real_split_sizes():
     (x_train, _y_train), (x_test, y_test) = load_mr(os.path.join(SHARED_DATA, "rt-polarity"))

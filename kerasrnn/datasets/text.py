@@ -372,7 +372,8 @@ class WordVectorizer:
                 f"None or a function str -> str; received {standardize!r}."
             )
         self.max_tokens = max_tokens
-        self.standardize_name = standardize if isinstance(standardize, str) else None
+        #: The `standardize` argument as given: a name, `None`, or the function.
+        self.standardize_setting = standardize
         self.standardize = standardize if callable(standardize) else _STANDARDIZERS[standardize]
         self._set_vocabulary([] if vocabulary is None else vocabulary)
 
@@ -418,7 +419,7 @@ class WordVectorizer:
         return len(self.vocabulary)
 
     def get_config(self):
-        return {"max_tokens": self.max_tokens, "standardize": self.standardize_name,
+        return {"max_tokens": self.max_tokens, "standardize": self.standardize_setting,
                 "vocabulary": self.get_vocabulary()}
 
 
@@ -448,12 +449,22 @@ def make_vectorizer(texts=None, *, max_tokens=20000, standardize="review", vocab
     return vectorizer
 
 
+class _NeedsFunction(ValueError):
+    pass
+
+
 def save_vectorizer(vectorizer, path):
     """Writes a vectorizer made by `make_vectorizer` to a JSON file (settings and
-    vocabulary), atomically; `load_vectorizer` rebuilds it on any backend."""
+    vocabulary), atomically; `load_vectorizer` rebuilds it on any backend.
+
+    A `standardize` function cannot be written: its name is, and `load_vectorizer`
+    asks for the function back (`standardize=`)."""
+    setting = vectorizer.standardize_setting
+    if callable(setting):
+        setting = {"function": f"{getattr(setting, '__module__', '?')}.{getattr(setting, '__qualname__', repr(setting))}"}
     config = {
         "max_tokens": vectorizer.max_tokens,
-        "standardize": vectorizer.standardize_name or "review",
+        "standardize": setting,
         "vocabulary": vectorizer.get_vocabulary(),
     }
     partial = f"{os.fspath(path)}.partial"
@@ -462,18 +473,35 @@ def save_vectorizer(vectorizer, path):
     os.replace(partial, path)
 
 
-def load_vectorizer(path):
-    """The vectorizer saved by `save_vectorizer` at `path`."""
+def load_vectorizer(path, standardize=None):
+    """The vectorizer saved by `save_vectorizer` at `path`.
+
+    Args:
+        path: the JSON file.
+        standardize: the function a vectorizer was saved with, if it was saved with
+            one (the file holds only its name); ignored otherwise.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_vectorizer: no vocabulary file at {os.fspath(path)!r}.")
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
+        setting = config["standardize"]
+        if isinstance(setting, dict):
+            if not callable(standardize):
+                raise _NeedsFunction(
+                    f"load_vectorizer: {os.fspath(path)!r} was saved with the standardize "
+                    f"function {setting.get('function')}; pass it back: "
+                    f"`load_vectorizer(path, standardize={setting.get('function', 'f').rsplit('.', 1)[-1]})`."
+                )
+            setting = standardize
         return make_vectorizer(
             max_tokens=config["max_tokens"],
-            standardize=config["standardize"],
+            standardize=setting,
             vocabulary=config["vocabulary"],
         )
+    except _NeedsFunction:
+        raise
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(
             f"load_vectorizer: {os.fspath(path)!r} is not a vocabulary written by "
