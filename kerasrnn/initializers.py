@@ -1,5 +1,7 @@
 """Initializers for recurrent networks: identity (IRNN) and the forget-gate bias."""
 
+import numbers
+
 import keras
 from keras import initializers, ops
 
@@ -64,6 +66,13 @@ class ForgetGateBias(keras.initializers.Initializer):
 
     def __init__(self, base="zeros", gates=4, forget_index=1, forget_bias=1.0):
         self.base = initializers.get(base)
+        if isinstance(gates, bool) or not isinstance(gates, numbers.Integral) or gates < 1:
+            raise ValueError(f"ForgetGateBias: `gates` must be a positive integer (4 for LSTM); received {gates!r}.")
+        if isinstance(forget_index, bool) or not isinstance(forget_index, numbers.Integral) or not 0 <= forget_index < gates:
+            raise ValueError(
+                f"ForgetGateBias: `forget_index` must be an integer in [0, gates={gates}) (1 for LSTM's "
+                f"i, f, c, o); received {forget_index!r}."
+            )
         self.gates = int(gates)
         self.forget_index = int(forget_index)
         self.forget_bias = float(forget_bias)

@@ -14,7 +14,8 @@ import torch
 from conftest import FUSED_LSTM, to_numpy
 
 import kerasrnn
-from kerasrnn import interop
+from kerasrnn import datasets, interop, seq2seq
+from kerasrnn.datasets import translation
 
 x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
 right_padded = np.array([[True] * 5, [True] * 3 + [False] * 2])
@@ -28,6 +29,14 @@ def built(layer, shape=x.shape):
 def called(layer, *args, **kwargs):
     layer(*args, **kwargs)
     return layer
+
+
+def _vectorizer():
+    return datasets.make_vectorizer(["a b c"], max_tokens=10)
+
+
+def _seq2seq():
+    return seq2seq.Seq2Seq(9, 9, embedding_dim=4, encoder_units=4, decoder_units=4)
 
 
 def stateful_lstm():
@@ -322,6 +331,33 @@ BAD = [
      r"from_keras: lstm\w* is not built"),
     ("from_keras(Dense)", lambda: interop.from_keras(keras.layers.Dense(3)), TypeError,
      r"from_keras: expected keras.layers.SimpleRNN, LSTM, GRU or Bidirectional"),
+    # Argument checks that ended in a backend or NumPy error (or a silent result).
+    ("DeepRNN('lstm')", lambda: kerasrnn.layers.DeepRNN("lstm"), ValueError,
+     r"`layers` must be a non-empty list of recurrent layers"),
+    ("ForgetGateBias(gates=0)", lambda: kerasrnn.initializers.ForgetGateBias(gates=0), ValueError,
+     r"`gates` must be a positive integer"),
+    ("ForgetGateBias(forget_index=4)", lambda: kerasrnn.initializers.ForgetGateBias(forget_index=4), ValueError,
+     r"`forget_index` must be an integer in \[0, gates=4\)"),
+    ("encode_texts(max_length=0)", lambda: datasets.encode_texts(_vectorizer(), ["a b"], 0), ValueError,
+     r"`max_length` must be a positive integer"),
+    ("encode_texts(max_length=2.5)", lambda: datasets.encode_texts(_vectorizer(), ["a b"], 2.5), TypeError,
+     r"`max_length` must be a positive integer"),
+    ("TranslationBatches(batch_size=0)", lambda: datasets.TranslationBatches([[4, 3]], [[5, 3]], batch_size=0),
+     ValueError, r"`batch_size` must be a positive integer"),
+    ("TranslationBatches(batch_size=-1)", lambda: datasets.TranslationBatches([[4, 3]], [[5, 3]], batch_size=-1),
+     ValueError, r"`batch_size` must be a positive integer"),
+    ("TranslationBatches(multiple=0)", lambda: datasets.TranslationBatches([[4, 3]], [[5, 3]], multiple=0),
+     ValueError, r"`multiple` must be a positive integer"),
+    ("pad_batch(multiple=0)", lambda: translation.pad_batch([[4, 3]], multiple=0), ValueError,
+     r"`multiple` must be a positive integer"),
+    ("split_pairs(fractions>1)", lambda: translation.split_pairs(["a"] * 10, ["b"] * 10, (0.9, 0.5, 0.1)),
+     ValueError, r"split_pairs: `fractions` must be three numbers >= 0 that sum to 1"),
+    ("split_pairs(two fractions)", lambda: translation.split_pairs(["a"] * 10, ["b"] * 10, (0.9, 0.1)),
+     ValueError, r"split_pairs: `fractions` must be three numbers"),
+    ("split_pairs(unpaired)", lambda: translation.split_pairs(["a"] * 10, ["b"] * 9), ValueError,
+     r"split_pairs: 10 source and 9 target sentences"),
+    ("translate(beam_size=None)", lambda: _seq2seq().translate(np.array([[4, 5, 3]]), beam_size=None), TypeError,
+     r"`beam_size` must be a positive integer"),
 ]
 
 

@@ -18,6 +18,8 @@ import tarfile
 import keras
 import numpy as np
 
+from kerasrnn.layers import _checks
+
 __all__ = [
     "IMDB_URL",
     "MR_URL",
@@ -531,6 +533,7 @@ def encode_texts(vectorizer, texts, max_length, *, truncate="pre", progress=None
     """
     if truncate not in ("pre", "post"):
         raise ValueError(f"encode_texts: `truncate` must be 'pre' or 'post'; received {truncate!r}.")
+    max_length = _checks.positive_int("max_length", max_length)
     out = np.zeros((len(texts), max_length), dtype="int32")
     for row, text in enumerate(texts):
         ids = vectorizer.encode(text)

@@ -18,6 +18,8 @@ import os
 import keras
 import numpy as np
 
+from kerasrnn.layers import _checks
+
 __all__ = [
     "MULTI30K_LANGUAGES",
     "MULTI30K_SPLITS",
@@ -226,6 +228,17 @@ def split_pairs(source, target, fractions=(0.9, 0.05, 0.05), seed=0):
     >>> [len(parts[k][0]) for k in ("train", "val", "test")]
     [18, 1, 1]
     """
+    if len(source) != len(target):
+        raise ValueError(f"split_pairs: {len(source)} source and {len(target)} target sentences: they must pair up.")
+    try:
+        parts = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        parts = None
+    if parts is None or len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6:
+        raise ValueError(
+            "split_pairs: `fractions` must be three numbers >= 0 that sum to 1 (train, val, "
+            f"test), e.g. (0.9, 0.05, 0.05); received {fractions!r}."
+        )
     order = np.random.default_rng(seed).permutation(len(source))
     n_train = round(fractions[0] * len(source))
     n_val = round(fractions[1] * len(source))
@@ -342,6 +355,7 @@ def pad_batch(sequences, pad_id=0, multiple=1):
     >>> pad_batch([[5, 6, 3], [7, 3]]).tolist()
     [[5, 6, 3], [7, 3, 0]]
     """
+    multiple = _checks.positive_int("multiple", multiple)
     length = max(len(s) for s in sequences)
     length = -(-length // multiple) * multiple
     out = np.full((len(sequences), length), pad_id, "int32")
@@ -394,8 +408,10 @@ class TranslationBatches(keras.utils.PyDataset):
             raise ValueError(f"`remainder` must be 'keep', 'drop' or 'pad'; received {remainder!r}.")
         self.remainder = remainder
         self.source_ids, self.target_ids = source_ids, target_ids
-        self.batch_size, self.shuffle = int(batch_size), bool(shuffle)
-        self.bos_id, self.pad_id, self.multiple = bos_id, pad_id, multiple
+        self.batch_size = _checks.positive_int("batch_size", batch_size)
+        self.shuffle = bool(shuffle)
+        self.bos_id, self.pad_id = bos_id, pad_id
+        self.multiple = _checks.positive_int("multiple", multiple)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._make_batches()

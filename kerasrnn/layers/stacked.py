@@ -116,7 +116,7 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(layers, (keras.layers.Layer, dict)) or not layers:
+        if isinstance(layers, (keras.layers.Layer, dict, str)) or not layers:
             raise ValueError(
                 "`layers` must be a non-empty list of recurrent layers (bottom first), "
                 f"e.g. [kerasrnn.LSTM(64), kerasrnn.LSTM(64)]; received {layers!r}."
