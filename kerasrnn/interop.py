@@ -389,7 +389,9 @@ def _convert_bidirectional(layer, convert, overrides):
     # Bidirectional rebuilds its forward layer from the config: weights go in after.
     forward = convert(layer.forward_layer, **overrides)
     backward = convert(layer.backward_layer, **overrides)
-    wrapped = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode=layer.merge_mode)
+    wrapped = keras.layers.Bidirectional(
+        forward, backward_layer=backward, merge_mode=layer.merge_mode, dtype=layer.dtype_policy
+    )
     input_dim = layer.forward_layer.cell.kernel.shape[0]
     wrapped.build((_state_batch(layer.forward_layer), None, input_dim))
     for built, converted in ((wrapped.forward_layer, forward), (wrapped.backward_layer, backward)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import to_numpy
 
+import kerasrnn
 from kerasrnn import seq2seq
 
 LENGTHS = np.array([5, 2, 3])
@@ -81,11 +82,15 @@ def test_encoder_is_exact_on_padded_sentences(cell, rng):
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
-def test_decoder_step_equals_teacher_forcing(attention, rng):
-    """Decoding one step at a time computes what teacher forcing computes for all steps."""
+@pytest.mark.parametrize("cell", ["lstm", "lstm_projected"])
+def test_decoder_step_equals_teacher_forcing(attention, cell, rng):
+    """Decoding one step at a time computes what teacher forcing computes for all steps
+    (also with an LSTM whose output, the attention's query, is projected to 4 < 6)."""
     memory, mask = _memory(rng)
     summary = rng.normal(size=(3, 8)).astype("float32")
-    decoder = seq2seq.Decoder(9, 6, embedding_dim=5, cell="lstm", attention=attention)
+    template = kerasrnn.layers.LSTMCell(6, proj_size=4) if cell == "lstm_projected" else "lstm"
+    decoder = seq2seq.Decoder(9, 6, embedding_dim=5, cell=template, attention=attention)
+    assert decoder.output_size == (4 if cell == "lstm_projected" else 6)
     targets = rng.integers(1, 9, size=(3, 4)).astype("int32")
     logits, weights = decoder(targets, memory, summary, memory_mask=mask, return_attention=True)
     states = decoder.initial_state(summary)
@@ -97,6 +102,47 @@ def test_decoder_step_equals_teacher_forcing(attention, rng):
         if attention != "none":
             np.testing.assert_allclose(to_numpy(step_weights), to_numpy(weights)[:, t], rtol=1e-4, atol=1e-6)
             np.testing.assert_array_equal(to_numpy(weights)[:, t][~mask], 0.0)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_seq2seq_with_a_projected_lstm(attention, rng, tmp_path):
+    # The encoder's memory and summary, the attention's query and the decoder's
+    # features are sized by the cell's output (proj_size), not its units; the template
+    # was validated with 1 unit, which proj_size=3 refused.
+    keras.utils.set_random_seed(0)
+    template = kerasrnn.layers.LSTMCell(8, proj_size=3)
+    model = seq2seq.Seq2Seq(14, 14, embedding_dim=8, encoder_units=8, decoder_units=8, cell=template,
+                            attention=attention)
+    source, target_in, _ = _reverse_task(rng, 4, length=4)
+    memory, _, summary = model.encode(source)
+    assert tuple(memory.shape) == (4, 5, 6) and tuple(summary.shape) == (4, 6)
+    assert tuple(model((source, target_in)).shape) == (4, 5, 14)
+    tokens, _ = model.translate(source, beam_size=2, max_length=5)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.translate(source, beam_size=2, max_length=5)[0] == tokens
+    with pytest.raises(ValueError, match="proj_size"):
+        seq2seq.Encoder(2, cell=template)  # proj_size 3 is not smaller than 2 units
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_a_float64_model_computes_in_float64(attention, rng, tmp_path, float64):
+    # The dtype reached the model, not its parts: every weight and output was float32.
+    model = seq2seq.Seq2Seq(14, 14, embedding_dim=8, encoder_units=8, decoder_units=8, attention=attention,
+                            dtype="float64")
+    source, target_in, _ = _reverse_task(rng, 4, length=4)
+    logits = model((source, target_in))
+    assert keras.backend.standardize_dtype(logits.dtype) == "float64"
+    assert {keras.backend.standardize_dtype(w.dtype) for w in model.weights} == {"float64"}
+    memory, _, summary = model.encode(source)
+    assert {keras.backend.standardize_dtype(t.dtype) for t in (memory, summary)} == {"float64"}
+    tokens, _ = model.translate(source, beam_size=2, max_length=5)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert {keras.backend.standardize_dtype(w.dtype) for w in loaded.weights} == {"float64"}
+    assert loaded.translate(source, beam_size=2, max_length=5)[0] == tokens
 
 
 def _toy_model(attention="luong", seed=0):

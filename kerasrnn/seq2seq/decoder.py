@@ -108,32 +108,41 @@ class Decoder(BuildsOutsideInferenceMode, keras.layers.Layer):
         self.attention_units = None if attention_units is None else _checks.positive_int("attention_units", attention_units)
         self.dropout = _checks.rate("dropout", dropout)
         self.cell = deserialize_cell(cell)
-        self.embedding = keras.layers.Embedding(self.vocab_size, self.embedding_dim, name="embedding")
-        self.rnn = RNN(make_cell(self.cell, self.units, name="cell"), return_sequences=True, name="rnn")
+        dtype = self.dtype_policy  # every part computes in the decoder's policy
+        self.embedding = keras.layers.Embedding(self.vocab_size, self.embedding_dim, name="embedding", dtype=dtype)
+        self.rnn = RNN(make_cell(self.cell, self.units, name="cell", dtype=dtype), return_sequences=True, name="rnn",
+                       dtype=dtype)
         if self.attention == "bahdanau":
-            self.attention_layer = BahdanauAttention(self.attention_units or self.units, name="attention")
+            self.attention_layer = BahdanauAttention(self.attention_units or self.units, name="attention", dtype=dtype)
         elif self.attention == "luong":
-            self.attention_layer = LuongAttention(self.score, name="attention")
-            self.combine = keras.layers.Dense(self.units, activation="tanh", use_bias=False, name="combine")
+            self.attention_layer = LuongAttention(self.score, name="attention", dtype=dtype)
+            self.combine = keras.layers.Dense(self.units, activation="tanh", use_bias=False, name="combine",
+                                              dtype=dtype)
         sizes = self.rnn.state_size
         self.state_sizes = list(sizes)
-        self.bridge = keras.layers.Dense(sum(self.state_sizes), activation="tanh", name="bridge")
-        self.drop = keras.layers.Dropout(self.dropout)
-        self.output_layer = keras.layers.Dense(self.vocab_size, name="output")
+        self.bridge = keras.layers.Dense(sum(self.state_sizes), activation="tanh", name="bridge", dtype=dtype)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=dtype)
+        self.output_layer = keras.layers.Dense(self.vocab_size, name="output", dtype=dtype)
+
+    @property
+    def output_size(self):
+        """The size of the cell's output, the attention's query: `units`, or an LSTM
+        template's `proj_size`."""
+        return self.rnn.cell.output_size
 
     def build(self, targets_shape, memory_shape, summary_shape):
         memory_dim, summary_dim = memory_shape[-1], summary_shape[-1]
         self.embedding.build((None, None))
         self.bridge.build((None, summary_dim))
         cell_input = self.embedding_dim
-        features = self.units
+        features = self.units if self.attention == "luong" else self.output_size  # `combine`'s, or the cell's
         if self.attention == "bahdanau":
             cell_input += memory_dim
             features += memory_dim + self.embedding_dim
         if self.attention != "none":
-            self.attention_layer.build(self.units, memory_dim)
+            self.attention_layer.build(self.output_size, memory_dim)
         if self.attention == "luong":
-            self.combine.build((None, memory_dim + self.units))
+            self.combine.build((None, memory_dim + self.output_size))
         self.rnn.build((None, None, cell_input))
         self.output_layer.build((None, features))
         self.built = True
@@ -151,7 +160,7 @@ class Decoder(BuildsOutsideInferenceMode, keras.layers.Layer):
         """Per-sentence attention constants (memory, mask, projected keys), or `{}`."""
         if self.attention == "none":
             return {}
-        return self.attention_layer.prepare(memory, memory_mask, query_dim=self.units)
+        return self.attention_layer.prepare(memory, memory_mask, query_dim=self.output_size)
 
     def cell_constants(self, batch_inputs, training=False):
         """The cell's loop constants; `batch_inputs` gives the batch size for dropout masks."""
@@ -202,10 +211,11 @@ class Decoder(BuildsOutsideInferenceMode, keras.layers.Layer):
         if self.attention == "bahdanau":
             outputs = self._bahdanau_sequence(embedded, states, prepared, training, return_attention)
             memory_dim = prepared["memory"].shape[-1]
-            output = outputs[..., : self.units]
-            context = outputs[..., self.units : self.units + memory_dim]
+            size = self.output_size
+            output = outputs[..., :size]
+            context = outputs[..., size : size + memory_dim]
             if return_attention:
-                weights = outputs[..., self.units + memory_dim :]
+                weights = outputs[..., size + memory_dim :]
             features = ops.concatenate([output, context, embedded], axis=-1)
         else:
             output = self.rnn(embedded, initial_state=states, training=training)

@@ -18,7 +18,7 @@ _register = keras.saving.register_keras_serializable(package="kerasrnn")
 CELLS = {"gru": GRUCell, "lstm": LSTMCell, "simple": SimpleRNNCell}
 
 
-def make_cell(cell, units, name=None):
+def make_cell(cell, units, name=None, dtype=None):
     """A new kerasrnn cell of `units` units from a name or a template cell.
 
     Args:
@@ -26,6 +26,8 @@ def make_cell(cell, units, name=None):
             configuration (activations, initializers, dropout, ...) is copied.
         units: the number of units of the new cell.
         name: the new cell's name.
+        dtype: the new cell's dtype policy (default: the template's, or Keras's global
+            policy); `Encoder` and `Decoder` pass their own.
 
     Example:
 
@@ -37,9 +39,20 @@ def make_cell(cell, units, name=None):
     if isinstance(cell, RecurrentCell):
         config = {**cell.get_config(), "units": units}
         config.pop("name", None)
-        return type(cell).from_config({**config, "name": name} if name else config)
+        if dtype is not None:
+            config["dtype"] = dtype
+        try:
+            return type(cell).from_config({**config, "name": name} if name else config)
+        except TypeError as err:  # Keras wraps the cell's own error, with the whole config
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, (ValueError, TypeError)):
+                raise type(cause)(
+                    f"`cell`: the template {type(cell).__name__} cannot make a cell of {units} "
+                    f"units: {cause}"
+                ) from err
+            raise
     if isinstance(cell, str) and cell.lower() in CELLS:
-        return CELLS[cell.lower()](units, name=name)
+        return CELLS[cell.lower()](units, name=name, dtype=dtype)
     raise ValueError(
         f"`cell` must be one of {sorted(CELLS)} or a kerasrnn cell instance (e.g. "
         f"kerasrnn.layers.LSTMCell(256, dropout=0.1)); received {cell!r}."
@@ -127,18 +140,21 @@ class Encoder(BuildsOutsideInferenceMode, keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = _checks.positive_int("units", units)
         self.cell = deserialize_cell(cell)
-        make_cell(self.cell, 1)  # validates `cell` now, not at build time
+        make_cell(self.cell, self.units)  # validates `cell` now, not at build time
         self.num_layers = _checks.positive_int("num_layers", num_layers)
         self.bidirectional = bool(bidirectional)
         self.dropout = _checks.rate("dropout", dropout)
         self.directions = ("forward", "backward") if self.bidirectional else ("forward",)
         # One flat list (layer-major): Keras tracks the sublayers of a flat list.
         self.rnns = [
-            RNN(make_cell(self.cell, self.units, name=f"cell_{i}_{d}"), return_sequences=True, name=f"rnn_{i}_{d}")
+            RNN(
+                make_cell(self.cell, self.units, name=f"cell_{i}_{d}", dtype=self.dtype_policy),
+                return_sequences=True, name=f"rnn_{i}_{d}", dtype=self.dtype_policy,
+            )
             for i in range(self.num_layers)
             for d in self.directions
         ]
-        self.drop = keras.layers.Dropout(self.dropout)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.supports_masking = True
 
     def compute_mask(self, inputs, mask=None):
@@ -146,7 +162,8 @@ class Encoder(BuildsOutsideInferenceMode, keras.layers.Layer):
 
     @property
     def output_dim(self):
-        return self.units * (2 if self.bidirectional else 1)
+        # A cell's output may be smaller than its units (an LSTM with `proj_size`).
+        return self.rnns[0].cell.output_size * (2 if self.bidirectional else 1)
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -172,7 +189,7 @@ class Encoder(BuildsOutsideInferenceMode, keras.layers.Layer):
                 outputs.append(backward)
             x = ops.concatenate(outputs, axis=-1) if self.bidirectional else forward
         last = ops.maximum(lengths - 1, 0)[:, None, None]
-        summary = ops.take_along_axis(forward, ops.broadcast_to(last, (ops.shape(x)[0], 1, self.units)), axis=1)[:, 0]
+        summary = ops.take_along_axis(forward, ops.broadcast_to(last, (ops.shape(x)[0], 1, self.rnns[0].cell.output_size)), axis=1)[:, 0]
         if self.bidirectional:
             summary = ops.concatenate([summary, backward[:, 0]], axis=-1)
         return x, summary

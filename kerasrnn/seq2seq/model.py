@@ -93,15 +93,17 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
         self.cell_spec = deserialize_cell(cell)
         self.dropout_rate = _checks.rate("dropout", dropout)
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
-        self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim, name="source_embedding")
-        self.drop = keras.layers.Dropout(self.dropout_rate)
+        dtype = self.dtype_policy  # every part computes in the model's policy
+        self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim, name="source_embedding",
+                                                       dtype=dtype)
+        self.drop = keras.layers.Dropout(self.dropout_rate, dtype=dtype)
         self.encoder = Encoder(
             encoder_units, cell=self.cell_spec, num_layers=num_layers, bidirectional=bidirectional,
-            dropout=self.dropout_rate, name="encoder",
+            dropout=self.dropout_rate, name="encoder", dtype=dtype,
         )
         self.decoder = Decoder(
             target_vocab_size, decoder_units, embedding_dim=embedding_dim, cell=self.cell_spec,
-            attention=attention, score=score, dropout=self.dropout_rate, name="decoder",
+            attention=attention, score=score, dropout=self.dropout_rate, name="decoder", dtype=dtype,
         )
 
     def build(self, input_shape=None):
