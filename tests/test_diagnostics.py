@@ -338,3 +338,40 @@ def test_the_profile_is_in_processing_order_for_a_backward_layer(go_backwards):
     np.testing.assert_allclose(norms / norms.max(axis=1, keepdims=True), np.tile(0.5 ** np.arange(5, -1, -1), (3, 1)),
                                rtol=1e-5)
     assert log10_ratio(norms) == pytest.approx(-5 * np.log10(2), abs=1e-4)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+def test_the_layers_of_a_deep_rnn_are_found_and_traced(bidirectional, rng):
+    # recurrent_layers did not look inside a DeepRNN ("no kerasrnn recurrent layer"),
+    # and on torch the stack ran torch's multi-layer kernel, which no trace sees.
+    time = 5
+    x = rng.uniform(-1, 1, (3, time, 2)).astype("float32")
+    y = rng.normal(size=(3, 1)).astype("float32")
+    deep = kerasrnn.layers.DeepRNN([kerasrnn.LSTM(4, name="a"), kerasrnn.GRU(4, name="b")],
+                                   bidirectional=bidirectional)
+    model = keras.Sequential([keras.Input((time, 2)), deep, keras.layers.Dense(1)])
+    names = [layer.name for layer in diagnostics.recurrent_layers(model)]
+    assert names == (["forward_a", "backward_a", "forward_b", "backward_b"] if bidirectional else ["a", "b"])
+    norms = diagnostics.gradient_norms(model, x, y, loss="mse")
+    assert set(norms) == set(names)
+    # The same stack as separate layers with the same weights: the same profiles.
+    def plain(layer):
+        return keras.layers.Bidirectional(layer) if bidirectional else layer
+
+    by_hand = keras.Sequential([
+        keras.Input((time, 2)),
+        plain(kerasrnn.LSTM(4, return_sequences=True, name="a")), plain(kerasrnn.GRU(4, name="b")),
+        keras.layers.Dense(1),
+    ])
+    by_hand.set_weights(model.get_weights())
+    np.testing.assert_allclose(to_numpy(by_hand(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+    expected = diagnostics.gradient_norms(by_hand, x, y, loss="mse")
+    assert set(expected) == set(norms)
+    for name in names:
+        assert np.abs(norms[name]).max() > 0
+        np.testing.assert_allclose(norms[name], expected[name], rtol=1e-4, atol=1e-7)
+    records = {}
+    with diagnostics.traced([deep.base_layer(0), deep.base_layer(1)], records=records):
+        deep(x)
+    assert sorted(records) == sorted([deep.base_layer(0).name, deep.base_layer(1).name])
+    assert deep.last_path == "per-layer"

@@ -61,7 +61,8 @@ def recurrent_layers(model, layers=None):
         seen.add(id(layer))
         if isinstance(layer, RNN):
             found.append(layer)
-        for attr in ("layers", "forward_layer", "backward_layer", "layer"):
+        # Keras models and wrappers, and `DeepRNN` (its `rnn_layers`).
+        for attr in ("layers", "rnn_layers", "forward_layer", "backward_layer", "layer"):
             child = getattr(layer, attr, None)
             for c in child if isinstance(child, (list, tuple)) else [child]:
                 if isinstance(c, keras.layers.Layer):

@@ -256,6 +256,10 @@ def _stack_reason(deep, sequences, training):
         base = deep.base_layer(i)
         if not isinstance(base, RNN):
             return f"layer {i} is not a kerasrnn layer"
+        layer = deep.rnn_layers[i]
+        directions = [layer.forward_layer, layer.backward_layer] if deep.bidirectional[i] else [base]
+        if any("call" in vars(d) for d in directions):  # replaced on the instance
+            return f"layer {i} is traced (kerasrnn.diagnostics runs each layer's own loop)"
         if base.fused is False or base.stateful or base.go_backwards:
             return f"layer {i} has fused=False, stateful or go_backwards"
         if training and base.cell.dropout > 0:
