@@ -15,7 +15,7 @@ from conftest import FUSED_LSTM, to_numpy
 
 import kerasrnn
 from kerasrnn import datasets, interop, seq2seq
-from kerasrnn.datasets import translation
+from kerasrnn.datasets import timeseries, translation
 
 x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
 right_padded = np.array([[True] * 5, [True] * 3 + [False] * 2])
@@ -356,6 +356,28 @@ BAD = [
      ValueError, r"split_pairs: `fractions` must be three numbers"),
     ("split_pairs(unpaired)", lambda: translation.split_pairs(["a"] * 10, ["b"] * 9), ValueError,
      r"split_pairs: 10 source and 9 target sentences"),
+    ("window_dataset(horizon=-1)", lambda: timeseries.window_dataset(np.arange(40.0), 5, "multi_step", horizon=-1),
+     ValueError, r"`horizon` must be a positive integer"),
+    ("window_dataset(horizon=0)", lambda: timeseries.window_dataset(np.arange(40.0), 5, "seq2seq", horizon=0),
+     ValueError, r"`horizon` must be a positive integer"),
+    ("window_dataset(n_steps=0)", lambda: timeseries.window_dataset(np.arange(40.0), 0, "one_step"),
+     ValueError, r"`n_steps` must be a positive integer"),
+    ("window_dataset(n_steps=2.5)", lambda: timeseries.window_dataset(np.arange(40.0), 2.5, "one_step"),
+     TypeError, r"`n_steps` must be a positive integer"),
+    ("window_dataset(n_steps=True)", lambda: timeseries.window_dataset(np.arange(40.0), True, "one_step"),
+     TypeError, r"`n_steps` must be a positive integer"),
+    ("task_targets(horizon=-2)", lambda: timeseries.task_targets(np.ones((2, 9, 1)), 3, "seq2seq", horizon=-2),
+     ValueError, r"`horizon` must be a positive integer"),
+    ("iterative_forecast(horizon=0)", lambda: timeseries.iterative_forecast(lambda w: w[:, -1], np.ones((2, 3, 1)), 0),
+     ValueError, r"`horizon` must be a positive integer"),
+    ("naive_forecast(horizon=0)", lambda: timeseries.naive_forecast(np.ones((2, 3, 1)), "multi_step", horizon=0),
+     ValueError, r"`horizon` must be a positive integer"),
+    ("split_bounds(-5)", lambda: timeseries.split_bounds(-5), ValueError, r"`length` must be a positive integer"),
+    ("geron_dataset(sizes=(3, 2))", lambda: timeseries.geron_dataset("one_step", sizes=(3, 2)), ValueError,
+     r"`sizes` must be three integers >= 0"),
+    ("DeepRNN(stateful, bidirectional)", lambda: kerasrnn.layers.DeepRNN([kerasrnn.GRU(4, stateful=True)],
+                                                                          bidirectional=True),
+     ValueError, r"DeepRNN: layers\[0\] is stateful and bidirectional"),
     ("translate(beam_size=None)", lambda: _seq2seq().translate(np.array([[4, 5, 3]]), beam_size=None), TypeError,
      r"`beam_size` must be a positive integer"),
 ]

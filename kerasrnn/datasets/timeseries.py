@@ -15,9 +15,12 @@ causal and is scored on its last step only (`forecast_mse`).
 """
 
 import csv
+import numbers
 import os
 
 import numpy as np
+
+from kerasrnn.layers import _checks
 
 __all__ = [
     "TASKS",
@@ -42,6 +45,13 @@ def _check_task(task):
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}; received {task!r}.")
     return task
+
+
+def _check_lengths(task, n_steps, horizon):
+    """`n_steps` and, where the task reads it, `horizon`: positive integers."""
+    _checks.positive_int("n_steps", n_steps)
+    if task != "one_step":
+        _checks.positive_int("horizon", horizon)
 
 
 def _random_state(seed):
@@ -87,6 +97,7 @@ def generate_time_series(batch_size, n_steps, seed=None):
         Géron, *Hands-On Machine Learning with Scikit-Learn, Keras and TensorFlow*,
         2nd ed., O'Reilly 2019, chapter 15.
     """
+    _checks.positive_int("n_steps", n_steps)
     rng = _random_state(seed)
     freq1, freq2, offset1, offset2 = rng.rand(4, batch_size, 1)
     t = np.linspace(0, 1, n_steps)
@@ -117,6 +128,7 @@ def task_targets(series, n_steps, task, horizon=10):
     [5.0, 6.0, 7.0]
     """
     _check_task(task)
+    _check_lengths(task, n_steps, horizon)
     series = np.asarray(series)
     if series.ndim != 3:
         raise ValueError(f"`series` must be (batch, time, features); received shape {series.shape}.")
@@ -159,7 +171,16 @@ def geron_dataset(task, n_steps=50, horizon=10, sizes=(7000, 2000, 1000), seed=4
     [(70, 50, 1), (20, 50, 1), (10, 50, 1)]
     """
     _check_task(task)
-    n_train, n_valid, n_test = sizes
+    _check_lengths(task, n_steps, horizon)
+    if (
+        not isinstance(sizes, (list, tuple)) or len(sizes) != 3
+        or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in sizes)
+    ):
+        raise ValueError(
+            f"`sizes` must be three integers >= 0, the numbers of train, validation and test "
+            f"series; received {sizes!r}."
+        )
+    n_train, n_valid, n_test = (int(n) for n in sizes)
     length = n_steps + (1 if task == "one_step" else horizon)
     series = generate_time_series(n_train + n_valid + n_test, length, seed=seed)
     x, y = task_targets(series, n_steps, task, horizon)
@@ -176,6 +197,7 @@ def split_bounds(length, fractions=(0.7, 0.15, 0.15)):
     >>> split_bounds(309)
     (216, 263)
     """
+    _checks.positive_int("length", length)
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(
             f"`fractions` must be three positive numbers (train, valid, test) summing to 1; "
@@ -212,6 +234,7 @@ def window_dataset(values, n_steps, task, horizon=10, fractions=(0.7, 0.15, 0.15
     ([29.0, 30.0, 31.0, 32.0, 33.0], [34.0])
     """
     _check_task(task)
+    _check_lengths(task, n_steps, horizon)
     values = np.asarray(values, dtype="float32")
     if values.ndim != 1:
         raise ValueError(f"`values` must be a 1-D series; received shape {values.shape}.")
@@ -328,6 +351,8 @@ def naive_forecast(x, task, horizon=10):
     [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]
     """
     _check_task(task)
+    if task != "one_step":
+        _checks.positive_int("horizon", horizon)
     x = np.asarray(x)
     if task == "one_step":
         return x[:, -1, :1]
@@ -388,6 +413,7 @@ def iterative_forecast(predict_one, x, horizon=10):
     >>> iterative_forecast(lambda w: w[:, -1] + 1.0, x, horizon=3).tolist()
     [[4.0, 5.0, 6.0]]
     """
+    _checks.positive_int("horizon", horizon)
     window = np.asarray(x, dtype="float32")
     n_steps = window.shape[1]
     forecasts = []
