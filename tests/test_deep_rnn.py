@@ -304,3 +304,14 @@ def test_fit_and_save_load(rng, tmp_path):
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_reset_states_of_a_stack_of_stateful_layers(rng):
+    x = rng.normal(size=(2, 4, 3)).astype("float32")
+    deep = kerasrnn.layers.DeepRNN([kerasrnn.GRU(4, stateful=True), kerasrnn.LSTM(4, stateful=True)])
+    deep.build(x.shape)
+    first = to_numpy(deep(x))
+    second = to_numpy(deep(x))
+    assert np.abs(second - first).max() > 1e-4  # the second call went on from the first
+    deep.reset_states()
+    np.testing.assert_allclose(to_numpy(deep(x)), first, rtol=1e-6, atol=1e-7)

@@ -154,6 +154,14 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             )
         wrapped = []
         for i, layer in enumerate(layers):
+            if self.bidirectional[i] and getattr(layer, "stateful", False):
+                raise ValueError(
+                    f"DeepRNN: layers[{i}] is stateful and bidirectional. Keras 3.15's "
+                    "Bidirectional cannot return the states of stateful layers (its "
+                    "compute_mask fails, for keras.layers.GRU too), and the stack needs "
+                    "them: make that layer one-directional, or carry the states yourself "
+                    "(return_state=True, initial_state=)."
+                )
             layer.return_state = True
             layer.return_sequences = i < n - 1 or self._top_sequence
             if self.bidirectional[i]:
@@ -181,6 +189,15 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         return cls([keras.saving.deserialize_keras_object(config) for _ in range(num_layers)], **kwargs)
 
     # ------------------------------------------------------------------ structure
+    def reset_states(self):
+        """Zero the states of every stateful layer of the stack, as `reset_states()` of
+        one layer does."""
+        for layer in self.rnn_layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_states()
+
+    reset_state = reset_states
+
     def base_layer(self, i):
         """Layer `i` without its `Bidirectional` wrapper (its forward layer)."""
         layer = self.rnn_layers[i]
