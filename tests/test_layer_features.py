@@ -236,6 +236,21 @@ def test_stateful_model_carries_state_in_compiled_predict(rng):
     np.testing.assert_allclose(model.predict(x, batch_size=BATCH, verbose=0), first, rtol=1e-6)
 
 
+def test_stateful_states_move_in_compiled_fit(rng):
+    # The states are no weights, but JAX's compiled train step must still carry them
+    # (through `variables`): after `fit` on one batch they are an eager call's.
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
+    rnn = kerasrnn.GRU(UNITS, stateful=True)
+    model = keras.Sequential([keras.Input(batch_shape=(BATCH, TIME, FEATURES)), rnn, keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model.fit(x, np.zeros((BATCH, 1), "float32"), batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    after_fit = to_numpy(rnn.states[0]).copy()
+    assert np.abs(after_fit).max() > 1e-3
+    rnn.reset_states()
+    model(x)
+    np.testing.assert_allclose(after_fit, to_numpy(rnn.states[0]), rtol=1e-5, atol=1e-7)
+
+
 def _stateful_pair(layer_class, wrap=None):
     """A stateless model and its `stateful=True` twin (same architecture)."""
     def make(stateful):
