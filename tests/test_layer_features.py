@@ -22,6 +22,8 @@ from conftest import to_numpy
 import kerasrnn
 from kerasrnn.testing import reference
 
+BACKEND = keras.backend.backend()
+
 
 def built(layer, input_dim=FEATURES, batch=None):
     layer.build((batch, TIME, input_dim))
@@ -179,6 +181,99 @@ def test_mixed_precision(form, policy, tol, rng):
     for g, w in zip(got, want):
         assert keras.backend.standardize_dtype(g.dtype) == compute
         np.testing.assert_allclose(to_numpy(g).astype("float32"), to_numpy(w), atol=tol)
+
+
+MIXED_FORMS = {
+    **{form: CELL_FORMS[form] for form in ("simple_tanh", "lstm", "gru_after", "gru_before")},
+    "simple_ln": (kerasrnn.SimpleRNN, {"layer_norm": True}),
+    "lstm_ln_peepholes_proj": (
+        kerasrnn.LSTM, {"layer_norm": True, "use_peepholes": True, "proj_size": 3}
+    ),
+    "gru_after_ln": (kerasrnn.GRU, {"layer_norm": True}),
+    "gru_before_ln": (kerasrnn.GRU, {"reset_after": False, "layer_norm": True}),
+}
+
+
+@pytest.mark.parametrize("form", sorted(MIXED_FORMS))
+def test_mixed_precision_weights_stay_float32_until_the_step(form, rng):
+    """Under mixed_float16 the loop's weights, and what `loop_constants` makes of them
+    (centered, split, summed with a norm's shift), are held in float32 and read in
+    float16: cast in the step, so that each step's gradient reaches float32."""
+    layer_class, kwargs = MIXED_FORMS[form]
+    keras.config.set_dtype_policy("mixed_float16")  # the conftest fixture restores float32
+    layer = built(layer_class(UNITS, return_sequences=True, fused=False, **kwargs))
+    seen = {}  # key -> (stored dtypes, read dtypes), taken while the call runs (traced)
+    loop_constants = layer.cell.loop_constants
+
+    def dtypes(value):
+        values = value if isinstance(value, tuple) else (value,)
+        return [keras.backend.standardize_dtype(v.dtype) for v in values if hasattr(v, "dtype")]
+
+    def spy(*args, **kw):
+        constants = loop_constants(*args, **kw)
+        for key in constants:
+            seen[key] = (dtypes(constants.stored(key)), dtypes(constants[key]))
+        return constants
+
+    layer.cell.loop_constants = spy
+    out = layer(nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    weights = {key: v for key, v in seen.items() if v[0]}
+    assert {"kernel", "recurrent_kernel"} <= set(weights)
+    for key, (stored, read) in weights.items():
+        assert set(stored) == {"float32"} and set(read) == {"float16"}, key
+
+
+def _mixed_gradients(layer, x):
+    """The gradients of `Σ outputs²` with respect to `layer.trainable_variables`
+    (float32 values), through `layer(x)` (so under the layer's autocast)."""
+    variables = layer.trainable_variables
+
+    def loss(outputs):
+        return keras.ops.sum(keras.ops.cast(outputs, "float32") ** 2)
+
+    if BACKEND == "jax":
+        import jax
+
+        def f(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss(layer(x))
+
+        grads = jax.grad(f)([v.value for v in variables])
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = loss(layer(x))
+        grads = tape.gradient(value, variables)
+    else:
+        import torch
+
+        grads = torch.autograd.grad(loss(layer(x)), [v.value for v in variables])
+    return [to_numpy(g).astype("float64") for g in grads]
+
+
+@pytest.mark.parametrize("form", ["simple_tanh", "lstm", "gru_after", "gru_before"])
+def test_mixed_precision_gradient_sums_over_time_in_float32(form, rng):
+    """Over 200 steps under mixed_float16 the recurrent kernel's gradient is as close
+    to float32's as keras.layers' (error/max ≤ 0.0006 here on the three backends; the
+    three cells summed it in float16 when they cast their weights once per sequence,
+    0.0010 to 0.0037)."""
+    layer_class, kwargs = CELL_FORMS[form]
+    time, units = 200, 32
+    x = rng.normal(size=(8, time, 16)).astype("float32")
+    layer = layer_class(units, return_sequences=True, fused=False, **kwargs)
+    layer.build((None, time, 16))
+    weights = layer.get_weights()
+    want = _mixed_gradients(layer, x)
+    keras.config.set_dtype_policy("mixed_float16")  # the conftest fixture restores float32
+    mixed = layer_class(units, return_sequences=True, fused=False, **kwargs)
+    mixed.build((None, time, 16))
+    mixed.set_weights(weights)
+    got = _mixed_gradients(mixed, x)
+    names = [v.name for v in mixed.trainable_variables]
+    g, w = got[names.index("recurrent_kernel")], want[names.index("recurrent_kernel")]
+    assert np.max(np.abs(g - w)) / np.max(np.abs(w)) < 8e-4
 
 
 # ---------------------------------------------------------------------------- fit

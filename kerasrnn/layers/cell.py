@@ -57,7 +57,35 @@ class LoopConstants(dict):
     - `recurrent(h)`: `h` as the recurrent product sees it (recurrent dropout applied);
     - `zoneout(states, new_states)`: the new states with zoneout applied;
     - `record(**values)`: hands intermediate values (the gates) to the diagnostics.
+
+    **Mixed precision.** Under a mixed policy (`mixed_float16`, `mixed_bfloat16`) the
+    weights are kept in their variable dtype (float32) and `constants[key]` casts them
+    to the compute dtype where it is read: in the step, inside the time loop. So each
+    step's gradient of a weight reaches the float32 value and the sum over time is
+    float32, as in keras.layers (which reads its variables at every step); a weight
+    cast once before the loop has its gradient summed over time in float16 (200
+    steps: 5–10× the error on JAX, docs/performance.md). `stored(key)` gives the value as stored, for
+    `loop_constants` to transform in float32 (center, split, add) before the step
+    casts it. Elsewhere (`cast_to` is `None`) both are the entry itself.
     """
+
+    #: The compute dtype the floating entries are cast to where they are read, under
+    #: a mixed policy; `None` elsewhere.
+    cast_to = None
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        return value if self.cast_to is None else _cast_floats(value, self.cast_to)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def stored(self, key):
+        """The entry as stored (in the variable dtype under mixed precision)."""
+        return dict.__getitem__(self, key)
 
     def drop_inputs(self, inputs):
         """`inputs` times the input dropout mask (one mask for every time step)."""
@@ -102,7 +130,24 @@ class LoopConstants(dict):
 
     def at_step(self, **entries):
         """A copy with this step's entries (its zoneout masks, an observer)."""
-        return LoopConstants(self, **entries) if entries else self
+        if not entries:
+            return self
+        copy = LoopConstants(dict.items(self), **entries)
+        copy.cast_to = self.cast_to
+        return copy
+
+
+def _cast_floats(value, dtype):
+    """`value` (a tensor, or a tuple of them) with its floating tensors in `dtype`."""
+    if isinstance(value, tuple):
+        return tuple(_cast_floats(v, dtype) for v in value)
+    value_dtype = getattr(value, "dtype", None)
+    if value_dtype is None:
+        return value
+    value_dtype = keras.backend.standardize_dtype(value_dtype)
+    if value_dtype != dtype and keras.backend.is_float_dtype(value_dtype):
+        return ops.cast(value, dtype)
+    return value
 
 
 class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequenceMasks):
@@ -210,12 +255,15 @@ class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequen
                 f"inputs); received input shape {tuple(input_shape)}."
             )
         self.input_dim = int(input_dim)
+        # `autocast=False`: the weights are read once per sequence (`loop_constants`),
+        # in float32 under mixed precision, and cast where the step reads them.
         self.kernel = self.add_weight(
             shape=(self.input_dim, self.gates * self.units),
             name="kernel",
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
+            autocast=False,
         )
         self.recurrent_kernel = self.add_weight(
             shape=(self.output_size, self.gates * self.units),
@@ -223,6 +271,7 @@ class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequen
             initializer=self.recurrent_initializer,
             regularizer=self.recurrent_regularizer,
             constraint=self.recurrent_constraint,
+            autocast=False,
         )
         if self.use_bias:
             self.bias = self.add_weight(
@@ -231,6 +280,7 @@ class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequen
                 initializer=self._bias_initializer(),
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
+                autocast=False,
             )
         else:
             self.bias = None
@@ -256,24 +306,27 @@ class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequen
 
     # ----------------------------------------------------------------- the split
     def loop_constants(self, inputs, training=False):
-        """Tensors fixed over the sequence: the weights, cast to the compute dtype and
-        read once, and the dropout masks (one per sequence, in training).
+        """Tensors fixed over the sequence: the weights, read once (cast to the compute
+        dtype; under mixed precision where the step reads them, see `LoopConstants`),
+        and the dropout masks (one per sequence, in training).
 
         Args:
             inputs: the sequence `(batch, time, features)` or one step
                 `(batch, features)`; only its batch size and feature size are used.
             training: whether dropout is active.
         """
-        bias = read(self.bias, self.compute_dtype) if self.use_bias else None
+        bias = self._read_weight(self.bias) if self.use_bias else None
         constants = LoopConstants(
-            kernel=read(self.kernel, self.compute_dtype),
-            recurrent_kernel=read(self.recurrent_kernel, self.compute_dtype),
+            kernel=self._read_weight(self.kernel),
+            recurrent_kernel=self._read_weight(self.recurrent_kernel),
             bias=bias,
             input_bias=bias,
             input_mask=None,
             recurrent_mask=None,
             zoneout_rates=tuple(self._zoneout_rates()),
         )
+        if self._mixed_precision:
+            constants.cast_to = self.compute_dtype
         if training:
             batch = ops.shape(inputs)[0]
             if self.dropout > 0:
@@ -318,6 +371,15 @@ class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequen
         """The zoneout probability of each state, in the order of `state_size`."""
         return [self.zoneout]
 
+    @property
+    def _mixed_precision(self):
+        return self.compute_dtype != self.variable_dtype
+
+    def _read_weight(self, variable):
+        """A weight's value for `loop_constants`: in the compute dtype, or as the
+        variable holds it under mixed precision (`LoopConstants` casts it where read)."""
+        return read(variable, None if self._mixed_precision else self.compute_dtype)
+
     def _draw_dropout_mask(self, cached, shape, rate):
         # `keras.layers.RNN` draws the masks of a sequence before its loop (see
         # `_keras_dropout_cell`); everywhere else they are drawn here, once per sequence.
@@ -329,15 +391,14 @@ class RecurrentCell(BuildsOutsideInferenceMode, keras.layers.Layer, _KerasSequen
     def _add_layer_norm(self, name, size):
         """The gain `<name>_gamma` (ones) and shift `<name>_beta` (zeros) of one layer
         normalization, made in `build`."""
-        gamma = self.add_weight(shape=(size,), name=f"{name}_gamma", initializer="ones")
-        beta = self.add_weight(shape=(size,), name=f"{name}_beta", initializer="zeros")
+        gamma = self.add_weight(shape=(size,), name=f"{name}_gamma", initializer="ones", autocast=False)
+        beta = self.add_weight(shape=(size,), name=f"{name}_beta", initializer="zeros", autocast=False)
         setattr(self, f"{name}_gamma", gamma)
         setattr(self, f"{name}_beta", beta)
 
     def _read_layer_norm(self, name):
-        """`(γ, β)` of the layer normalization `name`, as tensors."""
-        dtype = self.compute_dtype
-        return read(getattr(self, f"{name}_gamma"), dtype), read(getattr(self, f"{name}_beta"), dtype)
+        """`(γ, β)` of the layer normalization `name`, as tensors (`_read_weight`)."""
+        return self._read_weight(getattr(self, f"{name}_gamma")), self._read_weight(getattr(self, f"{name}_beta"))
 
     def _normalized_projection(self, inputs, constants):
         """`LN_x(dropout(inputs) @ kernel) + input_shift` per gate block, on the

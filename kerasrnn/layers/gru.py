@@ -138,24 +138,25 @@ class GRUCell(RecurrentCell):
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
         units = self.units
-        recurrent = constants["recurrent_kernel"]
+        stored = constants.stored  # float32 under mixed precision (see `LoopConstants`)
+        recurrent = stored("recurrent_kernel")
         if self.layer_norm:
             for name in ("kernel_norm", "recurrent_norm"):
                 constants[name] = self._read_layer_norm(name)
             # LN(x W) only sees x W minus its block means: take them out of the weights
             # once here (see `center_blocks`). Splitting after centering keeps the z, r,
             # g blocks centered.
-            constants["kernel"] = center_blocks(constants["kernel"], 3)
+            constants["kernel"] = center_blocks(stored("kernel"), 3)
             recurrent = constants["recurrent_kernel"] = center_blocks(recurrent, 3)
         if not self.reset_after:
             # Split once, outside the loop: the candidate sees r ⊗ h, not h.
             constants["recurrent_zr"] = recurrent[:, : 2 * units]
             constants["recurrent_g"] = recurrent[:, 2 * units :]
             if self.layer_norm:
-                gamma, beta = constants["recurrent_norm"]
+                gamma, beta = stored("recurrent_norm")
                 constants["recurrent_norm_zr"] = (gamma[: 2 * units], beta[: 2 * units])
                 constants["recurrent_norm_g"] = (gamma[2 * units :], beta[2 * units :])
-        bias = constants["bias"]
+        bias = stored("bias")
         if bias is not None and self.reset_after:
             constants["input_bias"] = bias[0]
             constants["recurrent_bias"] = bias[1]
@@ -163,8 +164,8 @@ class GRUCell(RecurrentCell):
             constants["input_bias"] = bias
             constants["recurrent_bias"] = None
         if self.layer_norm:  # LN_x's shift β_x joins the input bias, once per sequence
-            beta_x = constants["kernel_norm"][1]
-            bias = constants["input_bias"]
+            beta_x = stored("kernel_norm")[1]
+            bias = stored("input_bias")
             constants["input_shift"] = beta_x if bias is None else bias + beta_x
         return constants
 

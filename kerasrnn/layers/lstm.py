@@ -12,7 +12,6 @@ from kerasrnn.layers.cell import (
     center_blocks,
     gated_fused_ok,
     normalize,
-    read,
 )
 from kerasrnn.layers.rnn import CellLayer
 from kerasrnn.ops.fused import FusedSpec, Slot
@@ -213,7 +212,7 @@ class LSTMCell(RecurrentCell):
             self._add_layer_norm("state_norm", self.units)
         if self.use_peepholes:
             self.peephole_kernel = self.add_weight(
-                shape=(3, self.units), name="peephole_kernel", initializer="zeros"
+                shape=(3, self.units), name="peephole_kernel", initializer="zeros", autocast=False
             )
         if self.proj_size:
             self.projection_kernel = self.add_weight(
@@ -222,27 +221,29 @@ class LSTMCell(RecurrentCell):
                 initializer=self.kernel_initializer,
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
+                autocast=False,
             )
 
     def loop_constants(self, inputs, training=False):
         constants = super().loop_constants(inputs, training)
+        stored = constants.stored  # float32 under mixed precision (see `LoopConstants`)
         if self.use_peepholes:
-            peepholes = read(self.peephole_kernel, self.compute_dtype)
+            peepholes = self._read_weight(self.peephole_kernel)
             constants["peepholes"] = (peepholes[0], peepholes[1], peepholes[2])
         if self.proj_size:
-            constants["projection_kernel"] = read(self.projection_kernel, self.compute_dtype)
+            constants["projection_kernel"] = self._read_weight(self.projection_kernel)
         if self.layer_norm:
             for name in ("kernel_norm", "recurrent_norm", "state_norm"):
                 constants[name] = self._read_layer_norm(name)
             # LN(x W) only sees x W minus its block means: take them out of the weights
             # once here, and the normalizations need no mean (see `center_blocks`).
-            constants["kernel"] = center_blocks(constants["kernel"], 4)
-            constants["recurrent_kernel"] = center_blocks(constants["recurrent_kernel"], 4)
+            constants["kernel"] = center_blocks(stored("kernel"), 4)
+            constants["recurrent_kernel"] = center_blocks(stored("recurrent_kernel"), 4)
             # b and LN_h's shift β_h are added to every step's pre-activations, and LN_x's
             # β_x too: one vector, formed once per sequence and added with the input.
-            bias, beta_h = constants["bias"], constants["recurrent_norm"][1]
+            bias, beta_h = stored("bias"), stored("recurrent_norm")[1]
             constants["input_bias"] = beta_h if bias is None else bias + beta_h
-            constants["input_shift"] = constants["input_bias"] + constants["kernel_norm"][1]
+            constants["input_shift"] = stored("input_bias") + stored("kernel_norm")[1]
         return constants
 
     def project_inputs(self, inputs, constants):

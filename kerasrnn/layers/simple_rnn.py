@@ -115,9 +115,9 @@ class SimpleRNNCell(RecurrentCell):
             # take it out of them once, and the step's LN needs no mean (see
             # `center_blocks`).
             for name in ("kernel", "recurrent_kernel", "bias"):
-                if constants[name] is not None:
-                    constants[name] = center_blocks(constants[name])
-            constants["input_bias"] = constants["bias"]
+                if constants.stored(name) is not None:  # in float32 under mixed precision
+                    constants[name] = center_blocks(constants.stored(name))
+            constants["input_bias"] = constants.stored("bias")
         return constants
 
     def step(self, projected, states, constants):
