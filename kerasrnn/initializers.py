@@ -50,6 +50,11 @@ class ForgetGateBias(keras.initializers.Initializer):
     open, so the cell state is remembered and the error signal flows back through
     time from the first update (Gers et al. 2000; Jozefowicz et al. 2015).
 
+    A bias of more than one row, such as the `(2, 3·units)` bias of a reset-after
+    GRU (the input and the recurrent bias, which the cell adds), gets `forget_bias`
+    in its first row only, so the gate's summed bias starts at `forget_bias` (with
+    the default zeros `base`); every other value comes from `base`.
+
     Args:
         base: initializer of the other gates' blocks.
         gates: number of gate blocks in the bias (4 for LSTM).
@@ -78,19 +83,23 @@ class ForgetGateBias(keras.initializers.Initializer):
         self.forget_bias = float(forget_bias)
 
     def __call__(self, shape, dtype=None):
+        shape = tuple(shape)
+        if not shape:
+            raise ValueError("ForgetGateBias: the bias needs at least one axis; received shape ().")
         total = shape[-1]
         if total % self.gates:
             raise ValueError(
                 f"ForgetGateBias: bias size {total} is not a multiple of gates={self.gates}."
             )
         units = total // self.gates
-        # One draw for the whole vector: a seeded (or Keras's unseeded, per-instance
+        # One draw for the whole bias: a seeded (or Keras's unseeded, per-instance
         # seeded) random base returns the same values at every call, so a draw per
         # block gave the input, cell and output gates the very same biases.
-        values = self.base((total,), dtype=dtype)
+        values = ops.reshape(self.base(shape, dtype=dtype), (-1, total))
         start = self.forget_index * units
-        forget = ops.full((units,), self.forget_bias, dtype=values.dtype)
-        return ops.concatenate([values[:start], forget, values[start + units :]], axis=0)
+        forget = ops.full((1, units), self.forget_bias, dtype=values.dtype)
+        first = ops.concatenate([values[:1, :start], forget, values[:1, start + units :]], axis=1)
+        return ops.reshape(ops.concatenate([first, values[1:]], axis=0), shape)
 
     def get_config(self):
         return {

@@ -563,6 +563,36 @@ def test_lstm_forget_bias(unit_forget_bias):
     np.testing.assert_array_equal(bias, theirs.get_weights()[2])
 
 
+def test_forget_gate_bias_of_a_reset_after_gru():
+    """A bias of two rows (the reset-after GRU's input and recurrent biases) keeps its
+    shape, with the forget block in the first row: it was flattened to the last axis,
+    so the GRU got a `(3·units,)` bias (torch failed at the call, `set_weights` from a
+    plain GRU everywhere)."""
+    init = kerasrnn.initializers.ForgetGateBias(gates=3, forget_index=0, forget_bias=2.0)
+    value = to_numpy(init((2, 3 * UNITS)))
+    want = np.zeros((2, 3 * UNITS))
+    want[0, :UNITS] = 2.0
+    np.testing.assert_array_equal(value, want)
+    random = kerasrnn.initializers.ForgetGateBias(keras.initializers.RandomNormal(seed=1), gates=3)
+    value = to_numpy(random((2, 3, 3 * UNITS)))
+    assert value.shape == (2, 3, 3 * UNITS)
+    np.testing.assert_array_equal(value[0, 0, UNITS : 2 * UNITS], 1.0)
+    assert len(np.unique(value[1:])) == value[1:].size  # the base's draws elsewhere
+    # The one-axis bias (LSTM) is what it was.
+    lstm = kerasrnn.initializers.ForgetGateBias(keras.initializers.RandomNormal(seed=3))
+    np.testing.assert_array_equal(
+        to_numpy(lstm((4 * UNITS,))).reshape(4, UNITS)[[0, 2, 3]],
+        to_numpy(keras.initializers.RandomNormal(seed=3)((4 * UNITS,))).reshape(4, UNITS)[[0, 2, 3]],
+    )
+    gru = built(kerasrnn.GRU(UNITS, bias_initializer=init))
+    plain = built(kerasrnn.GRU(UNITS))
+    assert [w.shape for w in gru.get_weights()] == [w.shape for w in plain.get_weights()]
+    np.testing.assert_array_equal(gru.get_weights()[2], want)
+    x = nonzero_uniform(np.random.default_rng(0), (BATCH, TIME, FEATURES)).astype("float32")
+    assert tuple(gru(x).shape) == (BATCH, UNITS)
+    gru.set_weights(plain.get_weights())
+
+
 @pytest.mark.parametrize("seed", [1, None])
 def test_forget_gate_bias_draws_each_gate_its_own_random_bias(seed):
     """With a random base (`bias_initializer=RandomNormal(...)`), the input, cell and
