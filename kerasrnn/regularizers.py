@@ -55,7 +55,7 @@ def dropout_mask(shape, rate, seed=None, dtype=None):
     [0.0, 2.0]
     """
     ones = ops.ones(shape, dtype=dtype or keras.config.floatx())
-    return _dropout(ones, rate, None, seed)
+    return _dropout(ones, _rate("rate", rate), None, seed)
 
 
 def sequence_dropout(x, rate, seed=None, per_sequence=False):
@@ -82,7 +82,7 @@ def sequence_dropout(x, rate, seed=None, per_sequence=False):
     True
     """
     x = ops.convert_to_tensor(x)
-    if rate == 0:
+    if _rate("rate", rate) == 0:
         return x
     noise_shape = (None, 1, None) if per_sequence and len(x.shape) == 3 else None
     return _dropout(x, rate, noise_shape, seed)
@@ -108,7 +108,17 @@ def zoneout_mask(shape, rate, seed=None, dtype=None):
     >>> round(float(d.mean()), 2)
     0.3
     """
+    rate = _rate("rate", rate, zoneout=True)
     return ops.cast(ops.less(_uniform(shape, seed), rate), dtype or keras.config.floatx())
+
+
+def _rate(name, value, zoneout=False):
+    """`value` as a float in [0, 1), else a clear error naming `name`."""
+    from kerasrnn.layers import _checks  # the layers import this module
+
+    if zoneout:
+        return _checks.rate(name, value, meaning=_checks.ZONEOUT_MEANING)
+    return _checks.rate(name, value)
 
 
 def zoneout(previous, candidate, keep):

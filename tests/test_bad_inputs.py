@@ -14,7 +14,7 @@ import torch
 from conftest import FUSED_LSTM, to_numpy
 
 import kerasrnn
-from kerasrnn import datasets, interop, seq2seq
+from kerasrnn import datasets, interop, regularizers, seq2seq
 from kerasrnn.datasets import timeseries, translation
 
 x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
@@ -338,6 +338,20 @@ BAD = [
      r"`gates` must be a positive integer"),
     ("ForgetGateBias(forget_index=4)", lambda: kerasrnn.initializers.ForgetGateBias(forget_index=4), ValueError,
      r"`forget_index` must be an integer in \[0, gates=4\)"),
+    ("sequence_dropout(rate=1)", lambda: regularizers.sequence_dropout(np.ones((1, 3, 2), "float32"), 1.0, seed=0),
+     ValueError, r"`rate` must be in \[0, 1\)"),
+    ("sequence_dropout(rate=-0.5)", lambda: regularizers.sequence_dropout(np.ones((1, 3, 2), "float32"), -0.5),
+     ValueError, r"`rate` must be in \[0, 1\)"),
+    ("dropout_mask(rate=1)", lambda: regularizers.dropout_mask((2, 3), 1.0, seed=0), ValueError,
+     r"`rate` must be in \[0, 1\)"),
+    ("dropout_mask(rate='0.5')", lambda: regularizers.dropout_mask((2, 3), "0.5"), TypeError,
+     r"`rate` must be a float in \[0, 1\)"),
+    ("zoneout_mask(rate=1.5)", lambda: regularizers.zoneout_mask((2, 3), 1.5, seed=0), ValueError,
+     r"`rate` must be in \[0, 1\) \(the probability that a unit keeps"),
+    ("zoneout_mask(rate=-1)", lambda: regularizers.zoneout_mask((2, 3), -1, seed=0), ValueError,
+     r"`rate` must be in \[0, 1\)"),
+    ("ForgetGateBias()(shape=())", lambda: kerasrnn.initializers.ForgetGateBias()(()), ValueError,
+     r"the bias needs at least one axis"),
     ("encode_texts(max_length=0)", lambda: datasets.encode_texts(_vectorizer(), ["a b"], 0), ValueError,
      r"`max_length` must be a positive integer"),
     ("encode_texts(max_length=2.5)", lambda: datasets.encode_texts(_vectorizer(), ["a b"], 2.5), TypeError,
