@@ -155,14 +155,20 @@ def make_datasets(name, tasks, config):
         }
         return "geron", splits, {"n_steps": config.n_steps, "real": False}
     label, values, index = load_real_series(name, config)
+    if len(values) < 3:
+        raise common.UsageError(
+            f"--data {label}: the series has {len(values)} value(s); it needs a training, a "
+            "validation and a test period."
+        )
     train_end, _ = timeseries.split_bounds(len(values))
     center = float(np.mean(values[:train_end]))
     scale = 1.25 * float(np.max(np.abs(values[:train_end] - center)))
     if scale == 0:
         raise common.UsageError(f"--data {label}: the training period is constant; nothing to forecast.")
     scaled = (values - center) / scale
-    splits = {task: timeseries.window_dataset(scaled, config.window, task, config.horizon)
-              for task in tasks}
+    with common.data_errors(label):  # a series too short for the windows
+        splits = {task: timeseries.window_dataset(scaled, config.window, task, config.horizon)
+                  for task in tasks}
     return label, splits, {"n_steps": config.window, "real": True, "center": center,
                            "scale": scale, "index": index}
 

@@ -86,6 +86,13 @@ def test_csv_column_and_its_errors(tmp_path):
         with pytest.raises(SystemExit, match=f"^error: --data {bad}") as caught:
             run(tmp_path, "--data", str(bad), "--column", "value")
         assert "\n" not in str(caught.value)
+    # A series too short (or only a header) is a --data error too, not a traceback.
+    (tmp_path / "header.csv").write_text("value\n")
+    (tmp_path / "five.csv").write_text("value\n1\n2\n3\n4\n5\n")
+    for name, pattern in (("header", "the series has 0 value"), ("five", "too short for windows")):
+        with pytest.raises(SystemExit, match=f"^error: --data {name}:value: .*{pattern}") as caught:
+            run(tmp_path, "--data", str(tmp_path / f"{name}.csv"), "--column", "value")
+        assert "\n" not in str(caught.value)
 
 
 @pytest.mark.skipif(not has_statsmodels, reason="statsmodels is not installed")
