@@ -248,7 +248,7 @@ def evaluate(run, name, model, state, csv_path, test):
     return {
         "test_mse": float(np.mean((predicted.astype("float64") - y_test) ** 2)),
         "baseline_mse": float(np.mean((y_test - 1.0) ** 2)),
-        "steps": state["epoch"] * config.steps_per_epoch(name),
+        "steps": updates(state["history"], config, name)[-1] if state["history"] else 0,
         "epochs": state["epoch"],
         "seconds": round(sum(h["seconds"] for h in state["history"]), 1),  # training, all runs
         "units": config.units,
@@ -264,6 +264,13 @@ def evaluate(run, name, model, state, csv_path, test):
     }
 
 
+def updates(history, config, name):
+    """The updates made by the end of each epoch of `history`, from each epoch's
+    `steps` (a run resumed with another `--epochs` makes another number per epoch;
+    a record without it, from an older checkpoint, counts the current number)."""
+    return np.cumsum([r.get("steps", config.steps_per_epoch(name)) for r in history]).tolist()
+
+
 def _columns(row, suffix):
     """`{name: value}` of a diagnostics CSV row's `<name><suffix>` columns."""
     return {k[: -len(suffix)]: v for k, v in row.items() if k.endswith(suffix) and v is not None}
@@ -273,7 +280,7 @@ def plot_learning_curves(results, history, config, path):
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, records in history.items():
-        steps = [r["epoch"] * config.steps_per_epoch(name) for r in records]
+        steps = updates(records, config, name)
         ax.semilogy(steps, [r["val_loss"] for r in records], marker="o", label=name)
     baseline = next(iter(results.values()))["baseline_mse"]
     ax.axhline(baseline, color="gray", linestyle="--", label=f"predict 1 ({baseline:.3f})")

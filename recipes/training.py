@@ -197,11 +197,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.time()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1  # the last step's index (several per call with steps_per_execution)
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.state
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}}
         record["seconds"] = round(time.time() - self.started, 2)
+        record["steps"] = self.steps  # the updates this epoch made
         state["history"].append(record)
         state["epoch"] = epoch + 1
         monitor = state.get("monitor")

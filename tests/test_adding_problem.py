@@ -94,3 +94,19 @@ def test_resume_keeps_one_diagnostics_row_per_epoch(tmp_path, capsys, monkeypatc
     assert [row["epoch"] for row in read_csv(str(tmp_path / "irnn_diagnostics.csv"))] == [0, 1, 2]
     model = keras.models.load_model(str(tmp_path / "checkpoints" / "irnn" / "epoch-002.keras"))
     assert int(to_numpy(model.optimizer.iterations)) == 4  # the cosine schedule resumed too
+
+
+def test_steps_count_the_updates_made_when_resumed_with_other_epochs(tmp_path, capsys):
+    """`--resume --epochs N` after a finished run: `steps` (and the learning curves' x
+    axis) count the updates made, each epoch's own number, not N × the new per-epoch
+    number (2 × 2 updates then `--epochs 1` said 8; then `--epochs 4`, 4 for 6)."""
+    args = ["--smoke", "--models", "gru", "--output", str(tmp_path), "--verbose", "0"]
+    assert adding_problem.main(args)["metrics"]["models"]["gru"]["steps"] == 4
+    again = adding_problem.main([*args, "--resume", "--epochs", "1"])
+    assert (again["metrics"]["models"]["gru"]["epochs"], again["metrics"]["models"]["gru"]["steps"]) == (2, 4)
+    longer = adding_problem.main([*args, "--resume", "--epochs", "4"])
+    assert [r["steps"] for r in longer["history"]["gru"]] == [2, 2, 1, 1]
+    assert longer["metrics"]["models"]["gru"]["steps"] == 6
+    config = adding_problem.parse_config([*args, "--epochs", "4"])
+    assert adding_problem.updates(longer["history"]["gru"], config, "gru") == [2, 4, 5, 6]
+    capsys.readouterr()
