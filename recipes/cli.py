@@ -12,6 +12,8 @@ Keras is imported exactly as `python -m recipes.NAME` does.
 import runpy
 import sys
 
+from recipes import common  # standard library only: Keras is not imported
+
 RECIPES = {
     "adding_problem": "tanh RNN, IRNN, LSTM and GRU on the adding problem (Le et al. 2015)",
     "sentiment": "movie-review polarity on IMDB and MR (sequence → vector)",
@@ -35,7 +37,11 @@ def main(argv=None):
     if name not in RECIPES:
         raise SystemExit(f"error: no recipe {argv[0]!r}.\n\n{usage()}")
     sys.argv = [f"kerasrnn-recipe {name}", *argv[1:]]
-    runpy.run_module(f"recipes.{name}", run_name="__main__", alter_sys=True)
+    common.COMMAND = f"kerasrnn-recipe {argv[0]}"  # for --help: runpy sets sys.argv[0] to the file
+    try:
+        runpy.run_module(f"recipes.{name}", run_name="__main__", alter_sys=True)
+    finally:
+        common.COMMAND = None
     return 0
 
 

@@ -41,6 +41,10 @@ import typing
 
 BACKENDS = ("jax", "tensorflow", "torch")
 # Settings of one invocation, never taken from the interrupted run's config.json.
+#: The command that runs the recipe, for its `--help` (`kerasrnn-recipe NAME` sets it;
+#: `None`: the recipe's own `python -m recipes.NAME`).
+COMMAND = None
+
 PER_INVOCATION = ("backend", "output", "resume", "verbose", "tensorboard", "threads")
 # The `--distribute` modes every recipe has (translation adds "model").
 DISTRIBUTE = ("none", "data")
@@ -204,7 +208,7 @@ def parse_config(config_class, argv=None, *, prog=None, description=None, preset
     `aliases` maps old flag names to fields (`{"model": "models"}`); the underscore
     spelling of every field is accepted too. Both print a deprecation note.
     """
-    parser = build_parser(config_class, prog=prog, description=description, aliases=aliases)
+    parser = build_parser(config_class, prog=COMMAND or prog, description=description, aliases=aliases)
     given = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
     settings = {}
     if presets is not None:

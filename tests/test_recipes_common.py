@@ -305,7 +305,10 @@ def test_console_script_lists_and_runs_the_recipes(capsys):
         cli.main(["poetry"])
     with pytest.raises(SystemExit) as caught:
         cli.main(["captioning", "--help"])
-    assert caught.value.code == 0 and "--batch-size" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert caught.value.code == 0 and "--batch-size" in out
+    assert out.startswith("usage: kerasrnn-recipe captioning ")  # it said python -m recipes.captioning
+    assert common.COMMAND is None
 
 
 @pytest.mark.slow
