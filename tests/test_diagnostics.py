@@ -310,6 +310,31 @@ def test_clear_errors(rng):
         diagnostics.gradient_norms(model, np.ones((1, 4, 2)), np.ones((1, 1)))
     with pytest.raises(ValueError, match="`every`"):
         diagnostics.RecurrentDiagnostics(None, None, every=0)
+    assert diagnostics.RecurrentDiagnostics(None, None, every=np.int64(2)).every == 2
+    # `tol` is a band from each limit: outside [0, 0.5) every value (or none) is "saturated".
+    for tol in (-1, 0.5, 5):
+        with pytest.raises(ValueError, match=r"`tol` must be in \[0, 0.5\)"):
+            diagnostics.activation_statistics(model, np.ones((1, 4, 2)), tol=tol)
+        with pytest.raises(ValueError, match="`tol`"):
+            diagnostics.RecurrentDiagnostics(None, None, tol=tol)
+    with pytest.raises(ValueError, match="`tol`"):
+        diagnostics.diagnose(model, np.ones((1, 4, 2)), np.ones((1, 1)), loss="mse", tol=-0.1)
+    # A model with two outputs (which loss?) is refused in words, not a backend's stack error.
+    a = keras.Input((4, 2))
+    two = keras.Model(a, [linear_rnn(1.0, 4)(a), kerasrnn.SimpleRNN(3)(a)])
+    with pytest.raises(TypeError, match="the model has 2 outputs"):
+        diagnostics.gradient_norms(two, np.ones((1, 4, 2)), np.ones((1, 1)), loss="mse")
+
+
+def test_one_layer_named_by_a_string_is_one_layer():
+    """`layers="gru_b"` looked for the layers 'g', 'r', 'u', '_', 'b'."""
+    model = keras.Sequential([keras.Input((5, 3)), kerasrnn.GRU(2, name="gru_b", return_sequences=True),
+                              kerasrnn.GRU(2, name="other")])
+    (found,) = diagnostics.recurrent_layers(model, "gru_b")
+    assert found.name == "gru_b"
+    assert diagnostics.recurrent_layers(model, found) == [found]
+    norms = diagnostics.gradient_norms(model, np.ones((2, 5, 3)), np.zeros((2, 2)), loss="mse", layers="gru_b")
+    assert list(norms) == ["gru_b"] and norms["gru_b"].shape == (2, 5)
 
 
 def test_plots_explain_a_missing_matplotlib(monkeypatch):

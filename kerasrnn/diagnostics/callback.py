@@ -22,6 +22,7 @@ with torch or JAX but no TensorFlow usually has `tensorboard`.
 """
 
 import csv
+import numbers
 import os
 import time
 import warnings
@@ -30,7 +31,7 @@ import keras
 import numpy as np
 
 from kerasrnn.diagnostics.gradients import gradient_norms, log10_ratio
-from kerasrnn.diagnostics.saturation import activation_statistics
+from kerasrnn.diagnostics.saturation import activation_statistics, check_tol
 from kerasrnn.diagnostics.spectrum import recurrent_spectrum
 from kerasrnn.diagnostics.trace import recurrent_layers
 
@@ -61,6 +62,7 @@ def diagnose(model, x, y, loss=None, layers=None, tol=0.01):
     >>> tuple(report["gru"]["grad_norms"].shape), sorted(report["gru"]["spectrum"])
     ((4, 5), ['all', 'g', 'r', 'z'])
     """
+    check_tol(tol)
     selected = recurrent_layers(model, layers)
     names = [layer.name for layer in selected]
     norms = gradient_norms(model, x, y, loss=loss, layers=names)
@@ -173,8 +175,9 @@ class RecurrentDiagnostics(keras.callbacks.Callback):
         record_initial=True, initial_epoch=0, tol=0.01,
     ):
         super().__init__()
-        if not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"`every` must be a positive integer; received {every!r}.")
+        check_tol(tol)
         self.x, self.y = x, y
         self.csv_path = csv_path
         self.log_dir = log_dir

@@ -40,7 +40,7 @@ def gradient_norms(model, x, y, loss=None, layers=None):
     r"""`‖dL_b/dh_t‖` for every example `b` and time step `t` of a batch.
 
     Args:
-        model: a Keras model containing kerasrnn recurrent layers.
+        model: a Keras model with one output, containing kerasrnn recurrent layers.
         x: a batch of inputs (anything `model(x)` accepts).
         y: the matching targets.
         loss: the per-example loss: a Keras loss name, function or `keras.losses.Loss`
@@ -74,7 +74,13 @@ def gradient_norms(model, x, y, loss=None, layers=None):
     # A forward pass to learn each layer's (batch, time, units): the probe's shape.
     records = {}
     with traced(selected, records=records):
-        model(x, training=False)
+        outputs = model(x, training=False)
+    if isinstance(outputs, (list, tuple, dict)):
+        raise TypeError(
+            f"gradient_norms: the model has {len(outputs)} outputs; the diagnostics take a "
+            "model with one output (one loss). Build a model from the inputs to the output "
+            "whose loss to follow, e.g. keras.Model(model.inputs, model.outputs[0])."
+        )
     shapes = {name: tuple(rec["h"].shape) for name, rec in records.items()}
     names = list(shapes)
 

@@ -15,6 +15,8 @@ activation, or an unbounded value such as LSTM's cell state `c_t`, gets no satur
 only its mean and variance.
 """
 
+import numbers
+
 import numpy as np
 from keras import activations, ops
 
@@ -60,6 +62,18 @@ def activation_limits(activation):
     return (None, None)
 
 
+def check_tol(tol):
+    """`tol` as a float in [0, 0.5) (a band from each limit), else a clear error."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"`tol` must be a float in [0, 0.5); received {tol!r}.")
+    if not 0.0 <= tol < 0.5:
+        raise ValueError(
+            f"`tol` must be in [0, 0.5) (the band near each limit, as a fraction of the "
+            f"range; 0.01 by default); received {tol}."
+        )
+    return float(tol)
+
+
 def saturation_fraction(values, limits, tol=0.01, axis=None):
     """Fraction of `values` within `tol·(hi − lo)` of a limit (a ReLU: `≤ 0`).
 
@@ -76,6 +90,7 @@ def saturation_fraction(values, limits, tol=0.01, axis=None):
     >>> float(saturation_fraction(np.tanh([-5.0, -0.1, 0.0, 0.5, 3.0]), (-1.0, 1.0)))
     0.4
     """
+    check_tol(tol)
     lo, hi = limits
     if lo is None and hi is None:
         return None
@@ -119,6 +134,7 @@ def activation_statistics(model, x, layers=None, tol=0.01):
     >>> stats["lstm"]["c"]["saturation"] is None
     True
     """
+    check_tol(tol)
     selected = recurrent_layers(model, layers)
     records = {}
     with traced(selected, records=records):

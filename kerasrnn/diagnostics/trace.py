@@ -42,7 +42,8 @@ def recurrent_layers(model, layers=None):
 
     Args:
         model: a Keras model or layer.
-        layers: optional names or layer objects to select; `None` selects all.
+        layers: optional names or layer objects to select (one name or layer, or a
+            list of them); `None` selects all.
 
     Example:
 
@@ -76,6 +77,8 @@ def recurrent_layers(model, layers=None):
                 "LSTM, GRU or kerasrnn.layers.RNN); diagnostics need one."
             )
         return found
+    if isinstance(layers, (str, keras.layers.Layer)):  # one layer, not its letters
+        layers = [layers]
     wanted = [w if isinstance(w, str) else getattr(w, "name", w) for w in layers]
     by_name = {layer.name: layer for layer in found}
     missing = [w for w in wanted if w not in by_name]
