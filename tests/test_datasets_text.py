@@ -263,5 +263,9 @@ def test_word_vectorizer_needs_no_tensorflow_and_checks_its_arguments():
     assert done.stdout.strip() == "[[2, 4, 1, 0]]"  # b (twice), then the tie c before a
     with pytest.raises(ValueError, match="max_tokens"):
         WordVectorizer(max_tokens=2)
+    assert WordVectorizer(max_tokens=np.int64(5)).max_tokens == 5
+    # As TextVectorization: a repeated word would leave an id that never comes out.
+    with pytest.raises(ValueError, match=r"the vocabulary repeats \['a'\]"):
+        WordVectorizer(vocabulary=["", "[UNK]", "a", "a", "b"])
     with pytest.raises(ValueError, match="standardize"):
         WordVectorizer(standardize="upper")

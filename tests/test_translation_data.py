@@ -98,6 +98,12 @@ def test_parallel_tsv(tmp_path):
     for limit in (-1, 1.5, True):
         with pytest.raises(ValueError, match="`limit` must be None"):
             data.load_parallel_tsv(path, limit=limit)
+    assert data.load_parallel_tsv(path, limit=np.int64(1)) == (["Go."], ["Geh."])
+    # A byte-order mark (Notepad's UTF-8) is not part of the first sentence.
+    marked = tmp_path / "bom.tsv"
+    marked.write_text("Go.\tGeh.\nHi.\tHallo\n", encoding="utf-8-sig")
+    assert data.load_parallel_tsv(marked) == (["Go.", "Hi."], ["Geh.", "Hallo"])
+    assert data.pad_batch([]).shape == (0, 0) and data.pad_batch([]).dtype == np.int32
     bad = tmp_path / "bad.tsv"
     bad.write_text("Go.\tGeh.\nno tab here\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.tsv:2: expected at least 2"):

@@ -11,6 +11,7 @@ text later, on any backend.
 
 import collections
 import json
+import numbers
 import os
 import re
 import tarfile
@@ -363,7 +364,7 @@ class WordVectorizer:
     """
 
     def __init__(self, max_tokens=20000, standardize="review", vocabulary=None):
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 3:
+        if not isinstance(max_tokens, numbers.Integral) or isinstance(max_tokens, bool) or max_tokens < 3:
             raise ValueError(
                 f"WordVectorizer: `max_tokens` must be an integer >= 3 (padding, unknown "
                 f"and at least one word); received {max_tokens!r}."
@@ -373,7 +374,7 @@ class WordVectorizer:
                 f"WordVectorizer: `standardize` must be one of {[k for k in _STANDARDIZERS if k]}, "
                 f"None or a function str -> str; received {standardize!r}."
             )
-        self.max_tokens = max_tokens
+        self.max_tokens = int(max_tokens)
         #: The `standardize` argument as given: a name, `None`, or the function.
         self.standardize_setting = standardize
         self.standardize = standardize if callable(standardize) else _STANDARDIZERS[standardize]
@@ -381,6 +382,9 @@ class WordVectorizer:
 
     def _set_vocabulary(self, words):
         words = [str(w) for w in words if w not in (PAD, OOV)]
+        repeated = sorted({w for w, n in collections.Counter(words).items() if n > 1})
+        if repeated:  # as TextVectorization: each word needs its own id
+            raise ValueError(f"WordVectorizer: the vocabulary repeats {repeated[:5]}; each word must appear once.")
         self.vocabulary = [PAD, OOV, *words[: self.max_tokens - 2]]
         self.ids = {word: i for i, word in enumerate(self.vocabulary)}
 

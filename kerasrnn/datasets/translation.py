@@ -13,6 +13,7 @@
 
 import gzip
 import io
+import numbers
 import os
 
 import keras
@@ -79,7 +80,7 @@ def _read_lines(path):
     """
     opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8-sig") as f:  # a byte-order mark is not text
             return [line.rstrip("\r\n") for line in f]
     except FileNotFoundError:
         raise FileNotFoundError(f"{os.fspath(path)}: no such file.") from None
@@ -199,7 +200,7 @@ def load_parallel_tsv(path, columns=(0, 1), limit=None):
     >>> load_parallel_tsv(p, columns=(1, 0))
     (['Geh.', 'Hallo!'], ['Go.', 'Hi.'])
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
         raise ValueError(f"`limit` must be None (every pair) or an integer >= 0; received {limit!r}.")
     source, target = [], []
     need = max(columns) + 1
@@ -356,7 +357,7 @@ def pad_batch(sequences, pad_id=0, multiple=1):
     [[5, 6, 3], [7, 3, 0]]
     """
     multiple = _checks.positive_int("multiple", multiple)
-    length = max(len(s) for s in sequences)
+    length = max((len(s) for s in sequences), default=0)
     length = -(-length // multiple) * multiple
     out = np.full((len(sequences), length), pad_id, "int32")
     for i, s in enumerate(sequences):
