@@ -120,6 +120,19 @@ def test_split_pairs_is_a_partition():
         assert all(s[1:] == t[1:] for s, t in zip(src, tgt))  # still aligned
 
 
+@pytest.mark.parametrize("n, fractions, sizes", [
+    (10, (0.45, 0.45, 0.1), [4, 5, 1]),  # each share rounded on its own gave 4/4/2
+    (5, (0.5, 0.5, 0.0), [2, 3, 0]),  # an empty share stays empty (was 2/2/1)
+    (20, (0.9, 0.05, 0.05), [18, 1, 1]),
+    (1200, (0.8, 0.1, 0.1), [960, 120, 120]),
+    (7, (0.0, 1.0, 0.0), [0, 7, 0]),
+])
+def test_split_pairs_sizes_follow_the_cumulative_shares(n, fractions, sizes):
+    source = [str(i) for i in range(n)]
+    parts = data.split_pairs(source, source, fractions)
+    assert [len(parts[k][0]) for k in ("train", "val", "test")] == sizes
+
+
 def test_subword_tokenizer_round_trip(tmp_path):
     sentences = ["Ein Hund läuft über die Wiese.", "Zwei Hunde spielen im Schnee.", "Ein Mann fährt Fahrrad."] * 30
     tok = data.SubwordTokenizer.train(sentences, vocab_size=60)

@@ -241,9 +241,14 @@ def split_pairs(source, target, fractions=(0.9, 0.05, 0.05), seed=0):
             f"test), e.g. (0.9, 0.05, 0.05); received {fractions!r}."
         )
     order = np.random.default_rng(seed).permutation(len(source))
-    n_train = round(fractions[0] * len(source))
-    n_val = round(fractions[1] * len(source))
-    cuts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    # Cut points from the cumulative shares, each rounded once: the three sizes add up to
+    # the whole and an empty share stays empty ((0.5, 0.5, 0) of 5 is 2/3/0, not 2/2/1).
+    total = sum(parts)
+    n_train = round(parts[0] / total * len(source))
+    n_seen = min(len(source), round((parts[0] + parts[1]) / total * len(source)))
+    if parts[2] == 0:
+        n_seen = len(source)
+    cuts = {"train": order[:n_train], "val": order[n_train:n_seen], "test": order[n_seen:]}
     return {k: ([source[i] for i in idx], [target[i] for i in idx]) for k, idx in cuts.items()}
 
 
