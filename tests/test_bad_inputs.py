@@ -394,6 +394,19 @@ BAD = [
      ValueError, r"DeepRNN: layers\[0\] is stateful and bidirectional"),
     ("translate(beam_size=None)", lambda: _seq2seq().translate(np.array([[4, 5, 3]]), beam_size=None), TypeError,
      r"`beam_size` must be a positive integer"),
+    # NaN passed `alpha < 0`: every score became NaN and beam search returned [2, 0, 0, ...].
+    ("length_penalty(alpha=nan)", lambda: seq2seq.length_penalty(3, float("nan")), ValueError,
+     r"`alpha` must be a finite number >= 0 \(the length penalty's exponent"),
+    ("length_penalty(alpha=inf)", lambda: seq2seq.length_penalty(3, float("inf")), ValueError,
+     r"`alpha` must be a finite number >= 0"),
+    ("length_penalty(alpha=-1)", lambda: seq2seq.length_penalty(3, -1.0), ValueError,
+     r"`alpha` must be a finite number >= 0"),
+    ("length_penalty(alpha='0.6')", lambda: seq2seq.length_penalty(3, "0.6"), TypeError, r"`alpha` must be a number"),
+    ("beam_search(alpha=nan)", lambda: seq2seq.beam_search(
+        lambda t, s, c: (None, s, None), [], {}, batch_size=1, bos_id=0, eos_id=1, max_length=3, alpha=float("nan")),
+     ValueError, r"`alpha` must be a finite number >= 0"),
+    ("translate(alpha=nan)", lambda: _seq2seq().translate(np.array([[4, 5, 3]]), beam_size=2, alpha=float("nan")),
+     ValueError, r"`alpha` must be a finite number >= 0"),
 ]
 
 

@@ -59,6 +59,15 @@ def positive_float(name, value, meaning="it keeps the division finite"):
     return float(value)
 
 
+def non_negative_float(name, value, meaning):
+    """A finite real number >= 0 (NaN and infinity are refused: they pass `< 0`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number >= 0 ({meaning}); received {value!r}.")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"`{name}` must be a finite number >= 0 ({meaning}); received {value}.")
+    return float(value)
+
+
 def non_negative_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be a non-negative integer; received {value!r}.")

@@ -10,6 +10,7 @@ from kerasrnn.ops.device import BuildsOutsideInferenceMode
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, deserialize_cell, serialize_cell
 from kerasrnn.seq2seq.search import (
+    _check_alpha,
     beam_search,
     greedy_search,
     kept_steps,
@@ -160,6 +161,8 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
             )
         batch, source_len = source.shape
         beam_size = _checks.positive_int("beam_size", beam_size)
+        if beam_size > 1:  # before the encoder runs, not at the first step of the search
+            _check_alpha(alpha)
         max_length = 2 * source_len + 10 if max_length is None else _checks.positive_int("max_length", max_length)
         if not self.built:  # every weight's shape follows from the configuration
             self.build()

@@ -55,10 +55,13 @@ def length_penalty(length, alpha):
         Wu et al., "Google's Neural Machine Translation System: Bridging the Gap between
         Human and Machine Translation", 2016.
     """
-    if alpha < 0:
-        raise ValueError(f"`length_penalty` (alpha) must be >= 0; received {alpha}.")
+    alpha = _check_alpha(alpha)
     length = ops.cast(length, "float32")
     return ops.power((5.0 + length) / 6.0, alpha)
+
+
+def _check_alpha(alpha):
+    return _checks.non_negative_float("alpha", alpha, "the length penalty's exponent; 0: no penalty")
 
 
 def _check_search_args(batch_size, max_length, beam_size=1):
@@ -172,6 +175,7 @@ def beam_search(
         beam instead of a separate list, as in most RNN translation toolkits.
     """
     _check_search_args(batch_size, max_length, beam_size)
+    alpha = _check_alpha(alpha)
     k = int(beam_size)
     rows = batch_size * k
 
@@ -194,7 +198,7 @@ def beam_search(
     history = None
     frozen = None
     offsets = (np.arange(batch_size) * k)[:, None]
-    candidates = _candidates_fn(k, float(alpha), keras.backend.backend())
+    candidates = _candidates_fn(k, alpha, keras.backend.backend())
     for t in range(int(max_length)):
         step_log_p, states, weights = step_fn(tokens, states, constants)
         vocab = int(step_log_p.shape[-1])
