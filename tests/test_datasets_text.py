@@ -269,3 +269,24 @@ def test_word_vectorizer_needs_no_tensorflow_and_checks_its_arguments():
         WordVectorizer(vocabulary=["", "[UNK]", "a", "a", "b"])
     with pytest.raises(ValueError, match="standardize"):
         WordVectorizer(standardize="upper")
+
+
+@pytest.mark.parametrize("load", ["load_imdb", "load_mr"])
+def test_a_failed_download_says_how_to_go_on_offline(monkeypatch, load):
+    import keras
+
+    from kerasrnn import datasets
+
+    def offline(*args, **kwargs):  # keras.utils.get_file's own bare Exception
+        raise Exception("URL fetch failure on https://x: None -- [Errno -2] Name or service not known")  # noqa: TRY002
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(ConnectionError, match=r"could not download https://.*pass the local copy as `path`"):
+        getattr(datasets, load)()
+
+    def corrupt(*args, **kwargs):  # a bad hash: get_file's ValueError, as raised
+        raise ValueError("Incomplete or corrupted file detected.")
+
+    monkeypatch.setattr(keras.utils, "get_file", corrupt)
+    with pytest.raises(ValueError, match="corrupted"):
+        getattr(datasets, load)()

@@ -16,9 +16,9 @@ import os
 import re
 import tarfile
 
-import keras
 import numpy as np
 
+from kerasrnn.datasets._download import download
 from kerasrnn.layers import _checks
 
 __all__ = [
@@ -94,9 +94,9 @@ def load_imdb(path=None, *, return_ids=False, cache_dir=None):
         Maas et al., "Learning Word Vectors for Sentiment Analysis", ACL 2011.
     """
     if path is None:
-        path = keras.utils.get_file(
-            "aclImdb_v1.tar.gz", origin=IMDB_URL, file_hash=IMDB_SHA256, cache_dir=cache_dir,
-            cache_subdir="datasets",
+        path = download(
+            "aclImdb_v1.tar.gz", IMDB_URL, "`path` (the aclImdb folder or aclImdb_v1.tar.gz)",
+            file_hash=IMDB_SHA256, cache_dir=cache_dir, cache_subdir="datasets",
         )
     path = _existing(path, "load_imdb", "the aclImdb folder or aclImdb_v1.tar.gz")
     if os.path.isdir(path):
@@ -210,9 +210,9 @@ def load_mr(path=None, *, test_fraction=0.1, seed=0, encoding=None, cache_dir=No
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"load_mr: `test_fraction` must be in (0, 1); received {test_fraction}.")
     if path is None:
-        path = keras.utils.get_file(
-            "rt-polaritydata.tar.gz", origin=MR_URL, file_hash=MR_SHA256, cache_dir=cache_dir,
-            cache_subdir="datasets",
+        path = download(
+            "rt-polaritydata.tar.gz", MR_URL, "`path` (the rt-polaritydata folder or its .tar.gz)",
+            file_hash=MR_SHA256, cache_dir=cache_dir, cache_subdir="datasets",
         )
     path = _existing(path, "load_mr", "the folder with rt-polarity.pos/.neg")
     raw = _mr_files_from_folder(path) if os.path.isdir(path) else _mr_files_from_archive(path)

@@ -19,6 +19,7 @@ import os
 import keras
 import numpy as np
 
+from kerasrnn.datasets._download import download
 from kerasrnn.layers import _checks
 
 __all__ = [
@@ -163,9 +164,9 @@ def load_multi30k(src="de", tgt="en", splits=("train", "val", "test_2016_flickr"
 def _multi30k_file(split, lang, path):
     name = f"{split}.{lang}.gz"
     if path is None:
-        return keras.utils.get_file(
-            name, MULTI30K_URL + name, file_hash=MULTI30K_SHA256[name],
-            cache_subdir=os.path.join("datasets", "multi30k"),
+        return download(
+            name, MULTI30K_URL + name, "`path` (a folder of {split}.{lang}.gz files)",
+            file_hash=MULTI30K_SHA256[name], cache_subdir=os.path.join("datasets", "multi30k"),
         )
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such folder (expected one holding {name}).")
