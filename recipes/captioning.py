@@ -114,6 +114,12 @@ def load_splits(config):
     n_valid = round(config.valid_fraction * len(order))
     parts = {"test": order[:n_test], "valid": order[n_test:n_test + n_valid],
              "train": order[n_test + n_valid:]}
+    if not all(len(index) for index in parts.values()):  # the fractions passed, the rounding did not
+        sizes = ", ".join(f"{len(index)} {split}" for split, index in parts.items())
+        raise common.UsageError(
+            f"--test-fraction {config.test_fraction} and --valid-fraction {config.valid_fraction} of "
+            f"{len(order)} images leave a split empty ({sizes}): each needs at least one image."
+        )
     splits = {}
     for split, index in parts.items():
         split_names = [names[i] for i in index]

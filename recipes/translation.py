@@ -127,6 +127,14 @@ def load_pairs(config):
         else:
             splits = data.load_multi30k(config.src, config.tgt, path=config.data or None)
             pairs = {"train": splits["train"], "val": splits["val"], "test": splits["test_2016_flickr"]}
+    empty = [name for name, (source, _) in pairs.items() if not source]
+    if empty:  # before training: perplexity and BLEU of no pairs would end the run in a traceback
+        sizes = ", ".join(f"{len(p[0])} {name}" for name, p in pairs.items())
+        hint = " A TSV file is split 90/5/5: give it at least 20 pairs." if os.path.isfile(config.data or "") else ""
+        raise common.UsageError(
+            f"--data {config.data or '(download)'}: the {' and '.join(empty)} "
+            f"split{'s are' if len(empty) > 1 else ' is'} empty ({sizes} pairs).{hint}"
+        )
     if config.smoke:  # the data read as in a real run, a seeded slice of each split trained on
         pairs = {name: common.smoke_slice(pair, SMOKE_PAIRS[name], config.seed + i)
                  for i, (name, pair) in enumerate(pairs.items())}
@@ -370,6 +378,11 @@ def translate(output, sentences, beam=5, alpha=0.6):
     """Translations of `sentences` by the model and tokenizers saved in `output`."""
     if not sentences:
         raise common.UsageError('translate needs sentences: translate --output DIR "Ein Satz." ...')
+    if beam < 1:  # checked before the model loads, as training's Config does
+        raise common.UsageError(f"--beam must be a positive integer (1: greedy); received {beam}.")
+    if not 0 <= alpha < float("inf"):
+        raise common.UsageError(f"--alpha (the length penalty's exponent) must be a finite number >= 0; "
+                                f"received {alpha}.")
     path = os.path.join(output, "model.keras")
     if not os.path.exists(path):
         raise common.UsageError(f"No model.keras in {output}: train first (python -m recipes.translation "

@@ -57,3 +57,14 @@ def test_lstm_decoder_takes_two_initial_states():
 def test_bad_decoder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="--decoder must be one of"):
         captioning.main(["--decoder", "transformer", "--output", str(tmp_path)])
+
+
+@pytest.mark.skipif(not has_sklearn, reason="the digits come from scikit-learn")
+@pytest.mark.parametrize("fractions, empty", [(("0.5", "0.4999"), "0 train"), (("0.2", "0.001"), "0 valid")])
+def test_fractions_that_round_a_split_to_nothing_are_a_clear_error(tmp_path, fractions, empty):
+    # They pass the (0, 1) checks; the rounding left no training images (fit then
+    # failed with StopIteration) or no validation images (NaN scores in results.json).
+    test, valid = fractions
+    with pytest.raises(SystemExit, match=rf"leave a split empty \(.*{empty}.*\): each needs at least one"):
+        captioning.main(["--smoke", "--test-fraction", test, "--valid-fraction", valid, "--output", str(tmp_path)])
+    assert not os.path.exists(tmp_path / "results.json")

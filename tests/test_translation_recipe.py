@@ -98,6 +98,25 @@ def test_bad_data_paths_are_one_line_errors(recipe, tmp_path):
         f.write("ein Hund\ta dog\n" * 2000)
     truncated.write_bytes(truncated.read_bytes()[:100])
     assert "pairs.tsv.gz: cannot be read as a gzip-compressed UTF-8 text file" in error(truncated)
+    # 10 pairs split 90/5/5 leave no test pair: the run trained, then divided by zero.
+    tiny = tmp_path / "tiny.tsv"
+    tiny.write_text("".join(f"w{i} w{i + 1}\tv{i} v{i + 1}\n" for i in range(10)), encoding="utf-8")
+    assert "the test split is empty (9 train, 1 val, 0 test pairs). A TSV file is split 90/5/5" in error(tiny)
+
+
+def test_a_failed_download_is_a_one_line_error(recipe, tmp_path, monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):  # what keras.utils.get_file raises without a network
+        raise Exception(  # noqa: TRY002 (what get_file raises)
+            "URL fetch failure on https://x/train.de.gz: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(SystemExit) as caught:
+        recipe.main(["--output", str(tmp_path / "out"), "--verbose", "0"])
+    message = str(caught.value)
+    assert message.startswith("error: --data (download): could not download https://") and "\n" not in message
+    assert "pass the local copy as `path` (a folder of {split}.{lang}.gz files)" in message
 
 
 def test_translate_mode_loads_the_model_on_another_backend(smoke_run):
@@ -117,4 +136,11 @@ def test_translate_mode_errors_are_clear(smoke_run, recipe, tmp_path):
         recipe.main(["translate", "--output", out])
     with pytest.raises(SystemExit, match="train first"):
         recipe.main(["translate", "--output", str(tmp_path), "w1"])
+    # Checked before the model loads; they were tracebacks from deep in beam search (or,
+    # for nan, a translation from NaN scores).
+    with pytest.raises(SystemExit, match=r"^error: --beam must be a positive integer \(1: greedy\); received 0\.$"):
+        recipe.main(["translate", "--output", out, "--beam", "0", "w1"])
+    for alpha in ("nan", "-1", "inf"):
+        with pytest.raises(SystemExit, match=r"^error: --alpha \(the length penalty's exponent\) must be a finite"):
+            recipe.main(["translate", "--output", out, "--beam", "3", "--alpha", alpha, "w1"])
     assert len(recipe.translate(out, ["w1 w2", "w3"], beam=2)) == 2
