@@ -254,6 +254,51 @@ def test_torch_multi_layer_kernel_is_refused_where_inexact():
         kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, residual=True, fused=True)(x)
 
 
+@pytest.mark.parametrize("fused", ["auto", False])
+def test_the_stack_dtype_is_its_inputs_and_output_each_layer_keeps_its_own(fused, rng):
+    # As keras.layers.Bidirectional(dtype=...): the layers stay float32. On torch the
+    # multi-layer kernel got float64 sequences and states for float32 weights and failed
+    # ("expected m1 and m2 to have the same dtype").
+    x = rng.uniform(size=(B, T, I)).astype("float32")
+    plain = kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, return_state=True, fused=fused)
+    wide = kerasrnn.DeepRNN.repeat(kerasrnn.LSTM(U), 2, return_state=True, fused=fused, dtype="float64")
+    plain.build((None, None, I))
+    random_weights(plain, rng)
+    wide.build((None, None, I))
+    wide.set_weights(plain.get_weights())
+    expected, *states = plain(x)
+    output, *wide_states = wide(x)
+    wrapper = keras.layers.Bidirectional(keras.layers.LSTM(U), dtype="float64")(x)
+    assert keras.backend.standardize_dtype(output.dtype) == keras.backend.standardize_dtype(wrapper.dtype)
+    assert {w.dtype for w in wide.weights} == {"float32"}
+    assert wide.last_path == plain.last_path
+    np.testing.assert_allclose(numpy(output), numpy(expected), rtol=1e-6, atol=1e-7)
+    for a, b in zip(wide_states, states):
+        np.testing.assert_allclose(numpy(a), numpy(b), rtol=1e-6, atol=1e-7)
+
+
+def test_bidirectional_layers_keep_their_dtype(rng):
+    # The Bidirectional wrapper was made with the default policy and cast a float64
+    # layer's output to float32.
+    deep = kerasrnn.DeepRNN([kerasrnn.GRU(U, dtype="float64"), kerasrnn.GRU(U, dtype="float64")],
+                            bidirectional=True, dtype="float64")
+    output = deep(rng.uniform(size=(B, T, I)))
+    assert [layer.dtype_policy.name for layer in deep.rnn_layers] == ["float64", "float64"]
+    assert keras.backend.standardize_dtype(output.dtype) == keras.backend.standardize_dtype(
+        keras.ops.zeros((), "float64").dtype)  # float32 on JAX without x64
+
+
+def test_layers_of_different_dtypes(rng):
+    x = rng.uniform(size=(B, T, I)).astype("float32")
+    deep = kerasrnn.DeepRNN([kerasrnn.GRU(U, dtype="float64"), kerasrnn.GRU(U), kerasrnn.GRU(U)], residual=True)
+    output = deep(x)
+    assert keras.backend.standardize_dtype(output.dtype) == "float32"
+    if BACKEND == "torch":
+        deep = kerasrnn.DeepRNN([kerasrnn.GRU(U, dtype="float64"), kerasrnn.GRU(U)])
+        deep(x)
+        assert deep.last_path == "per-layer" and "one dtype" in deep.last_path_reason
+
+
 def test_gradients(rng, float64):
     layers = [kerasrnn.GRU(U, dtype=GRAD_DTYPE), kerasrnn.LSTM(U, dtype=GRAD_DTYPE)]
     deep = kerasrnn.DeepRNN(layers, residual=True, dtype=GRAD_DTYPE)

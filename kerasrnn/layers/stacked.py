@@ -56,7 +56,10 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             when it computes exactly this stack (see Notes); `True` requires it;
             `False` never. Each layer may still use its own fused kernel.
         seed: seed of the dropout masks.
-        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...). As for
+            `keras.layers.Bidirectional`, the stack's `dtype` is that of its inputs
+            and output; each layer computes in its own (give the layers `dtype=` for
+            float64 or mixed precision; `interop.from_torch` does).
 
     Call arguments:
         sequences: `(batch, time, features)`.
@@ -164,8 +167,8 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
                 )
             layer.return_state = True
             layer.return_sequences = i < n - 1 or self._top_sequence
-            if self.bidirectional[i]:
-                layer = keras.layers.Bidirectional(layer, merge_mode=self.merge_mode)
+            if self.bidirectional[i]:  # in the layer's dtype (its default would be float32)
+                layer = keras.layers.Bidirectional(layer, merge_mode=self.merge_mode, dtype=layer.dtype_policy)
             wrapped.append(layer)
         self.rnn_layers = wrapped
         self.supports_masking = True
@@ -258,6 +261,9 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
     def call(self, sequences, initial_state=None, mask=None, training=False):
         sequences = _inputs.sequences(self, sequences)
         mask = _inputs.check_mask(self, mask, sequences)
+        # Each layer computes in its own dtype (the stack's `dtype` is that of its
+        # inputs and outputs, as for keras.layers.Bidirectional): the bottom layer's input.
+        sequences = ops.cast(sequences, self.base_layer(0).compute_dtype)
         sequences = _inputs.zero_masked_steps(sequences, mask)
         per_layer_states = self._split_initial_state(initial_state, sequences)
         plan = plan_stack(self, sequences, mask, training)
@@ -266,6 +272,7 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             output, final_states = self._call_fused(plan.fused, sequences, per_layer_states, plan.lengths)
         else:
             output, final_states = self._call_layers(sequences, per_layer_states, mask, training)
+        output = ops.cast(output, self.compute_dtype)
         if training and self.output_dropout > 0:
             output = self._drop(output, self.output_dropout)
         if self.return_state:
@@ -281,7 +288,7 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             final_states += states
             if i < n - 1 and training and self.dropout > 0:
                 h = self._drop(h, self.dropout)
-            x = h + x if self.residual and i > 0 else h
+            x = h + ops.cast(x, h.dtype) if self.residual and i > 0 else h
         if self._top_sequence and not self.return_sequences:
             x = _last_valid_step(x, mask)
         return x, final_states
@@ -319,12 +326,12 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         batch = ops.shape(sequences)[0]
         states = []
         for i in range(len(self.rnn_layers)):
-            if per_layer_states is not None:
-                states += [ops.cast(s, self.compute_dtype) for s in per_layer_states[i]]
+            if per_layer_states is not None:  # in the layers' dtype (one for the kernel)
+                states += [ops.cast(s, sequences.dtype) for s in per_layer_states[i]]
             else:
                 directions = 2 if self.bidirectional[i] else 1
                 initial = self.base_layer(i).cell.get_initial_state(batch)
-                states += [ops.cast(s, self.compute_dtype) for s in initial] * directions
+                states += [ops.cast(s, sequences.dtype) for s in initial] * directions
         top = self.base_layer(len(self.rnn_layers) - 1)
         last, outputs, final_states = run_fused(
             spec, sequences, states, lengths=lengths, return_sequences=self.return_sequences,

@@ -250,6 +250,8 @@ def _stack_reason(deep, sequences, training):
         return "some layers are bidirectional and others not"
     if deep.bidirectional[0] and deep.merge_mode != "concat":
         return f"merge_mode={deep.merge_mode!r} (torch's kernel concatenates)"
+    if len({deep.base_layer(i).compute_dtype for i in range(len(deep.rnn_layers))}) != 1:
+        return "the layers do not all compute in one dtype"
     if str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
         return f"{sequences.dtype} on CPU"
     for i in range(len(deep.rnn_layers)):
