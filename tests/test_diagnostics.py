@@ -284,6 +284,42 @@ def test_callback_resumed_fit_labels_epochs(tmp_path, rng):
     assert [r["epoch"] for r in diagnostics.read_csv(path)] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("stop_first", [True, False], ids=["stopper-first", "stopper-last"])
+def test_callback_records_the_last_epoch_of_a_fit_stopped_early(stop_first, rng):
+    # `every=2`, stopped after epoch 3 of 10 (what EarlyStopping does): [0, 2] was
+    # recorded, without the last epoch the docstring promises.
+    class StopAfter3(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == 3:
+                self.model.stop_training = True
+
+    model = linear_rnn(1.0, 4)
+    model.compile("sgd", "mse")
+    x, y = rng.uniform(size=(8, 4, 2)).astype("float32"), rng.uniform(size=(8, 1)).astype("float32")
+    recorder = diagnostics.RecurrentDiagnostics(x, y, every=2)
+    callbacks = [StopAfter3(), recorder] if stop_first else [recorder, StopAfter3()]
+    model.fit(x, y, epochs=10, verbose=0, callbacks=callbacks)
+    assert [epoch for epoch, _ in recorder.history] == [0, 2, 3]
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[recorder])  # a full fit: no epoch twice
+    assert [epoch for epoch, _ in recorder.history] == [0, 2, 3, 0, 2, 4]
+
+
+def test_two_layers_of_one_name_in_nested_models_are_a_clear_error(rng):
+    # Keras allows it; the results are keyed by name: gradient_norms returned one
+    # profile matching neither layer (JAX), or failed inside scan for other lengths.
+    def branch():
+        return keras.Sequential([keras.Input((4, 2)), kerasrnn.GRU(3, name="rnn")])
+
+    a, b = branch(), branch()
+    inputs = keras.Input((4, 2))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.concatenate([a(inputs), b(inputs)])))
+    x, y = rng.uniform(size=(2, 4, 2)), rng.uniform(size=(2, 1))
+    for call in (lambda: diagnostics.gradient_norms(model, x, y, loss="mse"),
+                 lambda: diagnostics.diagnose(model, x, y, loss="mse", layers="rnn")):
+        with pytest.raises(ValueError, match=r"several kerasrnn recurrent layers named \['rnn'\].*distinct names"):
+            call()
+
+
 def test_plots_write_pngs(tmp_path, rng):
     pytest.importorskip("matplotlib")
     model = keras.Sequential([keras.Input((5, 2)), kerasrnn.LSTM(3, name="lstm"), keras.layers.Dense(1)])
@@ -363,6 +399,30 @@ def test_the_profile_is_in_processing_order_for_a_backward_layer(go_backwards):
     np.testing.assert_allclose(norms / norms.max(axis=1, keepdims=True), np.tile(0.5 ** np.arange(5, -1, -1), (3, 1)),
                                rtol=1e-5)
     assert log10_ratio(norms) == pytest.approx(-5 * np.log10(2), abs=1e-4)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_a_masked_step_carries_the_gradient(go_backwards):
+    """At a masked step the state is carried (h_t = h_{t-1}), so dL/dh_t is that of the
+    next valid step: with recurrent matrix 0.5·I, dL/dh_t = 0.5^(valid steps after t)
+    dL/dh_T. The probe was dropped with the step's output there: norms of 0 at padded
+    steps and log10 ratios of +38 (post-padded) or -38 (pre-padded)."""
+    from kerasrnn.diagnostics import gradient_norms, log10_ratio
+
+    model = keras.Sequential([
+        keras.Input((6, 1)),
+        keras.layers.Masking(0.0),
+        kerasrnn.SimpleRNN(2, activation="linear", use_bias=False, go_backwards=go_backwards, name="rnn",
+                           recurrent_initializer=keras.initializers.Identity(0.5)),
+        keras.layers.Dense(1),
+    ])
+    valid = np.array([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 1, 0, 1, 0, 1]], bool)
+    norms = np.asarray(gradient_norms(model, valid[..., None].astype("float32"), np.zeros((3, 1)), loss="mse")["rnn"])
+    processed = valid[:, ::-1] if go_backwards else valid  # the profile is in processing order
+    after = processed[:, ::-1].cumsum(axis=1)[:, ::-1] - processed  # valid steps after t
+    np.testing.assert_allclose(norms / norms[:, -1:], 0.5 ** after, rtol=1e-5)
+    assert np.all(norms > 0)
+    assert abs(log10_ratio(norms)) < 2
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])

@@ -189,24 +189,31 @@ class RecurrentDiagnostics(keras.callbacks.Callback):
         self.history = []
         self._writer = None
         self.initial_epoch = initial_epoch
+        self._finished = self._recorded = None  # the last epoch finished, and recorded
 
     def on_train_begin(self, logs=None):
         if self.log_dir is not None and self._writer is None:
             self._writer = _summary_writer(self.log_dir)
+        self._finished = self._recorded = None
         if self.record_initial:
             self._record(self.initial_epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
+        done = self._finished = epoch + 1
         last = done == self.params.get("epochs")
         if done % self.every == 0 or last:
             self._record(done)
 
     def on_train_end(self, logs=None):
+        # A fit stopped early (EarlyStopping, `stop_training`) ends before `epochs`:
+        # its last epoch is recorded here, as the docstring promises.
+        if self._finished is not None and self._recorded != self._finished:
+            self._record(self._finished)
         if self._writer is not None:
             self._writer.flush()
 
     def _record(self, epoch):
+        self._recorded = epoch
         report = diagnose(self.model, self.x, self.y, loss=self.loss, layers=self.layers, tol=self.tol)
         self.history.append((epoch, report))
         rows = flatten(report, epoch)

@@ -76,7 +76,7 @@ def recurrent_layers(model, layers=None):
                 "The model has no kerasrnn recurrent layer (kerasrnn.SimpleRNN, IRNN, "
                 "LSTM, GRU or kerasrnn.layers.RNN); diagnostics need one."
             )
-        return found
+        return _distinct_names(found)
     if isinstance(layers, (str, keras.layers.Layer)):  # one layer, not its letters
         layers = [layers]
     wanted = [w if isinstance(w, str) else getattr(w, "name", w) for w in layers]
@@ -87,7 +87,23 @@ def recurrent_layers(model, layers=None):
             f"`layers`: no kerasrnn recurrent layer named {missing} in the model; "
             f"its recurrent layers are {sorted(by_name)}."
         )
-    return [by_name[w] for w in wanted]
+    return _distinct_names([layer for layer in found if layer.name in wanted],
+                           [by_name[w] for w in dict.fromkeys(wanted)])
+
+
+def _distinct_names(found, selected=None):
+    """`selected` (default `found`), unless two layers of `found` that it names share
+    a name: the diagnostics key their results by name, and Keras allows the same name
+    in two nested models."""
+    names = [layer.name for layer in found]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"The model has several kerasrnn recurrent layers named {repeated} (in nested "
+            "models); the diagnostics key their results by layer name. Give the layers "
+            "distinct names (e.g. kerasrnn.GRU(64, name='encoder_gru'))."
+        )
+    return found if selected is None else selected
 
 
 @contextlib.contextmanager
@@ -135,16 +151,28 @@ def _traced_call(layer, probe, records):
                          hoist_inputs=True, remat=False, xla=False, name=layer.name)
         names, sizes = _recorded_names(cell, sequences, states, constants)
         units = cell.output_size
+        # With a probe, the mask is applied in the step, before the probe is added: at a
+        # masked step the state is carried, `h_t = h_{t-1} + p_t`, so `∂L/∂p_t` is still
+        # `dL/dh_t` (the loop's own masking would drop the probe there: a norm of 0).
+        mask_in_step = probe is not None and mask is not None
 
         def wrap(cell_step):
-            def step(z_t, states, constants_t, *probe_t):
+            def step(z_t, states, constants_t, *scanned_t):
                 observer = {}
                 output, new_states = cell_step(z_t, states, constants_t.at_step(observer=observer))
-                if probe_t:
+                values = [observer[n] for n in names]
+                if mask_in_step:
+                    m_t = scanned_t[1]
+                    new_states = [ops.where(m_t, n, s) for n, s in zip(new_states, states)]
+                    values = [ops.where(m_t, v, ops.zeros_like(v)) for v in values]
+                    output = new_states[0]  # the output repeats h where masked
+                if scanned_t:
                     # The cell's output is its first state (h); the next step sees h + p.
-                    output = output + probe_t[0]
+                    output = output + scanned_t[0]
                     new_states = [output, *new_states[1:]]
-                return ops.concatenate([output] + [observer[n] for n in names], axis=-1), new_states
+                if mask_in_step and layer.zero_output_for_mask:
+                    output = ops.where(m_t, output, ops.zeros_like(output))
+                return ops.concatenate([output, *values], axis=-1), new_states
 
             return step
 
@@ -155,9 +183,11 @@ def _traced_call(layer, probe, records):
             # flipped first: p[:, 0] is then added to the first step processed.
             cast = ops.cast(probe, sequences.dtype)
             scanned = (ops.flip(cast, axis=1) if layer.go_backwards else cast,)
+            if mask_in_step:  # in input order, reversed with the sequence
+                scanned += (mask[:, :, None],)
         last, outputs, final = run_cell(
-            cell, sequences, states, constants, plan, mask=mask, training=training,
-            go_backwards=layer.go_backwards, return_sequences=True,
+            cell, sequences, states, constants, plan, mask=None if mask_in_step else mask,
+            training=training, go_backwards=layer.go_backwards, return_sequences=True,
             zero_output_for_mask=layer.zero_output_for_mask, wrap=wrap, scanned=scanned,
             output_size=units + sum(sizes),
         )
