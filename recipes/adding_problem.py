@@ -219,7 +219,7 @@ def train(run, name, validation, diag_batch):
     model, state = training.fit(
         run, name, lambda: build_model(name, config),
         run.parallel.even(FreshBatches(config, config.steps_per_epoch(name))),
-        epochs=config.epochs, validation_data=run.parallel.even(validation), callbacks=diagnostics,
+        epochs=config.epochs, validation_data=run.parallel.even(validation, evaluation=True), callbacks=diagnostics,
     )
     return model, state, csv_path
 

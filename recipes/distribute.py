@@ -71,15 +71,18 @@ class Parallel:
         """`batch_size` rounded up to a multiple of the replicas (an evaluation batch)."""
         return -(-int(batch_size) // self.replicas) * self.replicas
 
-    def even(self, data, batch_size=None):
+    def even(self, data, batch_size=None, evaluation=False):
         """`data` as batches that divide evenly over the replicas: an `EvenBatches` of
         `batch_size` rows (default `--batch-size`), or `data` itself when not distributed.
 
         `data` is a `keras.utils.PyDataset` or a tuple of arrays `(x, y[, sample_weight])`.
+        `evaluation=True` for `validation_data` with a loss averaged over the batch's
+        rows (Keras's `sum_over_batch_size`): see `EvenBatches`.
         """
         if not self.distributed or data is None:
             return data
-        return EvenBatches(data, self.rows(batch_size or self.batch_size), self.process, self.processes)
+        return EvenBatches(data, self.rows(batch_size or self.batch_size), self.process, self.processes,
+                           evaluation=evaluation)
 
     def predict(self, model, x, batch_size=None):
         """`model.predict(x)` as a NumPy array: one row per real example, in order.
@@ -268,6 +271,14 @@ class EvenBatches(keras.utils.PyDataset):
             into batches of `rows`.
         rows: examples in every batch.
         process, processes: this process's index and the number of processes.
+        evaluation: scale the weights of the real rows by `batches · rows / real rows`
+            (the same for every batch, so no weighted metric changes). Keras weighs
+            each batch's loss by its rows, fillers included, when it averages the loss
+            over the batches: a loss averaged over the rows (`sum_over_batch_size`,
+            fillers weighing 0) came out as the mean over the real examples times
+            `real rows / (batches · rows)` (52 validation reviews in two batches of 32:
+            the loss × 52/64). With the scale it is that mean, as without fillers. Not
+            for a loss that divides by its own count (`MaskedSequenceLoss`: tokens).
 
     Example:
 
@@ -280,12 +291,16 @@ class EvenBatches(keras.utils.PyDataset):
     5
     """
 
-    def __init__(self, data, rows, process=0, processes=1):
+    def __init__(self, data, rows, process=0, processes=1, evaluation=False):
         super().__init__()
         if rows % processes:
             raise ValueError(f"`rows` ({rows}) must split evenly over the {processes} processes.")
         self.data = data if _is_dataset(data) else _ArrayBatches(data, rows)
         self.rows, self.process, self.processes = int(rows), process, processes
+        self.weight_scale = 1.0
+        if evaluation and len(self):
+            real = int(self.real_rows().sum())
+            self.weight_scale = len(self) * self.rows / max(real, 1)
 
     def set_epoch(self, epoch):
         if hasattr(self.data, "set_epoch"):
@@ -312,7 +327,7 @@ class EvenBatches(keras.utils.PyDataset):
         y = keras.tree.map_structure(lambda a: np.concatenate([a, np.zeros((fill, *a.shape[1:]), a.dtype)]), y)
         if w is None:  # one weight per row, shaped to broadcast over a loss per time step
             w = np.ones((n, 1) if keras.tree.flatten(y)[0].ndim > 1 else (n,), "float32")
-        w = np.asarray(w, "float32")
+        w = np.asarray(w, "float32") * np.float32(self.weight_scale)
         w = np.concatenate([w, np.zeros((fill, *w.shape[1:]), "float32")])
         return self._share((x, y, w))
 

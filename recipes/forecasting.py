@@ -280,7 +280,8 @@ def fit(fits, name, task, splits, n_steps, real):
         run, key, build,
         run.parallel.even(training.EpochBatches(*splits["train"], config.batch_size, seed=config.init_seed)),
         epochs=config.real_epochs if real else config.epochs, seed=config.init_seed,
-        every=config.real_checkpoint_every if real else 1, validation_data=run.parallel.even(splits["valid"]),
+        every=config.real_checkpoint_every if real else 1,
+        validation_data=run.parallel.even(splits["valid"], evaluation=True),
         **(early_stopping if real else {}),
     )
     fits.histories[key] = state["history"]

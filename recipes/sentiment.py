@@ -373,7 +373,7 @@ def fit_member(run, k, train_ids, train_labels, val, callbacks=()):
     model, state = training.fit(
         run, name, lambda: build_model(config, steps_per_epoch=len(train), seed=seed), run.parallel.even(train),
         epochs=config.epochs, seed=seed, monitor=("val_accuracy", "max"), patience=config.patience,
-        restore_best=True, validation_data=run.parallel.even(val), callbacks=callbacks,
+        restore_best=True, validation_data=run.parallel.even(val, evaluation=True), callbacks=callbacks,
     )
     training.save_model(model, run.path(name, "model.keras"))
     return model, state

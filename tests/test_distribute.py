@@ -92,6 +92,24 @@ def test_a_model_with_two_inputs_trains_and_validates_on_even_batches():
     assert np.isfinite(history.history["val_loss"][0])
 
 
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
+def test_evaluation_batches_give_the_loss_of_the_real_examples(loss):
+    # Keras weighs each batch's loss by its rows, fillers included: 11 examples in 3
+    # batches of 4 gave the mean over the real examples × 11/12.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("sgd", loss, weighted_metrics=["mae"])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(11, 3)).astype("float32"), rng.uniform(size=(11, 1)).astype("float32")
+    plain = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    even = model.evaluate(EvenBatches((x, y), rows=4, evaluation=True), verbose=0, return_dict=True)
+    assert even["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+    assert even["mae"] == pytest.approx(plain["mae"], rel=1e-6)  # a weighted metric: unchanged by the scale
+    filled = model.evaluate(EvenBatches((x, y), rows=4), verbose=0, return_dict=True)
+    assert filled["loss"] == pytest.approx(plain["loss"] * 11 / 12, rel=1e-6)  # training batches: as documented
+    np.testing.assert_allclose(EvenBatches((x, y), rows=4, evaluation=True)[2][2].ravel(), [12 / 11] * 3 + [0.0],
+                               rtol=1e-6)
+
+
 def test_each_process_feeds_its_share():
     ids = np.arange(1, 12, dtype="float32")
     whole = EvenBatches((ids[:, None], ids), rows=8)
