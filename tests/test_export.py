@@ -122,3 +122,22 @@ def test_torch_export_runs_what_the_model_computes(name, called_first, rng):
     for size in (3, 5):
         data = torch.tensor(_data(rng, ids, size, steps))
         np.testing.assert_allclose(to_numpy(program(data)), to_numpy(model(data)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.jit.trace")
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no-grad"])
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_jit_trace_runs_what_the_model_computes(name, grad, rng):
+    """The fused GRU's weight mirror failed under `torch.jit.trace` (traced with
+    gradients: "unordered_map::at"; traced without them, then called with them:
+    `index_select(out=...)` under autograd), and a mask's padding read while tracing
+    would have frozen one batch's lengths into the program."""
+    import torch
+
+    steps = 7
+    model, ids = _model(name, steps)
+    with torch.enable_grad() if grad else torch.no_grad():
+        traced = torch.jit.trace(model, (torch.tensor(_data(rng, ids, 4, steps)),), strict=False, check_trace=False)
+    for size in (4, 3):
+        data = torch.tensor(_data(rng, ids, size, steps))
+        np.testing.assert_allclose(to_numpy(traced(data)), to_numpy(model(data)), rtol=1e-5, atol=1e-6)

@@ -46,13 +46,15 @@ def jax_platforms(x):
 
 
 def torch_exporting():
-    """Whether `torch.export` is tracing the call (False on the other backends). Tensor
-    values are then unknown, and what the call makes lives only in the program."""
+    """Whether `torch.export` or `torch.jit.trace` is tracing the call (False on the
+    other backends). Tensor values are then unknown or frozen into the program, and
+    what the call makes lives only in the program (a cached buffer would be a constant
+    of it; `torch.jit.trace` of the fused GRU's mirror failed)."""
     if keras.backend.backend() != "torch":
         return False
     import torch
 
-    return torch.compiler.is_exporting()
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def outside_inference_mode():

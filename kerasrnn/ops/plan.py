@@ -126,7 +126,7 @@ def plan_call(cell, sequences, mask, training, constants, *, fused="auto", hoist
     elif backend != "torch":
         reason = f"no fused kernel is used on the {backend} backend"
     elif mask is not None and torch_exporting():
-        reason = "a mask under torch.export (whether it is right-padded is not known while tracing)"
+        reason = "a mask under torch.export or torch.jit.trace (whether it is right-padded is not known while tracing)"
     elif mask is not None and (lengths := right_padded_lengths(mask)) is None:
         reason = "the mask is not right-padded (or a sequence is fully masked, or the batch is empty)"
     elif str(sequences.dtype) not in ("torch.float32", "torch.float64") and not on_accelerator(sequences):
