@@ -315,6 +315,23 @@ def table(title, times, baseline="keras.layers"):
     return "\n".join(rows)
 
 
+def check_args(parser, args):
+    """argparse's one-line error (before Keras is imported, before any timing) for a
+    value that would end in a traceback later."""
+    for flag, value, known in (("--cells", args.cells, KERAS_NAMES), ("--shapes", args.shapes, SHAPES)):
+        unknown = [v for v in value.split(",") if v not in known]
+        if unknown:
+            parser.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)} "
+                         "(comma-separated)")
+    for flag, value in (("--rounds", args.rounds), ("--steps", args.steps)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1; received {value}")
+    for variant in (v for v in args.variants.split(",") if v):
+        items = variant.split(";")
+        if not all(item.count("=") == 1 and item.split("=")[0] for item in items):
+            parser.error(f"--variants: {variant!r} is not key=value;key=value (e.g. layer_norm=True;zoneout=0.1)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="lstm,gru,simple_rnn")
@@ -351,6 +368,7 @@ def main(argv=None):
         "step under XLA, which Keras's 'auto' does only with a GPU)",
     )
     args = parser.parse_args(argv)
+    check_args(parser, args)
     jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
     import keras
@@ -379,6 +397,8 @@ def main(argv=None):
             fns.pop("keras.layers", None)
             if baseline == "keras.layers":
                 baseline = "kerasrnn"
+        if baseline not in fns:  # before the rounds, not in the table after them
+            parser.error(f"--baseline {baseline!r} is not a contender here; the contenders: {', '.join(fns)}")
         scale = max(1, shape["time"] // 200)
         rounds = args.rounds if scale == 1 else max(3, args.rounds // scale)
         steps = args.steps if scale == 1 else 1

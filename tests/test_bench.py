@@ -190,3 +190,21 @@ def test_decode_bench_prints_both_modes_and_their_ratio(capsys):
     assert rows == [["compiled", "first", "round"], ["op", "by", "op"]] * 2
     ratios = [line for line in lines if "op by op / compiled" in line]
     assert len(ratios) == 2 and all(float(line.split()[-1].rstrip("x")) > 0 for line in ratios)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shapes", "Z"], "--shapes: unknown 'Z'; choose from A, B, GPU, tiny"),
+    (["--cells", "foo", "--shapes", "tiny"], "--cells: unknown 'foo'"),
+    (["--variants", "bogus", "--shapes", "tiny", "--cells", "lstm"], "--variants: 'bogus' is not key=value"),
+    (["--rounds", "0", "--shapes", "tiny"], "--rounds must be >= 1"),
+    (["--baseline", "nope", "--shapes", "tiny", "--cells", "lstm", "--rounds", "1", "--steps", "1"],
+     "--baseline 'nope' is not a contender here; the contenders: keras.layers, kerasrnn"),
+])
+def test_bad_arguments_are_one_line_errors(args, message, capsys, monkeypatch):
+    # They were tracebacks: KeyError for a shape or cell, StatisticsError for --rounds 0,
+    # and a KeyError for --baseline after every round had run.
+    monkeypatch.setattr(rnn_bench, "measure", lambda *a, **k: pytest.fail("timed before checking"))
+    with pytest.raises(SystemExit) as caught:
+        rnn_bench.main(args)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
