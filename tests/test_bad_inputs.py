@@ -394,6 +394,10 @@ BAD = [
      ValueError, r"DeepRNN: layers\[0\] is stateful and bidirectional"),
     ("translate(beam_size=None)", lambda: _seq2seq().translate(np.array([[4, 5, 3]]), beam_size=None), TypeError,
      r"`beam_size` must be a positive integer"),
+    # JAX and TensorFlow failed indexing step 0 (IndexError, OutOfRangeError); torch said this.
+    ("unroll(time=0)", lambda: kerasrnn.ops.unroll(lambda x, s: (s[0], s), np.zeros((2, 0, 3), "float32"),
+                                                   [np.zeros((2, 4), "float32")]),
+     ValueError, r"Cannot run a recurrent layer over a sequence of length 0"),
     # NaN passed `alpha < 0`: every score became NaN and beam search returned [2, 0, 0, ...].
     ("length_penalty(alpha=nan)", lambda: seq2seq.length_penalty(3, float("nan")), ValueError,
      r"`alpha` must be a finite number >= 0 \(the length penalty's exponent"),

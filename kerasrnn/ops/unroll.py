@@ -80,6 +80,9 @@ def unroll(
     # NumPy arrays (what a user passes to try it out) become backend tensors.
     seqs = [ops.convert_to_tensor(s) for s in _as_list(sequences)]
     states = [ops.convert_to_tensor(s) for s in _as_list(initial_states)]
+    if seqs and len(seqs[0].shape) > 1 and seqs[0].shape[1] == 0:  # known now (not a traced None)
+        # Every backend the same (JAX's scan and TensorFlow's loop failed while indexing step 0).
+        raise ValueError("Cannot run a recurrent layer over a sequence of length 0 (`sequences` has no time steps).")
     if go_backwards:
         seqs = [ops.flip(s, axis=1) for s in seqs]
     if mask is not None:
