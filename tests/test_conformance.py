@@ -81,3 +81,47 @@ def test_the_kit_catches_a_wrong_gradient():
     with pytest.raises(AssertionError, match="check 'gradients' failed for _DetachedRecurrence"):
         check_cell(lambda **kw: _DetachedRecurrence(U, **kw), _simple, checks=["gradients"])
     assert check_cell(lambda **kw: _DetachedRecurrence(U, **kw), _simple, checks=["golden"]) == ["golden"]
+
+
+def _gru_cho_layer_norm(x, states, w):
+    return reference.gru_ln_step(x, states, w["kernel"], w["recurrent_kernel"], w["bias"],
+                                 (w["kernel_norm_gamma"], w["kernel_norm_beta"]),
+                                 (w["recurrent_norm_gamma"], w["recurrent_norm_beta"]), reset_after=False)
+
+
+def test_the_whole_battery_in_one_call():
+    """The checks share one random generator: run together, the gradient check drew
+    directions along which a 1e-3 central difference was off by more than its 2e-3
+    tolerance (3.2e-6 of 1.2e-3) for this right cell, and rejected it."""
+    make_cell = lambda **kw: kerasrnn.GRUCell(U, reset_after=False, layer_norm=True, **kw)
+    assert check_cell(make_cell, _gru_cho_layer_norm) == list(CHECKS)
+
+
+class _NoRecurrentDropout(kerasrnn.SimpleRNNCell):
+    """Takes `recurrent_dropout` but never applies it to h."""
+
+    def step(self, projected, states, constants):
+        import keras
+
+        h = keras.ops.tanh(projected + keras.ops.matmul(states[0], constants["recurrent_kernel"]))
+        return h, [h]
+
+
+class _WideState(kerasrnn.SimpleRNNCell):
+    """Returns a state twice as wide as its `state_size`."""
+
+    def step(self, projected, states, constants):
+        import keras
+
+        h, _ = super().step(projected, states, constants)
+        return h, [keras.ops.concatenate([h, h], axis=-1)]
+
+
+def test_the_kit_catches_ignored_recurrent_dropout_and_a_wrong_state_size():
+    # Input and recurrent dropout were switched on together, and input dropout (the base
+    # class's) alone made training differ from inference.
+    with pytest.raises(AssertionError, match="check 'regularization' failed .*recurrent_dropout does nothing"):
+        check_cell(lambda **kw: _NoRecurrentDropout(U, **kw), _simple, checks=["regularization"])
+    # The backend's own error (scan carry types, a size mismatch) came out unnamed.
+    with pytest.raises(AssertionError, match=r"check 'golden' failed for _WideState: the layer raised \w+"):
+        check_cell(lambda **kw: _WideState(U, **kw), _simple, checks=["golden"])
