@@ -51,6 +51,14 @@ def gradient_norms(model, x, y, loss=None, layers=None):
         dict `layer name -> np.ndarray (batch, time)` of L2 norms over the units;
         time runs in processing order (step 1 is the first step the layer runs).
 
+    With a mask (padded rows), a step a row skips passes its state through unchanged,
+    and its norm says so: after the end of a post-padded row the norms repeat the one
+    of the row's last real step; before the start of a pre-padded row they are the
+    derivative carried on to the initial state, one recurrent Jacobian beyond the
+    first real step. `log10_ratio` compares the first and the last column, so for a
+    batch of mixed lengths it describes the padded arrays, not each row's own
+    sequence: compare rows of one length for a per-length figure.
+
     Example:
 
     >>> import numpy as np, keras, kerasrnn
