@@ -90,6 +90,8 @@ class Config(common.RunConfig):
     test_size: int = 10000  # test sequences, evaluated once at the end
     diag_size: int = 100  # validation sequences used for the gradient diagnostics
     seed: int = 0  # data and initialization
+    # `--resume` may change: each model trains apart; the test set is used once, at the end.
+    RESUMABLE = ("models", "test_size")
 
     def __post_init__(self):
         common.check_positive(self, "seq_len", "units", "batch_size", "epochs", "val_size", "test_size",

@@ -52,6 +52,8 @@ class Config(common.RunConfig):
     seed: int = 42  # the split, the weights and the batch order
     plots: bool = True  # write DIR/plots/*.png
 
+    RESUMABLE = ("plots",)  # what `--resume` may change besides common.RESUMABLE
+
     def __post_init__(self):
         common.check_choice(self, "decoder", tuple(DECODERS))
         common.check_positive(self, "units", "embedding_dim", "epochs", "batch_size")

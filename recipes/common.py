@@ -46,6 +46,10 @@ BACKENDS = ("jax", "tensorflow", "torch")
 COMMAND = None
 
 PER_INVOCATION = ("backend", "output", "resume", "verbose", "tensorboard", "threads")
+# Flags every recipe lets `--resume` change from the saved run: train longer, and on
+# other devices (the checkpoints hold the same weights for any layout of them). A
+# recipe's `Config.RESUMABLE` adds its own (what it evaluates, models it trains apart).
+RESUMABLE = (*PER_INVOCATION, "epochs", "distribute", "model_shards")
 # The `--distribute` modes every recipe has (translation adds "model").
 DISTRIBUTE = ("none", "data")
 
@@ -205,6 +209,11 @@ def parse_config(config_class, argv=None, *, prog=None, description=None, preset
       (except `PER_INVOCATION` ones);
     - the flags given, which always win (`--resume --epochs 20` trains longer).
 
+    With `--resume`, a flag given with another value than the saved run's is an error
+    unless it is `RESUMABLE` (or in the recipe's `Config.RESUMABLE`): the checkpoints
+    hold that run's model, so `--units 64` would go on training its 16 units while
+    `results.json` said 64.
+
     `aliases` maps old flag names to fields (`{"model": "models"}`); the underscore
     spelling of every field is accepted too. Both print a deprecation note.
     """
@@ -220,11 +229,27 @@ def parse_config(config_class, argv=None, *, prog=None, description=None, preset
     if given.get("resume") and os.path.exists(saved):
         names = {f.name for f in dataclasses.fields(config_class)}
         previous = read_json(saved)
+        _check_resumable(config_class, given, previous, saved)
         settings.update({k: v for k, v in previous.items() if k in names and k not in PER_INVOCATION})
     settings.update(given)
     config = config_class(**settings)
     check_run_config(config)
     return config
+
+
+def _check_resumable(config_class, given, previous, saved):
+    """UsageError for the flags given to `--resume` that change what the saved run trains."""
+    free = {*RESUMABLE, *getattr(config_class, "RESUMABLE", ())}
+    changed = [(name, value, previous[name]) for name, value in given.items()
+               if name in previous and name not in free and value != previous[name]]
+    if changed:
+        given_text = " ".join(f"{flag(n)} {v}" for n, v, _ in changed)
+        saved_text = ", ".join(f"{flag(n)} {p}" for n, _, p in changed)
+        raise UsageError(
+            f"--resume continues the run in {os.path.dirname(saved) or '.'}, trained with {saved_text} "
+            f"({saved}); {given_text} would mix another run into its checkpoints. Drop "
+            f"{'that flag' if len(changed) == 1 else 'those flags'} to continue it, or give a new --output "
+            "to start the other run.")
 
 
 def _check_numbers(config):

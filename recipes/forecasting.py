@@ -70,6 +70,8 @@ class Config(common.RunConfig):
     init_seed: int = 42  # weights and shuffling: tf.random.set_seed(42) in the book
     library: str = "kerasrnn"  # kerasrnn | keras: the same models on keras.layers, to compare
     plots: bool = True  # write DIR/plots/*.png
+    # `--resume` may change: every (data, task, model) trains apart, its rows are merged.
+    RESUMABLE = ("data", "column", "tasks", "models", "real_epochs", "patience", "real_checkpoint_every", "plots")
 
     def __post_init__(self):
         common.check_choice(self, "library", ("kerasrnn", "keras"))

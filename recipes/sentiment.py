@@ -85,6 +85,8 @@ class Config(common.RunConfig):
     patience: int = 1  # epochs without val_accuracy gain before stopping
     seed: int = 1337  # member K of an ensemble uses seed + 100·(K-1)
     ensemble: int = 1  # models trained with different seeds; their probabilities are averaged
+    # `--resume` may change: members train apart (more are added), patience stops early.
+    RESUMABLE = ("patience", "ensemble")
 
     def __post_init__(self):
         common.check_choice(self, "dataset", tuple(DATASET_DEFAULTS))

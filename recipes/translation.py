@@ -80,6 +80,8 @@ class Config(common.RunConfig):
     model_shards: int = 0  # --distribute model: devices each sharded weight is split over (0: all)
 
     DISTRIBUTE_MODES = ("none", "data", "model")
+    # `--resume` may change how the trained model is evaluated and shown.
+    RESUMABLE = ("beam", "alpha", "test_limit", "examples", "heatmaps")
 
     def __post_init__(self):
         common.check_choice(self, "cell", ("gru", "lstm", "simple"))

@@ -79,8 +79,9 @@ def test_resolution_order_and_deprecated_spellings(tmp_path, capsys):
     assert (config.max_length, config.vocab_size, config.units) == (24, 200, 5)
     common.write_json(str(tmp_path / "config.json"), {**dataclasses.asdict(config), "embedding_dim": 7,
                                                       "verbose": 0, "backend": "nonsense"})
-    resumed = sentiment.parse_config(["--resume", "--output", str(tmp_path), "--units", "6"])
-    assert (resumed.dataset, resumed.embedding_dim, resumed.units, resumed.smoke) == ("mr", 7, 6, True)
+    resumed = sentiment.parse_config(["--resume", "--output", str(tmp_path), "--patience", "6"])
+    assert (resumed.dataset, resumed.embedding_dim, resumed.units, resumed.patience) == ("mr", 7, 5, 6)
+    assert resumed.smoke
     assert (resumed.verbose, resumed.backend) == ("auto", "")  # one invocation's settings are not kept
     old = sentiment.parse_config(["--batch_size", "16", "--max_length", "9"])
     assert (old.batch_size, old.max_length) == (16, 9)
@@ -369,3 +370,26 @@ def test_a_recipe_reads_top_to_bottom(name):
                      and any(a.name.split(".")[0] in ("keras", "kerasrnn") for a in node.names)
                      or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("keras", "kerasrnn")]
     assert keras_imports and max(keras_imports) < first_definition, keras_imports
+
+
+@pytest.mark.parametrize("name, changed, resumable", [
+    ("captioning", ("--units", "64"), ("--no-plots",)),
+    ("translation", ("--cell", "lstm"), ("--beam", "2")),
+    ("sentiment", ("--learning-rate", "0.5"), ("--ensemble", "3")),
+    ("forecasting", ("--units", "7"), ("--models", "linear")),
+    ("adding_problem", ("--seq-len", "9"), ("--models", "gru")),
+])
+def test_resume_refuses_flags_that_change_the_saved_run(tmp_path, name, changed, resumable):
+    """The checkpoints hold the saved run's model: `--resume --units 64` after a run of 16
+    units trained on the 16-unit model and reported 64. Such a flag is an error naming the
+    saved value; the same value, or a flag the recipe lets a resumed run change, is not."""
+    module = RECIPES[name]
+    first = module.parse_config(["--smoke", "--output", str(tmp_path)])
+    common.write_json(str(tmp_path / "config.json"), dataclasses.asdict(first))
+    flag, value = changed
+    saved = getattr(first, flag[2:].replace("-", "_"))
+    with pytest.raises(common.UsageError, match=rf"trained with {flag} {saved} .*; {flag} {value} would.*new --output"):
+        module.parse_config(["--resume", "--output", str(tmp_path), flag, value])
+    same = module.parse_config(["--resume", "--output", str(tmp_path), flag, str(saved), "--epochs", "9",
+                                "--verbose", "0", *resumable])
+    assert same.epochs == 9 and same.smoke
