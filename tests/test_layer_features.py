@@ -183,6 +183,43 @@ def test_mixed_precision(form, policy, tol, rng):
         np.testing.assert_allclose(to_numpy(g).astype("float32"), to_numpy(w), atol=tol)
 
 
+@pytest.mark.parametrize("cell_dtype, layer_dtype, tol", [
+    ("float64", None, 1e-6), ("float32", "float64", 1e-6), ("float32", "mixed_float16", 5e-3)])
+@pytest.mark.parametrize("cell_class", [kerasrnn.GRUCell, kerasrnn.LSTMCell, kerasrnn.SimpleRNNCell])
+def test_a_cell_of_another_dtype_than_its_rnn(cell_class, cell_dtype, layer_dtype, tol, rng):
+    """`RNN(GRUCell(4, dtype="float64"))` failed on torch and TensorFlow (the loop got
+    the layer's float32 inputs and states for the cell's float64 weights), and so did
+    `DeepRNN([GRUCell(4, dtype="float64")], dtype="float64")`. As keras.layers.RNN: the
+    cell computes in its own dtype, the output is in the layer's."""
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
+    plain = kerasrnn.layers.RNN(cell_class(UNITS), return_sequences=True, return_state=True)
+    plain.build((None, TIME, FEATURES))
+    weights = random_weights(plain, rng, scale=0.5)
+    want = plain(x)
+    extra = {} if layer_dtype is None else {"dtype": layer_dtype}
+    layer = kerasrnn.layers.RNN(cell_class(UNITS, dtype=cell_dtype), return_sequences=True, return_state=True,
+                                **extra)
+    layer.build((None, TIME, FEATURES))
+    layer.set_weights(weights)
+    keras_cell = {kerasrnn.GRUCell: keras.layers.GRUCell, kerasrnn.LSTMCell: keras.layers.LSTMCell,
+                  kerasrnn.SimpleRNNCell: keras.layers.SimpleRNNCell}[cell_class]
+    keras_layer = keras.layers.RNN(keras_cell(UNITS, dtype=cell_dtype), return_sequences=True, **extra)
+    expected_dtype = keras.backend.standardize_dtype(keras_layer(x).dtype)
+    got = layer(x)
+    for g, w in zip(got, want):
+        assert keras.backend.standardize_dtype(g.dtype) == expected_dtype
+        np.testing.assert_allclose(to_numpy(g).astype("float32"), to_numpy(w), atol=tol)
+    deep = kerasrnn.DeepRNN([cell_class(UNITS, dtype=cell_dtype)], return_sequences=True,
+                            dtype=cell_dtype)
+    deep.build((None, TIME, FEATURES))
+    deep.set_weights(weights)
+    output = deep(x)
+    assert deep.rnn_layers[0].dtype_policy.name == cell_dtype
+    assert keras.backend.standardize_dtype(output.dtype) == keras.backend.standardize_dtype(
+        keras.ops.zeros((), cell_dtype).dtype)  # float32 on JAX without x64
+    np.testing.assert_allclose(to_numpy(output).astype("float32"), to_numpy(want[0]), atol=tol)
+
+
 MIXED_FORMS = {
     **{form: CELL_FORMS[form] for form in ("simple_tanh", "lstm", "gru_after", "gru_before")},
     "simple_ln": (kerasrnn.SimpleRNN, {"layer_norm": True}),

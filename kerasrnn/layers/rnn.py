@@ -254,6 +254,11 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
 
     def _call(self, sequences, initial_state, mask, training):
         sequences, states, mask = prepare_call(self, sequences, initial_state, mask)
+        if self.cell.compute_dtype != self.compute_dtype:
+            # A cell of its own dtype policy computes in it, and the output is cast back
+            # to the layer's compute dtype (as in keras.layers.RNN).
+            sequences = ops.cast(sequences, self.cell.compute_dtype)
+            states = [ops.cast(s, self.cell.compute_dtype) for s in states]
         constants = self.cell.loop_constants(sequences, training)
         plan = plan_call(
             self.cell, sequences, mask, training, constants, fused=self.fused,

@@ -377,7 +377,7 @@ def _as_recurrent_layer(layer, index):
     if isinstance(layer, dict):
         layer = keras.saving.deserialize_keras_object(layer)
     if isinstance(layer, RecurrentCell):
-        return RNN(layer)
+        return RNN(layer, dtype=layer.dtype_policy)  # the cell's dtype, as a layer given would have
     if isinstance(layer, keras.layers.Bidirectional):
         raise TypeError(
             f"layers[{index}] is a keras.layers.Bidirectional: pass the layer it wraps "
