@@ -69,10 +69,17 @@ def from_torch(module, return_sequences=True, return_state=False, **kwargs):
         return_sequences: return every step (default True, like torch).
         return_state: also return the final states, layer by layer (forward, then
             backward): `h` (and `c`) of each, the slices of torch's `h_n` (`c_n`).
-        **kwargs: more arguments of every kerasrnn layer (e.g. `fused=False`).
+        **kwargs: more arguments of every kerasrnn layer that keep the function
+            (`fused=False`, `name`, training-only `dropout`/`recurrent_dropout`).
 
     Returns:
-        The built layer; its dtype is `"float64"` for a double-precision module.
+        The built layer; its dtype is `"float64"` for a double-precision module,
+        float32 for a float16 or bfloat16 one.
+
+    Raises:
+        ValueError: for `kwargs` that would make the layer compute something else
+            (`layer_norm`, `zoneout`, another activation, `go_backwards`, or the
+            module's own `units`, `use_bias`, `proj_size` with other values).
     """
     import torch
 
@@ -94,6 +101,12 @@ def from_torch(module, return_sequences=True, return_state=False, **kwargs):
                 f"from_torch: `{key}` is read from the module ({key}={value!r}); received "
                 f"{key}={kwargs[key]!r}. Remove it, or change the module."
             )
+    if kwargs.get("go_backwards"):  # before keras.layers.Bidirectional refuses it in its own words
+        raise ValueError(
+            "from_torch: the layer must compute what the module computes, but go_backwards=True "
+            "reverses it (torch.nn runs backwards only as a bidirectional module's second direction). "
+            "Remove it, or reverse the inputs."
+        )
     options = {**kwargs, **from_module}
     units = options.pop("units")
     if module.num_layers == 1:
@@ -101,8 +114,11 @@ def from_torch(module, return_sequences=True, return_state=False, **kwargs):
             units, return_sequences=return_sequences, return_state=return_state, **options
         )
         if directions == 2:
-            layer = keras.layers.Bidirectional(layer, merge_mode="concat")
+            name = options.get("name")
+            layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=layer.dtype_policy,
+                                               **({"name": name} if name else {}))
     else:
+        name = options.pop("name", None)  # the stack's name, not each layer's
         layer = DeepRNN(
             [layer_class(units, **options) for _ in range(module.num_layers)],
             dropout=module.dropout,
@@ -110,15 +126,45 @@ def from_torch(module, return_sequences=True, return_state=False, **kwargs):
             return_sequences=return_sequences,
             return_state=return_state,
             dtype=kwargs.get("dtype"),
+            name=name,
         )
     layer.build((None, None, module.input_size))
+    _check_torch_computes(layer, kwargs)
     for (index, suffix), cell in zip(_torch_slots(module.num_layers, directions), _cells(layer)):
         params = {
-            name: getattr(module, f"{name}_l{index}{suffix}").detach().cpu().numpy()
+            name: _numpy(getattr(module, f"{name}_l{index}{suffix}"))
             for name in _torch_param_names(module.bias, kind == "LSTM" and module.proj_size > 0)
         }
         _load_torch_params(cell, params)
     return layer
+
+
+def _numpy(parameter):
+    """A torch parameter as a NumPy array: float64 kept, float16/bfloat16 (which NumPy
+    lacks) widened to float32, the dtype of the layer they are loaded into."""
+    import torch
+
+    value = parameter.detach().cpu()
+    return value.numpy() if value.dtype == torch.float64 else value.float().numpy()
+
+
+def _check_torch_computes(layer, kwargs):
+    """ValueError if `kwargs` made `layer` compute something else than torch.nn does
+    (`layer_norm`, `zoneout`, other gate activations, `go_backwards`, ...): the layer
+    that `from_torch` returns must be one `to_torch` turns back into the module."""
+    layers, _, _ = _stack_of(layer)
+    for sub in layers:
+        for j, direction in enumerate(_directions(sub)):
+            try:
+                _torch_spec(direction, "the layer", backward=j == 1)
+            except ValueError as err:
+                given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "dtype") or "none"
+                reason = str(err).removeprefix("to_torch: ")
+                raise ValueError(
+                    f"from_torch: the layer must compute what the module computes, but with the "
+                    f"options given ({given}) it would not: {reason} Remove the option that "
+                    "changes the function (training-only ones such as dropout are fine)."
+                ) from None
 
 
 def to_torch(layer):
@@ -127,7 +173,7 @@ def to_torch(layer):
     `layer` is a kerasrnn `SimpleRNN`/`LSTM`/`GRU` (or `RNN` of their cells), a
     `keras.layers.Bidirectional` of one (merge `"concat"`), or a `DeepRNN` of
     layers of one kind and size, all bidirectional or none, without residual
-    connections. Only what torch can compute converts: `tanh`/`sigmoid` gates
+    connections, with one `use_bias` (and `proj_size`) for all. Only what torch can compute converts: `tanh`/`sigmoid` gates
     (`tanh` or `relu` for `SimpleRNN`), GRU with `reset_after=True`, no layer norm,
     peepholes or zoneout. Training-time options (dropout inside the cells, a
     `DeepRNN`'s `output_dropout` and `per_sequence_dropout`) are not carried; a
@@ -148,6 +194,14 @@ def to_torch(layer):
     mode = specs[0][0].mode
     if any(s.mode != mode for s, _ in specs) or len({c.units for _, c in specs}) != 1:
         raise ValueError("to_torch: every layer must be the same kind of cell with the same units.")
+    # torch.nn has one `bias` and one `proj_size` for all its layers and directions.
+    for option in ("use_bias", "proj_size"):
+        values = [getattr(c, option, 0) for _, c in specs]
+        if len(set(values)) != 1:
+            raise ValueError(
+                f"to_torch: torch.nn takes one `{option}` for every layer and direction; these "
+                f"have {option}={values} (layer by layer, forward first). Give them all the same."
+            )
     kind = _TORCH_MODES[mode]
     options = {
         "input_size": first.input_dim, "hidden_size": first.units, "num_layers": len(layers),
@@ -296,7 +350,9 @@ def from_keras(layer, **overrides):
 
     `keras.layers.Bidirectional` of one gives `keras.layers.Bidirectional` of ours.
     Every setting is carried (`return_sequences`, `go_backwards`, `reset_after`, ...);
-    `overrides` replace settings (e.g. `fused=False`).
+    `overrides` replace settings (e.g. `fused=False`). A misspelled override is a
+    `TypeError`; one that changes the weights (`units`, `use_bias`, `reset_after`,
+    `layer_norm`, `use_peepholes`, `proj_size`) a `ValueError`, as they are copied.
 
     Notes:
         With `recurrent_dropout > 0`, `keras.layers.LSTM/GRU` draw one recurrent mask
@@ -313,7 +369,9 @@ def from_keras(layer, **overrides):
         )
     _check_built("from_keras", layer)
     target = _KERAS_TO_OURS[name]
-    ours = target(**_accepted(target, {**layer.get_config(), **overrides}))
+    config = layer.get_config()
+    _check_overrides("from_keras", target, config, overrides)
+    ours = target(**_accepted(target, {**config, **overrides}))
     return _copy_cell_weights(layer, ours)
 
 
@@ -323,10 +381,13 @@ def to_keras(layer, **overrides):
     A `keras.layers.Bidirectional` of ours gives one of Keras's. Layers with an
     option `keras.layers` lacks (layer norm, peepholes, projection, zoneout) raise a
     `ValueError` naming it; kerasrnn's `fused`/`hoist_inputs`/`remat`/`xla` are dropped.
+    A subclass (`IRNN`, your own) becomes its base class (`keras.layers.SimpleRNN`).
+    `overrides` are checked as in `from_keras`.
     """
     if isinstance(layer, keras.layers.Bidirectional):
         return _convert_bidirectional(layer, to_keras, overrides)
-    config = layer.get_config() if isinstance(layer, (SimpleRNN, LSTM, GRU)) else None
+    base = next((c for c in (SimpleRNN, LSTM, GRU) if isinstance(layer, c)), None)
+    config = layer.get_config() if base is not None else None
     if config is None:
         raise TypeError(
             f"to_keras: expected a kerasrnn SimpleRNN, LSTM, GRU (or a Bidirectional of "
@@ -340,7 +401,8 @@ def to_keras(layer, **overrides):
                 f"to_keras: keras.layers.{type(layer).__name__} has no `{key}` "
                 f"(this layer has {key}={config[key]!r})."
             )
-    target = getattr(keras.layers, type(layer).__name__)
+    target = getattr(keras.layers, base.__name__)  # IRNN and other subclasses: their base
+    _check_overrides("to_keras", target, config, overrides)
     theirs = target(**_accepted(target, {**config, **overrides}))
     return _copy_cell_weights(layer, theirs)
 
@@ -352,6 +414,28 @@ def _check_built(function, layer):
             f"{function}: {layer.name} is not built, so it has no weights to convert. "
             "Call it on data, or `layer.build((None, None, features))`, first."
         )
+
+
+#: Options that change which weights a layer has: an override cannot change them,
+#: since the weights are copied (the defaults: what a layer without the option has).
+_WEIGHT_OPTIONS = {"units": None, "use_bias": True, "reset_after": True, "layer_norm": False,
+                   "use_peepholes": False, "proj_size": 0}
+
+
+def _check_overrides(function, target, config, overrides):
+    """TypeError for an override `target` does not take (a typo would vanish with the
+    Keras-only settings `_accepted` leaves out); ValueError for one that changes the
+    weights, which are copied as they are."""
+    unknown = sorted(set(overrides) - set(_accepted(target, dict.fromkeys(overrides))))
+    if unknown:
+        raise TypeError(f"{function}: {target.__name__} takes no argument(s) {unknown}; check the spelling.")
+    for key, default in _WEIGHT_OPTIONS.items():
+        if key in overrides and overrides[key] != config.get(key, default):
+            raise ValueError(
+                f"{function}: `{key}` decides which weights the layer has, and the weights are copied: "
+                f"it stays {config.get(key, default)!r} (received {key}={overrides[key]!r}). Remove it, "
+                "or build the other layer yourself."
+            )
 
 
 def _accepted(target, config):

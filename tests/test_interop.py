@@ -96,8 +96,10 @@ def test_gradients_match_torch(rng):
     np.testing.assert_allclose(ours, xt.grad.numpy(), atol=1e-5)
 
 
-def test_float64_module(rng, float64):
-    module = torch.nn.GRU(I, H, batch_first=True).double()
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one-way", "bidirectional"])
+def test_float64_module(bidirectional, rng, float64):
+    # The bidirectional wrapper was float32 around float64 layers: 3e-8 off the module.
+    module = torch.nn.GRU(I, H, batch_first=True, bidirectional=bidirectional).double()
     layer = interop.from_torch(module)
     assert layer.compute_dtype == "float64"
     x = rng.normal(size=(B, T, I))
@@ -125,6 +127,13 @@ def test_inter_layer_dropout_is_carried():
         (lambda: keras.layers.Bidirectional(kerasrnn.GRU(H), merge_mode="sum"), "merge_mode"),
         (lambda: kerasrnn.DeepRNN.repeat(kerasrnn.GRU(H), 2, residual=True), "residual"),
         (lambda: kerasrnn.DeepRNN([kerasrnn.GRU(H), kerasrnn.LSTM(H)]), "same kind"),
+        # torch.nn has one `bias` and one `proj_size`: the first layer's were taken, and
+        # the other layers lost their bias or kept torch's random one (0.35 off).
+        (lambda: kerasrnn.DeepRNN([kerasrnn.LSTM(H), kerasrnn.LSTM(H, use_bias=False)]), "use_bias"),
+        (lambda: kerasrnn.DeepRNN([kerasrnn.LSTM(H, use_bias=False), kerasrnn.LSTM(H)]), "use_bias"),
+        (lambda: keras.layers.Bidirectional(
+            kerasrnn.GRU(H), backward_layer=kerasrnn.GRU(H, go_backwards=True, use_bias=False)), "use_bias"),
+        (lambda: kerasrnn.DeepRNN([kerasrnn.LSTM(H, proj_size=2), kerasrnn.LSTM(H)]), "proj_size"),
     ],
 )
 def test_to_torch_refuses_what_torch_cannot_compute(make, match):
@@ -132,6 +141,39 @@ def test_to_torch_refuses_what_torch_cannot_compute(make, match):
     layer.build((None, None, I))
     with pytest.raises(ValueError, match=match):
         interop.to_torch(layer)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"activation": "relu"}, "activation"),
+    ({"recurrent_activation": "hard_sigmoid"}, "recurrent_activation"),
+    ({"layer_norm": True}, "layer_norm"),
+    ({"zoneout": 0.5}, "zoneout"),
+    ({"go_backwards": True}, "go_backwards"),
+])
+def test_from_torch_refuses_options_that_change_the_function(kwargs, match):
+    # They were accepted, and the layer computed something else (layer_norm: 0.68 off).
+    for module in (torch.nn.LSTM(I, H, batch_first=True), torch.nn.LSTM(I, H, num_layers=2, bidirectional=True)):
+        with pytest.raises(ValueError, match=f"from_torch: .*{match}"):
+            interop.from_torch(module, **kwargs)
+
+
+def test_from_torch_options_that_keep_the_function(rng):
+    module = torch.nn.LSTM(I, H, num_layers=2, batch_first=True).eval()
+    x = rng.normal(size=(B, T, I)).astype("float32")
+    layer = interop.from_torch(module, unit_forget_bias=True, dropout=0.2, recurrent_dropout=0.1, fused=False,
+                               name="encoder")
+    assert layer.name == "encoder" and len({sub.name for sub in layer.rnn_layers}) == 2
+    np.testing.assert_allclose(to_numpy(layer(x)), _torch_outputs(module, x)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_module(dtype, rng):
+    # bfloat16: "Got unsupported ScalarType BFloat16" from `.numpy()`.
+    module = torch.nn.GRU(I, H, batch_first=True).to(dtype)
+    layer = interop.from_torch(module)
+    assert layer.compute_dtype == "float32"
+    x = rng.normal(size=(B, T, I)).astype("float32")
+    np.testing.assert_allclose(to_numpy(layer(x)), _torch_outputs(module.float(), x)[0], atol=1e-5)
 
 
 def test_from_torch_rejects_other_modules():
@@ -206,6 +248,38 @@ def test_keras_round_trip_of_a_float64_bidirectional(rng, float64):
         # Not to float64's precision: keras.layers.GRU(dtype="float64") on JAX is 3.5e-8
         # off the float64 NumPy reference here (kerasrnn's: 6e-17).
         np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_to_keras_of_a_subclass(rng):
+    # getattr(keras.layers, "IRNN"): AttributeError.
+    class MyLSTM(kerasrnn.LSTM):
+        pass
+
+    x = rng.normal(size=(B, T, I)).astype("float32")
+    for layer, keras_class in ((kerasrnn.IRNN(H), keras.layers.SimpleRNN), (MyLSTM(H), keras.layers.LSTM)):
+        expected = to_numpy(layer(x))
+        theirs = interop.to_keras(layer)
+        assert type(theirs) is keras_class
+        np.testing.assert_allclose(to_numpy(theirs(x)), expected, atol=1e-6)
+
+
+def test_overrides_are_checked():
+    # A misspelled override vanished with the Keras-only settings; one that changes the
+    # weights failed in set_weights with Keras's words ("a weight list of length 3").
+    theirs = keras.layers.LSTM(H)
+    theirs.build((None, None, I))
+    ours = kerasrnn.LSTM(H)
+    ours.build((None, None, I))
+    for convert, layer in ((interop.from_keras, theirs), (interop.to_keras, ours)):
+        with pytest.raises(TypeError, match=r"retrun_sequences"):
+            convert(layer, retrun_sequences=True)
+        with pytest.raises(ValueError, match="`units` decides which weights"):
+            convert(layer, units=H + 1)
+        assert convert(layer, return_sequences=True).return_sequences
+    for key, value in (("layer_norm", True), ("use_peepholes", True), ("proj_size", 2), ("use_bias", False)):
+        with pytest.raises(ValueError, match=f"`{key}` decides which weights"):
+            interop.from_keras(theirs, **{key: value})
+    assert interop.from_keras(theirs, fused=False).fused is False
 
 
 def test_to_keras_refuses_extensions():
