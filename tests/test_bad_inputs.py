@@ -216,6 +216,10 @@ BAD = [
      r"`mask` must be a numeric tensor.*complex64"),
     ("stateful, other batch", lambda: stateful_lstm()(np.ones((3, 5, 3), "float32")), ValueError,
      r"stateful=True keeps states for batches of 2; received a batch of 3"),
+    # With an initial state of the new batch size the loop ran, then the states' assign failed.
+    ("stateful, other batch with initial_state",
+     lambda: stateful_lstm()(np.ones((3, 5, 3), "float32"), initial_state=[np.zeros((3, 4), "float32")] * 2),
+     ValueError, r"stateful=True keeps states for batches of 2; received a batch of 3"),
     ("stateful GRU, other batch",
      lambda: called(kerasrnn.GRU(4, stateful=True), x)(np.ones((1, 5, 3), "float32")), ValueError,
      r"stateful=True keeps states for batches of 2"),

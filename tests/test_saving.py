@@ -101,6 +101,50 @@ def test_stateful_roundtrip_keeps_the_states(rng, tmp_path):
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("wrap", [False, True], ids=["plain", "bidirectional"])
+def test_a_stateful_weights_file_loads_into_keras_layers(wrap, rng, tmp_path):
+    """The states have a group of their own in the file: keras.layers.LSTM (which saves
+    none) found 2 more variables than it expected in the layer's group and refused the
+    file of a stateful kerasrnn model ("expected 0 variables, but received 2")."""
+    def model(layer):
+        layer = keras.layers.Bidirectional(layer) if wrap else layer
+        inputs = keras.Input(batch_shape=(BATCH, None, FEATURES))
+        return keras.Model(inputs, layer(inputs))
+
+    ours = model(kerasrnn.LSTM(UNITS, stateful=True))
+    random_weights(ours, rng)
+    x = nonzero_uniform(rng, (BATCH, TIME, FEATURES)).astype("float32")
+    ours(x)  # the states are now nonzero
+    path = str(tmp_path / "stateful.weights.h5")
+    ours.save_weights(path)
+    for stateful in (False, True):
+        theirs = model(keras.layers.LSTM(UNITS, stateful=stateful))
+        theirs.load_weights(path)
+        for a, b in zip(theirs.get_weights(), ours.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    twin = model(kerasrnn.LSTM(UNITS, stateful=True))
+    twin.load_weights(path)  # and the states come back into a stateful kerasrnn twin
+    states = [s for layer in ([twin.layers[-1].forward_layer, twin.layers[-1].backward_layer] if wrap
+                              else [twin.layers[-1]]) for s in layer.states]
+    saved = [s for layer in ([ours.layers[-1].forward_layer, ours.layers[-1].backward_layer] if wrap
+                             else [ours.layers[-1]]) for s in layer.states]
+    for a, b in zip(states, saved):
+        assert np.abs(to_numpy(b)).max() > 1e-3
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_states_in_the_layers_own_group_still_load():
+    """Files written before kept a stateful layer's states in the layer's own group
+    (after its own weights: none, the cell's are in the cell's group): they load."""
+    layer = kerasrnn.GRU(UNITS, stateful=True)
+    layer.build((BATCH, TIME, FEATURES))
+    state = np.full((BATCH, UNITS), 0.25, "float32")
+    layer.load_own_variables({"0": state})
+    np.testing.assert_array_equal(to_numpy(layer.states[0]), state)
+    with pytest.raises(ValueError, match="expected 0 weights, plus 1 states"):
+        layer.load_own_variables({"0": state, "1": state})
+
+
 # ------------------------------------------------------------------- across backends
 OTHER_BACKENDS = [
     b for b in ("tensorflow", "jax", "torch")

@@ -148,6 +148,7 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             ]
             # Untracked (Keras's own RNN does the same), so that they are not weights.
             object.__setattr__(self, "_kerasrnn_states", states)
+            object.__setattr__(self, "_kerasrnn_saved_states", _SavedStates(states))
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         batch, time = sequences_shape[0], sequences_shape[1]
@@ -203,21 +204,14 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         cell = {id(w) for w in self.cell.weights}
         return [w for w in self.weights if id(w) not in cell]
 
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        offset = len(self._own_weights())
-        for i, state in enumerate(self.states or []):
-            store[f"{offset + i}"] = state
-
     def load_own_variables(self, store):
+        # The states are saved by `_SavedStates`, in a group of their own; files
+        # written before kept them here, after the weights.
         offset = len(self._own_weights())
         extra = len(store.keys()) - offset
         states = self.states or []
         if extra == len(states) and states:
-            for i, state in enumerate(states):
-                value = store[f"{offset + i}"]
-                if tuple(value.shape) == tuple(state.shape):  # same batch size: go on
-                    state.assign(value)
+            _load_states(states, [store[f"{offset + i}"] for i in range(extra)])
         elif extra not in (0, len(self.state_size)):
             raise ValueError(
                 f"{self.name}: the file holds {len(store.keys())} variables for this layer; "
@@ -288,6 +282,8 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
                 # autograd must not see its saved inputs change in place.
                 return [ops.copy(ops.cast(v, self.compute_dtype)) for v in self.states]
             return self.get_initial_state(batch)
+        if self.stateful:  # before the loop, which would run and fail to assign the states
+            _inputs.check_stateful_batch(self, self.states, sequences)
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
         if len(initial_state) != len(sizes):
@@ -322,6 +318,34 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         config = dict(config)
         cell = keras.saving.deserialize_keras_object(config.pop("cell"), custom_objects=custom_objects)
         return cls(cell, **config)
+
+
+class _SavedStates(keras.layers.Layer):
+    """Where a stateful layer's states go in a `.keras` or `.weights.h5` file: a group of
+    their own under the layer's (`.../lstm/_kerasrnn_saved_states/vars`). The layer's
+    own group holds its weights only, as a stateless twin's and keras.layers' do, so
+    each loads the other's file (keras.layers' RNN has no such child and passes over
+    the group). Not a sublayer: it is set untracked, and holds no weights."""
+
+    def __init__(self, states):
+        super().__init__(name="saved_states")
+        object.__setattr__(self, "_kerasrnn_states", states)
+
+    def save_own_variables(self, store):
+        for i, state in enumerate(self._kerasrnn_states):
+            store[f"{i}"] = state
+
+    def load_own_variables(self, store):
+        # A file without states (a stateless twin's, keras.layers') leaves them as they are.
+        if len(store.keys()) == len(self._kerasrnn_states):
+            _load_states(self._kerasrnn_states, [store[f"{i}"] for i in range(len(store.keys()))])
+
+
+def _load_states(states, values):
+    """Saved states into a stateful layer's: those of another batch size are left alone."""
+    for state, value in zip(states, values):
+        if tuple(value.shape) == tuple(state.shape):  # same batch size: go on
+            state.assign(value)
 
 
 class CellLayer(RNN):
