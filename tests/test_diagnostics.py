@@ -381,6 +381,20 @@ def test_plots_explain_a_missing_matplotlib(monkeypatch):
         diagnostics.plot_gradient_norms({"a": [1.0, 2.0]}, "unused.png")
 
 
+@pytest.mark.parametrize("profiles", [np.ones((3, 2)), np.ones((3, 5)), np.ones(5), [[0.1, 0.2], [0.3, 0.4]]],
+                         ids=["batch-by-2", "batch-by-5", "one-profile", "nested-list"])
+def test_plots_need_labelled_profiles(profiles, tmp_path):
+    # The array itself, not {label: array}: (3, 2) plotted a one-point line per row,
+    # labelled by its first number; other shapes failed in unpacking ("too many values").
+    for plot in (diagnostics.plot_gradient_norms, diagnostics.plot_gradient_heatmap):
+        with pytest.raises(TypeError, match=r"`profiles` must be a dict `\{label: norms\}`"):
+            plot(profiles, str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match=r"profiles\['a'\]. must be \(batch, time\)"):
+        diagnostics.plot_gradient_norms({"a": np.ones((2, 3, 4))}, str(tmp_path / "x.png"))
+    assert os.path.exists(diagnostics.plot_gradient_norms([(0, np.ones(4)), (5, np.ones(4))],
+                                                          str(tmp_path / "pairs.png")))
+
+
 @pytest.mark.parametrize("go_backwards", [False, True])
 def test_the_profile_is_in_processing_order_for_a_backward_layer(go_backwards):
     """A linear RNN with recurrent matrix 0.5·I: the loss (on the last output processed)

@@ -28,10 +28,25 @@ def _pyplot():
 
 def _profiles(profiles):
     """`{label: (time,) array}` from a dict of arrays or `(label, array)` pairs."""
-    items = profiles.items() if isinstance(profiles, dict) else profiles
+    if isinstance(profiles, dict):
+        items = list(profiles.items())
+    elif isinstance(profiles, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], (str, int, np.integer))
+        for pair in profiles
+    ):
+        items = list(profiles)
+    else:  # an array of norms itself (one of `gradient_norms`'s values, say) has no labels
+        raise TypeError(
+            "`profiles` must be a dict `{label: norms}` or a list of `(label, norms)` pairs, "
+            f"labels strings or integers; received {type(profiles).__name__}"
+            f"{f' of shape {np.shape(profiles)}' if hasattr(profiles, 'shape') else ''}. For one "
+            "profile: {'my model': norms}."
+        )
     out = {}
     for label, norms in items:
         norms = np.asarray(norms, "float64")
+        if norms.ndim not in (1, 2):
+            raise ValueError(f"`profiles[{label!r}]` must be (batch, time) or (time,); received shape {norms.shape}.")
         out[str(label)] = norms.mean(axis=0) if norms.ndim == 2 else norms
     if not out:
         raise ValueError("`profiles` is empty: nothing to plot.")
