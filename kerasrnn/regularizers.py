@@ -162,8 +162,9 @@ def _uniform(shape, seed, dtype=None):
     if isinstance(seed, keras.random.SeedGenerator):
         seed = seed.next()
     elif isinstance(seed, int):
-        # Keras's reading of an int seed: the bits of a uint32 as an int32, then [seed, 0].
-        seed = tf.constant([(seed & 0xFFFFFFFF ^ 0x80000000) - 0x80000000, 0], tf.int32)
+        # Keras's reading of an int seed on TensorFlow: [seed, 0] as int64 (its seed
+        # dtype there), reduced below as a SeedGenerator's state is.
+        seed = tf.constant([seed, 0], tf.int64)
     else:
         raise ValueError(  # noqa: TRY004 - the error Keras raises on the other backends
             f"`seed` must be an int or a keras.random.SeedGenerator, got {seed!r} "

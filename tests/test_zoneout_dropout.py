@@ -227,9 +227,15 @@ def test_masks_are_keras_numbers_outside_xla():
     ours = kerasrnn.regularizers.sequence_dropout(x, 0.3, seed=keras.random.SeedGenerator(5))
     theirs = keras.random.dropout(x, 0.3, seed=keras.random.SeedGenerator(5))
     np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
-    ours = kerasrnn.regularizers.zoneout_mask((16, 7), 0.3, seed=11)
-    theirs = keras.ops.cast(keras.random.uniform((16, 7), seed=11) < 0.3, "float32")
-    np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
+    # Int seeds beyond 31 bits and negative ones too (Keras reduces [seed, 0] as int64;
+    # they were read as int32 bits and gave other numbers).
+    for seed in (11, 2**31 + 5, -1):
+        ours = kerasrnn.regularizers.zoneout_mask((16, 7), 0.3, seed=seed)
+        theirs = keras.ops.cast(keras.random.uniform((16, 7), seed=seed) < 0.3, "float32")
+        np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
+        ours = kerasrnn.regularizers.dropout_mask((16, 7), 0.5, seed=seed)
+        theirs = keras.random.dropout(keras.ops.ones((16, 7)), 0.5, seed=seed)
+        np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
 
 
 @pytest.mark.parametrize("draw", ["zoneout_mask", "dropout_mask"])
