@@ -52,10 +52,12 @@ def choice(name, value, options):
 
 
 def positive_float(name, value, meaning="it keeps the division finite"):
+    """A finite real number > 0 (infinity is refused: an infinite epsilon or gain makes
+    a constant or non-finite output, not an error)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a positive float; received {value!r}.")
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0 ({meaning}); received {value}.")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"`{name}` must be a finite number > 0 ({meaning}); received {value}.")
     return float(value)
 
 
