@@ -176,6 +176,32 @@ def test_output_size_required_with_mask(weights):
         unroll(step, ops.ones((BATCH, TIME, FEATURES)), zeros_states(), mask=ops.ones((BATCH, TIME), "bool"))
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+def test_output_size_must_be_the_steps(masked):
+    # With a mask, an output of size 1 for output_size=5 broadcast against the
+    # (batch, 5) previous output: (2, 4, 5) outputs and no error.
+    def step(x_t, states):
+        h = states[0] + ops.sum(x_t, axis=-1, keepdims=True)
+        return h, [h]
+
+    x = np.ones((2, 4, 3), "float32")
+    with pytest.raises(ValueError, match=r"returned outputs of shape \(2, 1\), but `output_size` is 5"):
+        unroll(step, x, [np.zeros((2, 1), "float32")], mask=np.ones((2, 4), bool) if masked else None,
+               return_sequences=False, output_size=5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 4), (2, 4, 1), (8,)])
+def test_mask_shape_is_checked(shape):
+    # A (2, 3) mask for 4 steps: JAX "scan got values with different leading axis
+    # sizes", torch IndexError, TensorFlow OutOfRangeError.
+    def step(x_t, states):
+        return states[0], states
+
+    with pytest.raises(ValueError, match=r"`mask` must be a \(batch, time\) = \(2, 4\) tensor"):
+        unroll(step, np.ones((2, 4, 3), "float32"), [np.zeros((2, 1), "float32")], mask=np.ones(shape, bool),
+               output_size=1)
+
+
 @pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly (no compiled variant to compare)")
 @pytest.mark.parametrize("mask_kind", [None, "arbitrary"], ids=str)
 def test_eager_equals_compiled(mask_kind, weights, rng):

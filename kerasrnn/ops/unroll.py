@@ -87,6 +87,7 @@ def unroll(
         seqs = [ops.flip(s, axis=1) for s in seqs]
     if mask is not None:
         mask = ops.cast(ops.convert_to_tensor(mask), "bool")
+        _check_mask_shape(tuple(mask.shape), tuple(seqs[0].shape))
         if go_backwards:
             mask = ops.flip(mask, axis=1)
         mask = ops.expand_dims(mask, -1)  # (batch, time, 1) broadcasts over units
@@ -103,6 +104,12 @@ def unroll(
         ]
         if states and output.dtype != states[0].dtype:
             output = ops.cast(output, states[0].dtype)
+        if output_size is not None and output.shape[-1] not in (None, output_size):
+            # With a mask it would broadcast against the (batch, output_size) previous output.
+            raise ValueError(
+                f"`step_fn` returned outputs of shape {tuple(output.shape)}, but `output_size` is "
+                f"{output_size}: give the size of the step's output."
+            )
         return output, new_states
 
     if mask is not None or not return_sequences:
@@ -130,6 +137,15 @@ def unroll(
     if backend == "jax":
         return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0, remat)
     return impl(call_step, seqs, states, mask, return_sequences, zero_output_for_mask, out0)
+
+
+def _check_mask_shape(mask_shape, sequences_shape):
+    """ValueError unless the mask is `(batch, time)` of the sequences (where known)."""
+    expected = tuple(sequences_shape[:2])
+    if len(mask_shape) != 2 or any(m is not None and e is not None and m != e for m, e in zip(mask_shape, expected)):
+        raise ValueError(
+            f"`mask` must be a (batch, time) = {expected} tensor of the sequences; received shape {mask_shape}."
+        )
 
 
 def _masked(output, new_states, states, prev_output, mask_t, zero_output_for_mask, where):
