@@ -92,6 +92,8 @@ def unroll(
             mask = ops.flip(mask, axis=1)
         mask = ops.expand_dims(mask, -1)  # (batch, time, 1) broadcasts over units
 
+    sized = mask is not None or not return_sequences  # the loop carries a previous output
+
     def pack(xs_t):
         return tuple(xs_t) if structured else xs_t[0]
 
@@ -104,15 +106,15 @@ def unroll(
         ]
         if states and output.dtype != states[0].dtype:
             output = ops.cast(output, states[0].dtype)
-        if output_size is not None and output.shape[-1] not in (None, output_size):
-            # With a mask it would broadcast against the (batch, output_size) previous output.
+        if sized and output.shape[-1] not in (None, output_size):
+            # It would broadcast against the (batch, output_size) previous output.
             raise ValueError(
                 f"`step_fn` returned outputs of shape {tuple(output.shape)}, but `output_size` is "
                 f"{output_size}: give the size of the step's output."
             )
         return output, new_states
 
-    if mask is not None or not return_sequences:
+    if sized:
         if output_size is None:
             raise ValueError(
                 "`output_size` is required when a mask is given or "
