@@ -77,7 +77,8 @@ class Parallel:
 
         `data` is a `keras.utils.PyDataset` or a tuple of arrays `(x, y[, sample_weight])`.
         `evaluation=True` for `validation_data` with a loss averaged over the batch's
-        rows (Keras's `sum_over_batch_size`): see `EvenBatches`.
+        rows (Keras's `sum_over_batch_size`), `evaluation="per_batch"` for one averaged
+        over a count of its own (`MaskedSequenceLoss`: tokens): see `EvenBatches`.
         """
         if not self.distributed or data is None:
             return data
@@ -278,7 +279,11 @@ class EvenBatches(keras.utils.PyDataset):
             fillers weighing 0) came out as the mean over the real examples times
             `real rows / (batches · rows)` (52 validation reviews in two batches of 32:
             the loss × 52/64). With the scale it is that mean, as without fillers. Not
-            for a loss that divides by its own count (`MaskedSequenceLoss`: tokens).
+            for a loss that divides by its own count (`MaskedSequenceLoss`: tokens):
+            `"per_batch"` scales batch `b`'s real rows by `batches · real_b / real rows`
+            instead, so that the average Keras takes (each batch weighing `rows`) is
+            the one without fillers (each weighing `real_b`). That changes weighted
+            metrics: for models whose metrics take no sample weight.
 
     Example:
 
@@ -297,10 +302,16 @@ class EvenBatches(keras.utils.PyDataset):
             raise ValueError(f"`rows` ({rows}) must split evenly over the {processes} processes.")
         self.data = data if _is_dataset(data) else _ArrayBatches(data, rows)
         self.rows, self.process, self.processes = int(rows), process, processes
-        self.weight_scale = 1.0
+        if evaluation not in (False, True, "per_batch"):
+            raise ValueError(f"`evaluation` must be False, True or 'per_batch'; received {evaluation!r}.")
+        self.weight_scales = [1.0] * len(self)  # one per batch
         if evaluation and len(self):
-            real = int(self.real_rows().sum())
-            self.weight_scale = len(self) * self.rows / max(real, 1)
+            real = self.real_rows().reshape(len(self), self.rows).sum(axis=1)
+            total = max(int(real.sum()), 1)
+            if evaluation == "per_batch":
+                self.weight_scales = [len(self) * int(n) / total for n in real]
+            else:
+                self.weight_scales = [len(self) * self.rows / total] * len(self)
 
     def set_epoch(self, epoch):
         if hasattr(self.data, "set_epoch"):
@@ -327,7 +338,7 @@ class EvenBatches(keras.utils.PyDataset):
         y = keras.tree.map_structure(lambda a: np.concatenate([a, np.zeros((fill, *a.shape[1:]), a.dtype)]), y)
         if w is None:  # one weight per row, shaped to broadcast over a loss per time step
             w = np.ones((n, 1) if keras.tree.flatten(y)[0].ndim > 1 else (n,), "float32")
-        w = np.asarray(w, "float32") * np.float32(self.weight_scale)
+        w = np.asarray(w, "float32") * np.float32(self.weight_scales[index])
         w = np.concatenate([w, np.zeros((fill, *w.shape[1:]), "float32")])
         return self._share((x, y, w))
 

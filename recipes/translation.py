@@ -338,12 +338,16 @@ def train(config):
     # Teacher forcing, a checkpoint every epoch. The batches of an epoch are a function
     # of (seed, epoch), and Keras shuffles their order with Python's `random`, whose
     # state the checkpoints hold: a resumed run trains on what an uninterrupted one does.
-    # Split over devices, every batch is full: a short one is padded with rows whose
-    # target is all padding, which the masked loss and accuracy leave out.
-    remainder = "pad" if run.parallel.distributed else "keep"
-    train_batches = data.TranslationBatches(*encoded["train"], batch_size=config.batch_size, shuffle=True,
-                                            seed=config.seed, remainder=remainder)
-    val_batches = data.TranslationBatches(*encoded["val"], batch_size=run.parallel.rows(100), remainder=remainder)
+    # Split over devices (`run.parallel.even`), every batch is full: a short one is
+    # filled with rows whose target is all padding, which the masked loss and accuracy
+    # leave out, and each host reads its share. The validation loss averages over
+    # each batch's tokens: the batches are weighed by their real rows, as without
+    # fillers ("per_batch"; the accuracy takes no weights).
+    train_batches = run.parallel.even(data.TranslationBatches(
+        *encoded["train"], batch_size=config.batch_size, shuffle=True, seed=config.seed))
+    rows = run.parallel.rows(100)
+    val_batches = run.parallel.even(data.TranslationBatches(*encoded["val"], batch_size=rows), rows,
+                                    evaluation="per_batch")
     model, state = training.fit(
         run, "model", lambda: build_model(config, source_tok.vocab_size, target_tok.vocab_size), train_batches,
         epochs=config.epochs, validation_data=val_batches, callbacks=[schedule(config)], shuffle=True,
