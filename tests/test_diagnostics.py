@@ -105,6 +105,36 @@ def test_traced_pass_computes_the_same_function_and_restores_the_layer(layer, rn
         np.testing.assert_allclose(h, before, **tol)
 
 
+@pytest.mark.parametrize("cell_dtype, layer_dtype, rtol", [
+    ("float64", None, 1e-5), ("float32", "mixed_float16", 2e-2)])
+def test_a_cell_of_another_dtype_than_its_rnn_is_traced_in_its_dtype(cell_dtype, layer_dtype, rtol, rng):
+    """`gradient_norms` of `RNN(GRUCell(4, dtype="float64"))` failed on TensorFlow
+    ("expected a double tensor but is a float tensor"): the traced pass gave the cell
+    the layer's float32 inputs and states, where the layer's own call casts them to the
+    cell's dtype. The norms equal those of the same weights in a float32 cell."""
+    x = rng.uniform(-1, 1, (3, 5, 2)).astype("float32")
+    y = rng.normal(size=(3, 1)).astype("float32")
+
+    def model(cell_dtype, layer_dtype):
+        extra = {} if layer_dtype is None else {"dtype": layer_dtype}
+        layer = kerasrnn.layers.RNN(kerasrnn.GRUCell(4, dtype=cell_dtype), name="rnn", **extra)
+        return keras.Sequential([keras.Input((5, 2)), layer, keras.layers.Dense(1, dtype="float32")])
+
+    plain = model("float32", None)
+    other = model(cell_dtype, layer_dtype)
+    other.set_weights(plain.get_weights())
+    want = diagnostics.gradient_norms(plain, x, y, loss="mse")["rnn"]
+    norms = diagnostics.gradient_norms(other, x, y, loss="mse")["rnn"]
+    assert norms.shape == want.shape == (3, 5)
+    np.testing.assert_allclose(norms, want, rtol=rtol, atol=rtol * want.max())
+    layer = other.layers[0]
+    with diagnostics.traced([layer]):
+        traced = layer(x)
+    assert keras.backend.standardize_dtype(traced.dtype) == layer.compute_dtype
+    np.testing.assert_allclose(to_numpy(traced).astype("float32"),
+                               to_numpy(layer(x)).astype("float32"), atol=1e-6)
+
+
 def test_saturation_fraction_of_known_values():
     sigmoid_limits = diagnostics.activation_limits("sigmoid")
     values = np.array([0.001, 0.0105, 0.5, 0.989, 0.995])

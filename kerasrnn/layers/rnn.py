@@ -248,11 +248,6 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
 
     def _call(self, sequences, initial_state, mask, training):
         sequences, states, mask = prepare_call(self, sequences, initial_state, mask)
-        if self.cell.compute_dtype != self.compute_dtype:
-            # A cell of its own dtype policy computes in it, and the output is cast back
-            # to the layer's compute dtype (as in keras.layers.RNN).
-            sequences = ops.cast(sequences, self.cell.compute_dtype)
-            states = [ops.cast(s, self.cell.compute_dtype) for s in states]
         constants = self.cell.loop_constants(sequences, training)
         plan = plan_call(
             self.cell, sequences, mask, training, constants, fused=self.fused,
@@ -427,7 +422,9 @@ def prepare_call(layer, sequences, initial_state, mask):
     on the device Keras computes on (a torch tensor may arrive from the CPU), in the
     layer's compute dtype, with zeros at the masked steps (`_inputs.zero_masked_steps`),
     the initial states (given, the stateful ones, or zeros) and the mask as a boolean
-    tensor."""
+    tensor. A cell of its own dtype policy computes in it: the sequences and states
+    come in the cell's compute dtype, and the caller casts the output back to the
+    layer's (as in keras.layers.RNN)."""
     sequences = _inputs.sequences(layer, sequences)
     if sequences.shape[-1] != layer.cell.input_dim:
         raise ValueError(
@@ -438,4 +435,9 @@ def prepare_call(layer, sequences, initial_state, mask):
         )
     states = layer._initial_states(initial_state, sequences, ops.shape(sequences)[0])
     mask = _check_mask(layer, mask, sequences)
-    return _inputs.zero_masked_steps(sequences, mask), states, mask
+    sequences = _inputs.zero_masked_steps(sequences, mask)
+    dtype = layer.cell.compute_dtype
+    if dtype != layer.compute_dtype:
+        sequences = ops.cast(sequences, dtype)
+        states = [ops.cast(s, dtype) for s in states]
+    return sequences, states, mask
