@@ -148,11 +148,13 @@ def build_model(config):
     logits = keras.layers.Dense(len(VOCAB), name="next_char")(x)
     model = keras.Model([image, previous], logits, name=f"digit_speller_{config.decoder}")
     # The loss averages over the characters of the names (PAD targets left out), over
-    # the whole batch also when a tf.distribute strategy splits it between devices.
+    # the whole batch also when a tf.distribute strategy splits it between devices; the
+    # accuracy over every character of the epoch, so it takes no sample weights (those
+    # of --distribute's evaluation batches are for the loss).
     model.compile(
         optimizer=keras.optimizers.Adam(common.learning_rate(config, config.learning_rate)),
         loss=seq2seq.MaskedSequenceLoss(pad_id=PAD),
-        weighted_metrics=["accuracy"],
+        metrics=[seq2seq.MaskedAccuracy(pad_id=PAD, name="accuracy")],
     )
     return model
 
@@ -211,11 +213,12 @@ def run_recipe(config):
     model, state = training.fit(
         run, name, lambda: build_model(config),
         run.parallel.even(training.EpochBatches(
-            [train["images"], train["inputs"]], train["targets"], config.batch_size, seed=config.seed,
-            sample_weight=(train["targets"] != PAD).astype("float32"))),
+            [train["images"], train["inputs"]], train["targets"], config.batch_size, seed=config.seed)),
         epochs=config.epochs,
-        validation_data=run.parallel.even(([valid["images"], valid["inputs"]], valid["targets"],
-                                           (valid["targets"] != PAD).astype("float32"))),
+        # In Keras's batches of 32 (those of the arrays undistributed); split over
+        # devices each batch's loss weighs its real rows, not the fillers (EvenBatches).
+        validation_data=run.parallel.even(([valid["images"], valid["inputs"]], valid["targets"]),
+                                          run.parallel.rows(32), evaluation="per_batch"),
     )
 
     # One decoding pass over both held-out splits (one compiled shape on JAX).

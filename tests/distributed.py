@@ -103,8 +103,7 @@ def recipe_models(parallel, translation_config=None):
     split = captioning.load_splits(config)["train"]
     n = examples(config.batch_size)
     inputs = [split["images"][:n], split["inputs"][:n]]
-    weights = (split["targets"][:n] != captioning.PAD).astype("float32")
-    data = training.EpochBatches(inputs, split["targets"][:n], config.batch_size, sample_weight=weights)
+    data = training.EpochBatches(inputs, split["targets"][:n], config.batch_size)
     models["captioning"] = (lambda config=config: captioning.build_model(config), parallel.even(data, config.batch_size))
     return models
 

@@ -18,7 +18,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, to_numpy
 from test_recipes_resume import numbers
 
 from kerasrnn.datasets.translation import TranslationBatches
@@ -132,6 +132,28 @@ def test_per_batch_evaluation_gives_a_token_averaged_loss_as_without_fillers():
                                [12 / 11, 12 / 11, 9 / 11], rtol=1e-6)
     with pytest.raises(ValueError, match="evaluation"):
         EvenBatches((x, y), rows=4, evaluation="tokens")
+
+
+def test_per_batch_evaluation_keeps_an_unweighted_token_accuracy_exact():
+    # The captioning recipe: MaskedSequenceLoss with `evaluation="per_batch"`, and the
+    # accuracy of every token once (MaskedAccuracy, unweighted), which its former
+    # token-weighted "accuracy" gave and a per-batch weight would have changed.
+    from kerasrnn.seq2seq import MaskedAccuracy, MaskedSequenceLoss
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(1, 6, size=(11, 4)).astype("int32")
+    y = rng.integers(1, 6, size=(11, 4)).astype("int32")
+    y[:, 1:][rng.uniform(size=(11, 3)) < 0.5] = 0
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(6, 6)])
+    model.compile("sgd", MaskedSequenceLoss(), metrics=[MaskedAccuracy(name="accuracy")])
+    plain = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    even = model.evaluate(EvenBatches((x, y), rows=4, evaluation="per_batch"), verbose=0, return_dict=True)
+    logits = to_numpy(model(x))
+    tokens = y != 0
+    exact = ((logits.argmax(-1) == y) & tokens).sum() / tokens.sum()
+    assert plain["accuracy"] == pytest.approx(exact, rel=1e-6)
+    assert even["accuracy"] == pytest.approx(exact, rel=1e-6)
+    assert even["loss"] == pytest.approx(plain["loss"], rel=1e-6)
 
 
 def test_each_process_feeds_its_share():

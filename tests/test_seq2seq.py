@@ -502,6 +502,26 @@ def test_seq2seq_save_and_load(tmp_path, rng):
     assert loaded.translate(source, beam_size=2, max_length=6)[0] == model.translate(source, beam_size=2, max_length=6)[0]
 
 
+def test_masked_accuracy_counts_every_token_once_and_takes_weights(rng):
+    y = np.array([[1, 2, 0, 0], [3, 3, 3, 0], [2, 0, 0, 0]])
+    logits = np.eye(4, dtype="float32")[np.array([[1, 0, 0, 0], [3, 1, 3, 0], [2, 0, 0, 0]])]
+    metric = seq2seq.MaskedAccuracy()
+    metric.update_state(y[:2], logits[:2])  # 3 of 5
+    metric.update_state(y[2:], logits[2:])  # 1 of 1: 4 of 6, not the mean of 0.6 and 1
+    assert float(metric.result()) == pytest.approx(4 / 6)
+    metric.reset_state()
+    metric.update_state(y, logits, sample_weight=np.array([1.0, 0.0, 2.0]))  # (1 + 2) / (2 + 2)
+    assert float(metric.result()) == pytest.approx(3 / 4)
+    metric.reset_state()
+    weights = np.ones(y.shape, "float32")
+    weights[1, 1] = 0.0  # the token it gets wrong
+    metric.update_state(y, logits, sample_weight=weights)
+    assert float(metric.result()) == pytest.approx(4 / 5)
+    assert float(seq2seq.MaskedAccuracy(pad_id=3)(y, logits)) == pytest.approx(8 / 9)  # 0s count, 3s do not
+    copy = seq2seq.MaskedAccuracy.from_config(seq2seq.MaskedAccuracy(pad_id=2, name="acc").get_config())
+    assert (copy.pad_id, copy.name) == (2, "acc")
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="`attention`"):
         seq2seq.Decoder(5, 4, attention="dot-product")

@@ -5,6 +5,8 @@
   recurrence) or `LuongAttention` (after it), teacher forcing (`call`) and one-step
   decoding (`step`).
 - `Seq2Seq`: embeddings + encoder + decoder as a `keras.Model`, with `translate`.
+- `MaskedSequenceLoss`, `MaskedAccuracy` (`masked_accuracy` per batch): over the
+  non-padding target tokens.
 - `greedy_search`, `beam_search` (GNMT length penalty), `length_penalty`.
 - `generate`: keras-hub's samplers (greedy, beam, top-k, top-p, contrastive) driving a
   `Seq2Seq` decoder (keras-hub is optional: `pip install "kerasrnn[hub]"`).
@@ -14,7 +16,12 @@ from kerasrnn.seq2seq.attention import BahdanauAttention, LuongAttention, masked
 from kerasrnn.seq2seq.decoder import Decoder
 from kerasrnn.seq2seq.encoder import Encoder, make_cell, reverse_padded
 from kerasrnn.seq2seq.hub import generate
-from kerasrnn.seq2seq.model import MaskedSequenceLoss, Seq2Seq, masked_accuracy
+from kerasrnn.seq2seq.model import (
+    MaskedAccuracy,
+    MaskedSequenceLoss,
+    Seq2Seq,
+    masked_accuracy,
+)
 from kerasrnn.seq2seq.search import (
     beam_search,
     greedy_search,
@@ -28,6 +35,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "LuongAttention",
+    "MaskedAccuracy",
     "MaskedSequenceLoss",
     "Seq2Seq",
     "beam_search",

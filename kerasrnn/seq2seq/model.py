@@ -297,6 +297,58 @@ def masked_accuracy(y_true, y_pred, pad_id=0):
     return replicas * ops.sum(hit * mask) / ops.maximum(tokens, 1.0)
 
 
+@_register
+class MaskedAccuracy(keras.metrics.Metric):
+    """Fraction of the non-padding target tokens predicted exactly, over every batch seen.
+
+    `accuracy = Σ_b hits_b / Σ_b tokens_b` (argmax of the logits against targets other
+    than `pad_id`): each token counts once, whatever batch it came in, where
+    `masked_accuracy` as a metric is a mean of per-batch fractions (a short batch
+    weighing as much as a full one). Rows whose targets are all padding (the filler
+    rows of an evenly split batch) add nothing. As a weighted metric a sample weight
+    (per sequence or per token) scales each token's count; as an unweighted one
+    (`metrics=[...]`) it needs none, so the weights a loss is given do not change it.
+
+    Args:
+        pad_id: the padding id, left out.
+        name: the metric's name.
+        dtype: the dtype of its sums.
+
+    Example:
+
+    >>> import numpy as np
+    >>> metric = MaskedAccuracy()
+    >>> metric.update_state(np.array([[1, 2, 0]]), np.eye(3)[None, [1, 0, 0]])  # 1 of 2
+    >>> metric.update_state(np.array([[2, 0, 0]]), np.eye(3)[None, [2, 0, 0]])  # 1 of 1
+    >>> round(float(metric.result()), 4)
+    0.6667
+    """
+
+    def __init__(self, pad_id=0, name="masked_accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.pad_id = int(pad_id)
+        self.hits = self.add_variable((), initializer="zeros", dtype=self.dtype, name="hits")
+        self.tokens = self.add_variable((), initializer="zeros", dtype=self.dtype, name="tokens")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(y_true, self.pad_id), self.dtype)
+        if sample_weight is not None:
+            weight = ops.cast(ops.convert_to_tensor(sample_weight), self.dtype)
+            if len(weight.shape) == 1:  # one weight per sequence
+                weight = ops.expand_dims(weight, -1)
+            mask = mask * weight
+        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), self.dtype)
+        self.hits.assign_add(ops.sum(hit * mask))
+        self.tokens.assign_add(ops.sum(mask))
+
+    def result(self):
+        return self.hits / ops.maximum(self.tokens, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
+
 def _over_replicas(value):
     """`(value summed over the replicas, number of replicas)` inside a `tf.distribute`
     strategy's step on TensorFlow; `(value, 1)` everywhere else."""
