@@ -148,3 +148,14 @@ def test_a_keras_model_runs_with_kerasrnn_in_its_imports():
     ours.compile("adam", "mse")
     history = ours.fit(x, np.zeros((3, 1), "float32"), epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("name", ["SimpleRNN", "LSTM", "GRU"])
+def test_weight_paths_are_those_of_keras_layers(name):
+    """The cell inside was named "lstmcell", keras.layers' "lstm_cell": a layout map or
+    a regex over `weight.path` written for keras.layers matched none of ours."""
+    ours = getattr(kerasrnn, name)(3, name="rnn")
+    theirs = getattr(keras.layers, name)(3, name="rnn")
+    for layer in (ours, theirs):
+        layer.build((None, 4, 2))
+    assert [w.path for w in ours.weights] == [w.path for w in theirs.weights]

@@ -1,6 +1,7 @@
 """`RNN`: runs any kerasrnn cell over a sequence through the one time loop."""
 
 import inspect
+import re
 
 import keras
 from keras import ops
@@ -366,7 +367,7 @@ class CellLayer(RNN):
         for shared in ("dtype", "trainable"):
             if shared in kwargs:
                 cell_kwargs[shared] = kwargs[shared]
-        cell = self.cell_class(units, name=f"{self.cell_class.__name__.lower()}", **cell_kwargs)
+        cell = self.cell_class(units, name=_snake_case(self.cell_class.__name__), **cell_kwargs)
         super().__init__(cell, **kwargs)
 
     def get_config(self):
@@ -415,6 +416,14 @@ def _all_subclasses(klass):
     for sub in klass.__subclasses__():
         yield sub
         yield from _all_subclasses(sub)
+
+
+def _snake_case(name):
+    """`"LSTMCell"` → `"lstm_cell"`, `"SimpleRNNCell"` → `"simple_rnn_cell"`: the
+    names keras.layers gives its layers' cells, so that the weights' paths are the
+    same (`lstm/lstm_cell/kernel`), as layout maps and checkpoints name them."""
+    words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)  # a capitalised word: "LSTM_Cell"
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", words).lower()  # and after a lowercase letter
 
 
 def prepare_call(layer, sequences, initial_state, mask):
