@@ -161,6 +161,20 @@ def test_vectorizer_encodes_truncates_and_round_trips(tmp_path):
         encode_texts(vectorizer, texts, 3, truncate="middle")
 
 
+def test_a_word_with_a_lone_surrogate_is_learned_and_saved(tmp_path):
+    # Text read with errors="surrogateescape" keeps undecodable bytes as lone
+    # surrogates: `adapt` raised UnicodeEncodeError ranking them, `save_vectorizer` too.
+    texts = ["caf\udce9 ok ok", "x café"]
+    vectorizer = make_vectorizer(texts, max_tokens=10)
+    assert vectorizer.get_vocabulary() == ["", "[UNK]", "ok", "x", "caf\udce9", "café"]
+    save_vectorizer(vectorizer, tmp_path / "v.json")
+    restored = load_vectorizer(tmp_path / "v.json")
+    assert restored.get_vocabulary() == vectorizer.get_vocabulary()
+    np.testing.assert_array_equal(restored(texts), vectorizer(texts))
+    save_vectorizer(make_vectorizer(["café"], max_tokens=5), tmp_path / "plain.json")
+    assert "café" in (tmp_path / "plain.json").read_text(encoding="utf-8")  # readable where it can be
+
+
 def _shout(text):
     return text.upper()
 

@@ -403,7 +403,9 @@ class WordVectorizer:
             counts.update(self.tokenize(text))
         for special in (PAD, OOV):
             counts.pop(special, None)
-        ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0].encode("utf-8")), reverse=True)
+        # "surrogatepass": a lone surrogate (text decoded with "surrogateescape") is a word too.
+        ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0].encode("utf-8", "surrogatepass")),
+                        reverse=True)
         self._set_vocabulary([word for word, _ in ranked])
 
     def encode(self, text):
@@ -473,9 +475,14 @@ def save_vectorizer(vectorizer, path):
         "standardize": setting,
         "vocabulary": vectorizer.get_vocabulary(),
     }
+    text = json.dumps(config, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a word: written as a \udcXX escape
+        text = json.dumps(config)
     partial = f"{os.fspath(path)}.partial"
     with open(partial, "w", encoding="utf-8") as f:
-        json.dump(config, f, ensure_ascii=False)
+        f.write(text)
     os.replace(partial, path)
 
 
