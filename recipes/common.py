@@ -33,6 +33,7 @@ import importlib.util
 import inspect
 import json
 import math
+import numbers
 import os
 import re
 import sys
@@ -455,7 +456,8 @@ class Run:
         return keras.utils.Progbar(target, verbose=self.verbose, unit_name="item")
 
     def write_results(self, metrics, history):
-        """Writes `OUTPUT/results.json` in the schema every recipe shares; returns it."""
+        """Writes `OUTPUT/results.json` in the schema every recipe shares (a number that
+        is not finite, as a diverged run's loss, as `null`); returns it."""
         results = {
             "recipe": self.recipe,
             "backend": self.config.backend,
@@ -466,8 +468,20 @@ class Run:
             "metrics": metrics,
             "history": history,
         }
-        write_json(os.path.join(self.config.output, "results.json"), results)
+        write_json(os.path.join(self.config.output, "results.json"), finite_json(results))
         return results
+
+
+def finite_json(value):
+    """`value` with every float that is not finite (a diverged run's NaN loss) as
+    `None`: JSON has no NaN or Infinity, and strict readers refuse Python's tokens."""
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return None  # a float, NumPy's too
+    return value
 
 
 def device_name():

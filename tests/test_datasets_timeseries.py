@@ -150,6 +150,16 @@ def test_csv_column(tmp_path):
         ts.load_csv_column(str(path), None)
 
 
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity"])
+def test_a_csv_value_that_is_not_finite_is_named(text, tmp_path):
+    # float() reads these: one NaN made every forecast and score NaN (results.json held
+    # NaN tokens), or stopped the least-squares fit with an SVD error.
+    path = tmp_path / "load.csv"
+    path.write_text(f"day,load\n1,3.5\n2,{text}\n3,-1\n")
+    with pytest.raises(ValueError, match=f"line 3: column 'load' holds '{text}', not a finite number"):
+        ts.load_csv_column(str(path), "load")
+
+
 @pytest.mark.skipif(not has_statsmodels, reason="statsmodels is not installed")
 def test_sunspots_are_the_bundled_yearly_series():
     years, values = ts.load_sunspots()

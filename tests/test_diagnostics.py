@@ -190,6 +190,16 @@ def test_spectrum_of_known_matrices():
     assert diagnostics.spectrum_of(np.ones((2, 3)))["spectral_radius"] is None
 
 
+def test_spectrum_of_a_diverged_matrix_is_nan_not_an_error():
+    # A training run whose weights overflowed stopped in the diagnostics callback with
+    # LAPACK's "Array must not contain infs or NaNs".
+    square = diagnostics.spectrum_of(np.array([[1.0, np.inf], [0.0, 1.0]]))
+    assert np.isnan(square["spectral_radius"]) and np.isnan(square["singular_values"]).all()
+    assert square["singular_values"].shape == (2,)
+    wide = diagnostics.spectrum_of(np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    assert wide["spectral_radius"] is None and wide["singular_values"].shape == (2,)
+
+
 def test_recurrent_spectrum_per_gate_block():
     units = 3
     layer = kerasrnn.LSTM(units)

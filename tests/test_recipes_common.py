@@ -14,6 +14,7 @@ import sys
 import zipfile
 
 import keras
+import numpy as np
 import pytest
 from conftest import BACKEND
 
@@ -352,6 +353,22 @@ def test_results_schema_is_the_same_for_every_recipe(tmp_path):
     # One device, as the data gives it: the global batch is the batch, no learning-rate factor.
     assert {k: written["distribution"][k] for k in ("mode", "replicas", "global_batch_size", "lr_factor")} == {
         "mode": "none", "replicas": 1, "global_batch_size": captioning.Config().batch_size, "lr_factor": 1.0}
+
+
+def test_results_of_a_diverged_run_are_strict_json(tmp_path):
+    # A NaN loss was written as the token NaN, which JSON does not have.
+    run = common.Run("captioning", captioning.Config(output=str(tmp_path), backend=keras.backend.backend()))
+    metrics = {"rows": [{"loss": float("nan"), "n": 3}], "ratio": np.float32("-inf"), "ok": np.float64(0.5)}
+    written = run.write_results(metrics, {"model": [{"epoch": 1, "loss": float("inf")}]})
+    assert np.isnan(written["metrics"]["rows"][0]["loss"])  # the caller keeps its numbers
+
+    def refuse(token):
+        raise ValueError(token)
+
+    with open(tmp_path / "results.json") as f:
+        saved = json.load(f, parse_constant=refuse)
+    assert saved["metrics"] == {"rows": [{"loss": None, "n": 3}], "ratio": None, "ok": 0.5}
+    assert saved["history"] == {"model": [{"epoch": 1, "loss": None}]}
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

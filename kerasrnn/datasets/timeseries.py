@@ -15,6 +15,7 @@ causal and is scored on its last step only (`forecast_mse`).
 """
 
 import csv
+import math
 import numbers
 import os
 
@@ -301,7 +302,7 @@ def load_csv_column(path, column):
 
     Raises:
         ValueError: the column is missing (the message lists the columns there are) or
-            holds a value that is not a number.
+            holds a value that is not a finite number (`nan` and `inf` included).
 
     Example:
 
@@ -325,12 +326,17 @@ def load_csv_column(path, column):
         for line, row in enumerate(reader, start=2):
             text = (row.get(column) or "").strip()
             try:
-                values.append(float(text))
+                value = float(text)
             except ValueError:
+                value = None
+            # "nan" and "inf" parse as floats, but a series with a gap or an infinity
+            # cannot be scaled or fitted: one NaN made every forecast and score NaN.
+            if value is None or not math.isfinite(value):
                 raise ValueError(
-                    f"{path!r} line {line}: column {column!r} holds {text!r}, not a number. "
+                    f"{path!r} line {line}: column {column!r} holds {text!r}, not a finite number. "
                     "Clean or fill the column first."
-                ) from None
+                )
+            values.append(value)
     return np.asarray(values, dtype="float64")
 
 

@@ -19,7 +19,8 @@ __all__ = ["recurrent_spectrum", "spectrum_of"]
 
 
 def spectrum_of(matrix):
-    """`{"spectral_radius", "singular_values"}` of a matrix (radius `None` if not square).
+    """`{"spectral_radius", "singular_values"}` of a matrix (radius `None` if not square;
+    NaN, as every singular value, if the matrix holds a NaN or an infinity).
 
     Args:
         matrix: a 2-D array or tensor.
@@ -35,9 +36,13 @@ def spectrum_of(matrix):
     w = np.asarray(ops.convert_to_numpy(matrix), "float64")
     if w.ndim != 2:
         raise ValueError(f"`matrix` must be 2-D; received shape {w.shape}.")
-    radius = None
-    if w.shape[0] == w.shape[1]:
-        radius = float(np.max(np.abs(np.linalg.eigvals(w))))
+    square = w.shape[0] == w.shape[1]
+    if not np.isfinite(w).all():
+        # A diverged training run's weights: no spectrum, which the numbers say (NaN)
+        # instead of LAPACK's error in the middle of a diagnostics callback.
+        return {"spectral_radius": float("nan") if square else None,
+                "singular_values": np.full(min(w.shape), np.nan)}
+    radius = float(np.max(np.abs(np.linalg.eigvals(w)))) if square else None
     return {"spectral_radius": radius, "singular_values": np.linalg.svd(w, compute_uv=False)}
 
 
