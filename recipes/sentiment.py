@@ -194,6 +194,18 @@ def split_validation(texts, labels, groups, fraction, seed):
     return ([texts[i] for i in train], labels[train]), ([texts[i] for i in val], labels[val])
 
 
+def check_splits(config, **sizes):
+    """A `UsageError` where a split holds no review (a data set of a few sentences):
+    training and the scores need each of them."""
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        counts = ", ".join(f"{n} {name}" for name, n in sizes.items())
+        source = f"--data {config.data!r}" if config.data else f"--dataset {config.dataset}"
+        raise common.UsageError(
+            f"{source}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+            f"({counts} reviews); give more reviews or change --validation-fraction.")
+
+
 class LengthBatches(keras.utils.PyDataset):
     """Batches of reviews of similar length, each cut to its longest row.
 
@@ -442,6 +454,7 @@ def run(config, callbacks=()):
     (train_texts, train_labels), (val_texts, val_labels) = split_validation(
         train_texts, train_labels, groups, config.validation_fraction, config.seed
     )
+    check_splits(config, train=len(train_texts), validation=len(val_texts), test=len(test_texts))
     vectorizer, train_ids, val_ids, test_ids = vectorize(recipe, train_texts, val_texts, test_texts)
     step = -(-config.max_length // config.length_buckets)
     val = LengthBatches(val_ids, val_labels, config.batch_size, length_step=step)

@@ -184,6 +184,16 @@ def test_bad_data_paths_and_settings_fail_clearly(tmp_path, capsys):
         assert "\n" not in str(err.value)
     with pytest.raises(SystemExit, match="--cell must be one of"):
         sentiment.main([*base, "--cell", "transformer"])
+    # Too few sentences for three splits: one line, not Keras's "decay_steps must be > 0"
+    # (or a StopIteration with --schedule constant) after the data had loaded.
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "rt-polarity.pos").write_text("a good film\n")
+    (few / "rt-polarity.neg").write_text("a bad film\n")
+    for schedule in ("cosine", "constant"):
+        with pytest.raises(SystemExit, match=r"^error: --data .*few': the train and validation splits are "
+                                             r"empty \(0 train, 0 validation, 2 test reviews\)"):
+            sentiment.main([*base, "--smoke", "--dataset", "mr", "--data", str(few), "--schedule", schedule])
 
 
 def test_flags_override_the_dataset_defaults(tmp_path):
