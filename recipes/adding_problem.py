@@ -254,7 +254,7 @@ def evaluate(run, name, model, state, csv_path, test):
         "epochs": state["epoch"],
         "seconds": round(sum(h["seconds"] for h in state["history"]), 1),  # training, all runs
         "units": config.units,
-        "learning_rate": getattr(config, f"{name}_lr"),
+        "learning_rate": common.learning_rate(config, getattr(config, f"{name}_lr")),  # as trained (--lr-scaling)
         "schedule": getattr(config, f"{name}_schedule"),
         "clipnorm": config.clipnorm,
         # log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖: 0 = the error signal reaches step 1 intact.

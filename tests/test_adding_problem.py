@@ -110,3 +110,16 @@ def test_steps_count_the_updates_made_when_resumed_with_other_epochs(tmp_path, c
     config = adding_problem.parse_config([*args, "--epochs", "4"])
     assert adding_problem.updates(longer["history"]["gru"], config, "gru") == [2, 4, 5, 6]
     capsys.readouterr()
+
+
+def test_the_reported_learning_rate_is_the_one_trained_with(tmp_path, capsys):
+    # With --lr-scaling linear the report gave --lstm-lr (0.01) while Adam used 0.0025.
+    out = str(tmp_path / "run")
+    report = adding_problem.main(["--smoke", "--models", "lstm", "--lstm-schedule", "constant", "--lr-scaling",
+                                  "linear", "--batch-size", "16", "--epochs", "1", "--output", out])
+    factor = report["distribution"]["lr_factor"]
+    assert factor == 16 / adding_problem.Config().batch_size
+    assert report["metrics"]["models"]["lstm"]["learning_rate"] == pytest.approx(adding_problem.Config().lstm_lr * factor)
+    model = keras.saving.load_model(os.path.join(out, "checkpoints", "lstm", "epoch-001.keras"))
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
+        report["metrics"]["models"]["lstm"]["learning_rate"])
