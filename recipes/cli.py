@@ -23,21 +23,23 @@ RECIPES = {
 }
 
 
-def usage():
+def usage(prog="kerasrnn-recipe"):
     names = "\n".join(f"  {name:16} {what}" for name, what in RECIPES.items())
-    return f"usage: kerasrnn-recipe NAME [flags]   (NAME --help lists its flags)\n\nrecipes:\n{names}"
+    return f"usage: {prog} NAME [flags]   (NAME --help lists its flags)\n\nrecipes:\n{names}"
 
 
-def main(argv=None):
+def main(argv=None, prog="kerasrnn-recipe"):
+    """Runs the recipe `argv[0]` with the flags after it; `prog` is the command's name
+    in the usage lines (`python -m recipes` for `recipes/__main__.py`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "--list"):
-        print(usage())
+        print(usage(prog))
         return 0
     name = argv[0].replace("-", "_")
     if name not in RECIPES:
-        raise SystemExit(f"error: no recipe {argv[0]!r}.\n\n{usage()}")
-    sys.argv = [f"kerasrnn-recipe {name}", *argv[1:]]
-    common.COMMAND = f"kerasrnn-recipe {argv[0]}"  # for --help: runpy sets sys.argv[0] to the file
+        raise SystemExit(f"error: no recipe {argv[0]!r}.\n\n{usage(prog)}")
+    sys.argv = [f"{prog} {name}", *argv[1:]]
+    common.COMMAND = f"{prog} {argv[0]}"  # for --help: runpy sets sys.argv[0] to the file
     try:
         runpy.run_module(f"recipes.{name}", run_name="__main__", alter_sys=True)
     finally:

@@ -311,6 +311,10 @@ def test_console_script_lists_and_runs_the_recipes(capsys):
     assert caught.value.code == 0 and "--batch-size" in out
     assert out.startswith("usage: kerasrnn-recipe captioning ")  # it said python -m recipes.captioning
     assert common.COMMAND is None
+    # `python -m recipes` names itself (it said kerasrnn-recipe).
+    listed = subprocess.run([sys.executable, "-m", "recipes", "--list"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True).stdout
+    assert listed.startswith("usage: python -m recipes NAME")
 
 
 @pytest.mark.slow
