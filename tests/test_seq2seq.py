@@ -237,6 +237,69 @@ def test_translate_names_a_bad_search_argument(argument, value, error):
         model.translate(np.array([[5, 6, 3]]), **{argument: value})
 
 
+@pytest.mark.parametrize("source, match", [
+    ([[5, 14, 3]], r"holds the id 14 \(row 0, position 1\), outside the source vocabulary \[0, 14\)"),
+    ([[5, -1, 3]], "holds the id -1"),  # was read as the last id
+    (np.array([[5, 2**32 + 5, 3]], "int64"), "holds the id 4294967301"),  # was cast to 5
+    (np.zeros((2, 0), "int32"), "has no tokens"),  # TensorFlow: a graph error once traced at other shapes
+])
+def test_translate_names_a_bad_source(source, match):
+    """An id outside the vocabulary failed in the embedding on TensorFlow and torch and
+    gave a silent answer on JAX; no tokens depended on the backend's trace."""
+    model = _toy_model()
+    model.translate(np.array([[5, 6, 3], [7, 3, 0]]))
+    model.translate(np.array([[5, 6, 3] * 4]))  # traced at two shapes
+    for search in ({}, {"beam_size": 2}):
+        with pytest.raises(ValueError, match=f"translate: `source` {match}"):
+            model.translate(source, **search)
+
+
+def test_translate_of_no_sentences_is_no_translations():
+    model = _toy_model()
+    assert model.translate(np.zeros((0, 5), "int32")) == ([], [])  # said "`batch_size` must be positive"
+    assert model.translate(np.zeros((0, 5), "int32"), beam_size=3) == ([], [])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"bos_id": 14}, ValueError, r"`bos_id` must be in \[0, target_vocab_size\)"),
+    ({"eos_id": 20}, ValueError, "`eos_id`"),  # could never be emitted: every sentence ran to max_length
+    ({"pad_id": 0.7}, TypeError, "`pad_id`"),  # was 0
+    ({"pad_id": -1}, ValueError, "`pad_id`"),
+    ({"bidirectional": "no"}, TypeError, "`bidirectional`"),  # was True
+])
+def test_seq2seq_names_a_bad_token_id_or_flag(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        seq2seq.Seq2Seq(14, 14, embedding_dim=4, encoder_units=4, decoder_units=4, **kwargs)
+
+
+def test_pad_id_must_be_a_source_id_too():
+    with pytest.raises(ValueError, match="`pad_id` .* below `source_vocab_size`"):
+        seq2seq.Seq2Seq(4, 14, embedding_dim=4, encoder_units=4, decoder_units=4, pad_id=8, bos_id=2, eos_id=3)
+
+
+def test_seq2seq_output_shape():
+    model = _toy_model()
+    assert model.compute_output_shape(((None, 7), (None, 5))) == (None, 5, 14)
+    assert model.compute_output_shape(((2, 7), (2, 5))) == tuple(model((np.ones((2, 7)), np.ones((2, 5)))).shape)
+
+
+def test_generate_checks_source_and_max_length_as_translate_does():
+    # A stand-in sampler (keras-hub is optional): the checks come before it runs.
+    model = _toy_model()
+
+    def sampler(**kwargs):
+        return kwargs["prompt"]
+
+    with pytest.raises(ValueError, match="generate: `source` must be integer token ids"):
+        seq2seq.generate(model, np.array([[5.9, 6.2, 3.0]]), sampler)  # was truncated to ints
+    with pytest.raises(ValueError, match="generate: `source` holds the id 99"):
+        seq2seq.generate(model, [[5, 99, 3]], sampler)
+    for max_length, error in ((0, ValueError), (2.5, TypeError), (-2, ValueError)):
+        with pytest.raises(error, match="`max_length` must be a positive integer"):
+            seq2seq.generate(model, [[5, 6, 3]], sampler, max_length=max_length)
+    assert seq2seq.generate(model, np.zeros((0, 3), "int32"), sampler) == []
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 @pytest.mark.parametrize("forced, rows", [(5, 6), (3, 1), (0, 0)], ids=["no_eos", "eos_first", "padding"])
 def test_translate_gives_one_attention_row_per_token_and_eos(forced, rows, beam_size):

@@ -1,6 +1,7 @@
 """`Encoder`: a stack of (bidirectional) kerasrnn layers that reads the source sentence."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasrnn.layers import _checks
@@ -142,6 +143,8 @@ class Encoder(BuildsOutsideInferenceMode, keras.layers.Layer):
         self.cell = deserialize_cell(cell)
         make_cell(self.cell, self.units)  # validates `cell` now, not at build time
         self.num_layers = _checks.positive_int("num_layers", num_layers)
+        if not isinstance(bidirectional, (bool, np.bool_)):  # bool("no") is True
+            raise TypeError(f"`bidirectional` must be True or False; received {bidirectional!r}.")
         self.bidirectional = bool(bidirectional)
         self.dropout = _checks.rate("dropout", dropout)
         self.directions = ("forward", "backward") if self.bidirectional else ("forward",)

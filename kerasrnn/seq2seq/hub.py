@@ -16,6 +16,7 @@ keras-hub's `BeamSampler` lacks; see `kerasrnn.seq2seq.search`.
 import numpy as np
 from keras import ops
 
+from kerasrnn.layers import _checks
 from kerasrnn.seq2seq.search import strip_after_eos
 
 __all__ = ["generate"]
@@ -43,9 +44,11 @@ def generate(model, source, sampler, max_length=None):
     >>> model = Seq2Seq(20, 20, embedding_dim=8, encoder_units=8, decoder_units=8)
     >>> tokens = generate(model, [[5, 6, 7, 3]], keras_hub.samplers.TopKSampler(k=5, seed=1))  # doctest: +SKIP
     """
-    source = np.asarray(ops.convert_to_numpy(source), dtype="int32")
+    source = model.check_source(source, caller="generate")
     batch, source_len = source.shape
-    max_length = 2 * source_len + 10 if max_length is None else int(max_length)
+    max_length = 2 * source_len + 10 if max_length is None else _checks.positive_int("max_length", max_length)
+    if batch == 0:
+        return []
     decoder = model.decoder
     memory, mask, summary = model.encode(source)
     states = list(decoder.initial_state(summary))

@@ -1,5 +1,7 @@
 """`Seq2Seq`: embeddings + `Encoder` + `Decoder`, trained with teacher forcing, decoded by search."""
 
+import numbers
+
 import keras
 import numpy as np
 from keras import ops
@@ -17,7 +19,7 @@ from kerasrnn.seq2seq.search import (
     strip_after_eos,
 )
 
-__all__ = ["MaskedSequenceLoss", "Seq2Seq", "masked_accuracy"]
+__all__ = ["MaskedAccuracy", "MaskedSequenceLoss", "Seq2Seq", "masked_accuracy"]
 
 _register = keras.saving.register_keras_serializable(package="kerasrnn")
 
@@ -93,7 +95,12 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
         self.embedding_dim = _checks.positive_int("embedding_dim", embedding_dim)
         self.cell_spec = deserialize_cell(cell)
         self.dropout_rate = _checks.rate("dropout", dropout)
-        self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
+        self.pad_id, self.bos_id, self.eos_id = (
+            _token_id(name, value, self.target_vocab_size)
+            for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)))
+        if self.pad_id >= self.source_vocab_size:  # the source is padded with it too
+            raise ValueError(f"`pad_id` ({self.pad_id}) must be below `source_vocab_size` "
+                             f"({self.source_vocab_size}): it pads the source too.")
         dtype = self.dtype_policy  # every part computes in the model's policy
         self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim, name="source_embedding",
                                                        dtype=dtype)
@@ -128,6 +135,33 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
         target_in = ops.convert_to_tensor(target_in, "int32")
         return self.decoder(target_in, memory, summary, memory_mask=mask, training=training)
 
+    def compute_output_shape(self, input_shape):
+        """`(batch, target_len, target_vocab_size)` for `((batch, source_len), (batch, target_len))`."""
+        _source_shape, target_shape = input_shape
+        return (*tuple(target_shape)[:2], self.target_vocab_size)
+
+    def check_source(self, source, caller="translate"):
+        """`source` as a NumPy int array `(batch, source_len)` of ids below
+        `source_vocab_size`, or a `ValueError` naming it (an id out of range is an
+        error on TensorFlow and torch, and a silent wrong answer on JAX)."""
+        source = np.asarray(ops.convert_to_numpy(source))
+        if source.ndim != 2 or not np.issubdtype(source.dtype, np.integer):
+            raise ValueError(
+                f"{self.name}.{caller}: `source` must be integer token ids of shape "
+                f"(batch, source_len); received dtype {source.dtype}, shape {source.shape}. "
+                "Tokenize and pad the sentences first (`kerasrnn.datasets.translation.pad_batch`)."
+            )
+        if source.shape[1] == 0 and source.shape[0]:
+            raise ValueError(f"{self.name}.{caller}: `source` has no tokens (shape {source.shape}); "
+                             "each sentence needs at least its end token.")
+        bad = (source < 0) | (source >= self.source_vocab_size)
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{self.name}.{caller}: `source` holds the id {source[row, column]} (row {row}, "
+                f"position {column}), outside the source vocabulary [0, {self.source_vocab_size}).")
+        return source.astype("int32")
+
     def translate(self, source, beam_size=1, max_length=None, alpha=0.6):
         """Decodes int `source (batch, source_len)`, one decoder step per token.
 
@@ -140,7 +174,8 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
         attention weights returned are cut back to `source_len`.
 
         Args:
-            source: padded source ids (NumPy or tensor).
+            source: padded source ids (NumPy or tensor), each below `source_vocab_size`;
+                no rows gives `([], [])`.
             beam_size: 1 for greedy search, more for beam search.
             max_length: most target tokens (default `2 · source_len + 10`).
             alpha: length-penalty exponent of the beam search (`length_penalty`).
@@ -152,18 +187,14 @@ class Seq2Seq(BuildsOutsideInferenceMode, keras.Model):
             sentence that reached `max_length` without EOS; `None` entries without
             attention.
         """
-        source = np.asarray(ops.convert_to_numpy(source))
-        if source.ndim != 2 or not np.issubdtype(source.dtype, np.integer):
-            raise ValueError(
-                f"{self.name}.translate: `source` must be integer token ids of shape "
-                f"(batch, source_len); received dtype {source.dtype}, shape {source.shape}. "
-                "Tokenize and pad the sentences first (`kerasrnn.datasets.translation.pad_batch`)."
-            )
+        source = self.check_source(source)
         batch, source_len = source.shape
         beam_size = _checks.positive_int("beam_size", beam_size)
         if beam_size > 1:  # before the encoder runs, not at the first step of the search
             _check_alpha(alpha)
         max_length = 2 * source_len + 10 if max_length is None else _checks.positive_int("max_length", max_length)
+        if batch == 0:  # no sentences, no translations (the encoder is not run on nothing)
+            return [], []
         if not self.built:  # every weight's shape follows from the configuration
             self.build()
         padded = np.full((batch, -(-source_len // SOURCE_MULTIPLE) * SOURCE_MULTIPLE), self.pad_id, source.dtype)
@@ -295,6 +326,16 @@ def masked_accuracy(y_true, y_pred, pad_id=0):
     # each replica's hits, over the whole batch's tokens, times the replicas.
     tokens, replicas = _over_replicas(ops.sum(mask))
     return replicas * ops.sum(hit * mask) / ops.maximum(tokens, 1.0)
+
+
+def _token_id(name, value, vocab_size):
+    """A special token id: an integer in `[0, vocab_size)` (an `eos_id` the model cannot
+    emit would make every sentence run to `max_length`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer token id; received {value!r}.")
+    if not 0 <= value < vocab_size:
+        raise ValueError(f"`{name}` must be in [0, target_vocab_size) = [0, {vocab_size}); received {value}.")
+    return int(value)
 
 
 @_register
