@@ -159,3 +159,20 @@ def test_weight_paths_are_those_of_keras_layers(name):
     for layer in (ours, theirs):
         layer.build((None, 4, 2))
     assert [w.path for w in ours.weights] == [w.path for w in theirs.weights]
+
+
+@pytest.mark.parametrize("name", ["SimpleRNN", "LSTM", "GRU"])
+def test_keras_options_read_back_as_keras_layers_gives_them(name):
+    """`layer.unroll` and `layer.use_cudnn` raised AttributeError, and "unroll" was
+    missing from the config, where a script written for keras.layers reads them."""
+    options = [{}, {"unroll": True}] + ([{"unroll": True, "use_cudnn": False}, {"use_cudnn": True}]
+                                       if name != "SimpleRNN" else [])  # keras.layers.SimpleRNN has none
+    for kwargs in options:
+        ours, theirs = getattr(kerasrnn, name)(3, **kwargs), getattr(keras.layers, name)(3, **kwargs)
+        assert ours.unroll == theirs.unroll
+        assert ours.get_config()["unroll"] == theirs.get_config()["unroll"]
+        assert type(ours).from_config(ours.get_config()).unroll == ours.unroll
+        if hasattr(theirs, "use_cudnn"):
+            assert ours.use_cudnn == theirs.use_cudnn
+    wrapped = keras.layers.Bidirectional(getattr(kerasrnn, name)(3, fused=False))  # sets use_cudnn on copies
+    assert wrapped.forward_layer.fused is False and wrapped.backward_layer.use_cudnn is False

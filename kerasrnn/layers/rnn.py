@@ -106,8 +106,12 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
                 f"e.g. kerasrnn.layers.LSTMCell; received {cell!r}. "
                 "Plain Keras cells run in keras.layers.RNN."
             )
+        unroll = kwargs.get("unroll", False)
         fused = _checks.keras_layer_options(type(self), kwargs, fused)
         super().__init__(**kwargs)
+        #: keras.layers's option, kept as given for code and configs that read it; the
+        #: loop is never unrolled (the same function).
+        self.unroll = bool(unroll)
         self.cell = cell
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -121,6 +125,16 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         self.supports_masking = True
         self.last_path = None
         self.last_path_reason = None
+
+    @property
+    def use_cudnn(self):
+        """keras.layers's name for `fused` (`"auto"`, True or False); keras.layers's
+        `Bidirectional` sets it on the layers it makes."""
+        return self.fused
+
+    @use_cudnn.setter
+    def use_cudnn(self, value):
+        self.fused = _checks.choice("use_cudnn", value, ("auto", True, False))
 
     # ------------------------------------------------------------------- shapes
     @property
@@ -305,6 +319,7 @@ class RNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             "hoist_inputs": self.hoist_inputs,
             "remat": self.remat,
             "xla": self.xla,
+            "unroll": self.unroll,
             "cell": keras.saving.serialize_keras_object(self.cell),
         }
         return {**super().get_config(), **config}
