@@ -360,3 +360,34 @@ def test_reset_states_of_a_stack_of_stateful_layers(rng):
     assert np.abs(second - first).max() > 1e-4  # the second call went on from the first
     deep.reset_states()
     np.testing.assert_allclose(to_numpy(deep(x)), first, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_a_deep_rnn_inside_keras_bidirectional(return_sequences, tmp_path):
+    """`keras.layers.Bidirectional(DeepRNN(...))` failed ("Unrecognized keyword arguments
+    passed to DeepRNN: {'go_backwards': True}"), where keras.layers.RNN(StackedRNNCells)
+    runs: two whole stacks, merged at the top. The backward copy is the stack on the
+    reversed sequence (over each sentence's valid steps), its output flipped back."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5, 2)).astype("float32")
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
+    wrapped = keras.layers.Bidirectional(kerasrnn.DeepRNN([kerasrnn.LSTM(4), kerasrnn.GRU(3)],
+                                                          return_sequences=return_sequences))
+    got = to_numpy(wrapped(x, mask=mask))
+    assert wrapped.backward_layer.go_backwards and not wrapped.forward_layer.go_backwards
+    plain = kerasrnn.DeepRNN([kerasrnn.LSTM(4), kerasrnn.GRU(3)], return_sequences=True)
+    plain.build(x.shape)
+    plain.set_weights(wrapped.backward_layer.get_weights())
+    forward = to_numpy(wrapped.forward_layer(x, mask=mask))
+    for row, valid in enumerate(mask.sum(axis=1)):
+        backward = to_numpy(plain(np.ascontiguousarray(x[row : row + 1, :valid][:, ::-1])))[0]
+        if return_sequences:
+            np.testing.assert_allclose(got[row, :valid, :3], forward[row, :valid], atol=1e-6)
+            np.testing.assert_allclose(got[row, :valid, 3:], backward[::-1], atol=1e-6)
+        else:
+            np.testing.assert_allclose(got[row, :3], forward[row], atol=1e-6)
+            np.testing.assert_allclose(got[row, 3:], backward[-1], atol=1e-6)
+    model = keras.Sequential([keras.Input((5, 2)), wrapped])
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(to_numpy(keras.saving.load_model(tmp_path / "m.keras")(x)), to_numpy(model(x)),
+                               atol=1e-6)

@@ -52,6 +52,11 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         return_sequences: return the top layer's whole output sequence.
         return_state: also return the final states of every layer, bottom first,
             each layer's `[h]` or `[h, c]` (forward, then backward).
+        go_backwards: the whole stack reads the sequence from its last step to its
+            first, and returns its sequence in that order (as a keras.layers layer
+            does); `keras.layers.Bidirectional(DeepRNN(...))` sets it for its backward
+            copy: two whole stacks, merged at the top, where `bidirectional=True`
+            merges the two directions at every layer.
         fused: `"auto"`: on torch, run the whole stack in torch's multi-layer kernel
             when it computes exactly this stack (see Notes); `True` requires it;
             `False` never. Each layer may still use its own fused kernel.
@@ -116,9 +121,11 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         return_state=False,
         fused="auto",
         seed=None,
+        go_backwards=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.go_backwards = bool(go_backwards)
         if isinstance(layers, (keras.layers.Layer, dict, str)) or not layers:
             raise ValueError(
                 "`layers` must be a non-empty list of recurrent layers (bottom first), "
@@ -201,6 +208,11 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
 
     reset_state = reset_states
 
+    @property
+    def stateful(self):
+        """Whether a layer of the stack is stateful (keras.layers.Bidirectional asks)."""
+        return any(getattr(self.base_layer(i), "stateful", False) for i in range(len(self.rnn_layers)))
+
     def base_layer(self, i):
         """Layer `i` without its `Bidirectional` wrapper (its forward layer)."""
         layer = self.rnn_layers[i]
@@ -265,6 +277,9 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
         # inputs and outputs, as for keras.layers.Bidirectional): the bottom layer's input.
         sequences = ops.cast(sequences, self.base_layer(0).compute_dtype)
         sequences = _inputs.zero_masked_steps(sequences, mask)
+        if self.go_backwards:  # the stack reads, and returns, the reversed sequence
+            sequences = ops.flip(sequences, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
         per_layer_states = self._split_initial_state(initial_state, sequences)
         plan = plan_stack(self, sequences, mask, training)
         self.last_path, self.last_path_reason = plan.path, plan.reason
@@ -360,6 +375,7 @@ class DeepRNN(BuildsOutsideInferenceMode, keras.layers.Layer):
             "return_state": self.return_state,
             "fused": self.fused,
             "seed": self.seed,
+            "go_backwards": self.go_backwards,
         }
         return {**super().get_config(), **config}
 
