@@ -137,9 +137,16 @@ def test_implementation_only_where_keras_takes_it(make):
         make()
 
 
-def test_unroll_is_accepted_and_ignored():
-    layer = kerasrnn.LSTM(4, unroll=True)
-    assert "unroll" not in layer.get_config()
+def test_unroll_is_accepted_kept_and_ignored():
+    # Kept as given (keras.layers's config and attribute: test_keras_dropin.py); the
+    # loop is never unrolled, and the function is the same.
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    unrolled, plain = kerasrnn.LSTM(4, unroll=True), kerasrnn.LSTM(4)
+    unrolled.build(x.shape)
+    plain.build(x.shape)
+    plain.set_weights(unrolled.get_weights())
+    assert unrolled.get_config()["unroll"] is True and unrolled.unroll is True
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(unrolled(x)), keras.ops.convert_to_numpy(plain(x)))
 
 
 # A child process imports kerasrnn with one backend made uninstallable.
